@@ -1,0 +1,13 @@
+"""keras_practise: PRACTISE (Practical Network Acceleration with Tiny Sets) for Keras 3.
+
+Drop whole blocks of a trained CNN, chosen by how well they can be recovered
+from a tiny set of images, recover by feature mimicking, and fold the helper
+layers away, so that the result is a plain, faster Functional `keras.Model`.
+"""
+
+from keras_practise import models
+from keras_practise.blocks import Block
+from keras_practise.blocks import find_blocks
+from keras_practise.surgery import drop_blocks
+
+__version__ = "0.1.0"
