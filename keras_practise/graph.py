@@ -214,7 +214,9 @@ def clone_layer(layer, name=None):
     return layer.__class__.from_config(config)
 
 
-def replay(graph, call_node, substitutes=None, name=None):
+def replay(
+    graph, call_node, substitutes=None, start=None, outputs=None, name=None
+):
     """Rebuilds a flat graph as a new Functional model.
 
     Args:
@@ -226,6 +228,11 @@ def replay(graph, call_node, substitutes=None, name=None):
         substitutes: Optional dict mapping `id(tensor)` of a canonical tensor
             to another canonical tensor whose new value it takes (used to
             drop a block: its output becomes its input).
+        start: Optional canonical tensor of the graph that becomes the new
+            model's input instead of the graph's inputs (the layers before
+            it are left out).
+        outputs: Optional list of canonical tensors of the graph to use as
+            the new model's outputs instead of the graph's outputs.
         name: Name of the new model. Defaults to the original's name.
 
     Returns:
@@ -234,7 +241,7 @@ def replay(graph, call_node, substitutes=None, name=None):
     substitutes = substitutes or {}
     values = {}
     new_inputs = []
-    for tensor in graph.inputs:
+    for tensor in [start] if start is not None else graph.inputs:
         new_input = keras.Input(
             batch_shape=tensor.shape,
             dtype=tensor.dtype,
@@ -255,13 +262,13 @@ def replay(graph, call_node, substitutes=None, name=None):
         if any(v is None for v in mapping.values()):
             continue  # Feeds only a dropped block: its call is not needed.
         args, kwargs = node.arguments.fill_in(mapping)
-        outputs = call_node(flat_node, args, kwargs)
-        if outputs is None:
+        results = call_node(flat_node, args, kwargs)
+        if results is None:
             continue
-        for tensor, value in zip(flat_node.outputs, keras.tree.flatten(outputs)):
+        for tensor, value in zip(flat_node.outputs, keras.tree.flatten(results)):
             values[id(tensor)] = value
     new_outputs = []
-    for tensor in graph.outputs:
+    for tensor in graph.outputs if outputs is None else outputs:
         value = value_of(tensor)
         if value is None:
             raise ValueError(

@@ -8,7 +8,17 @@ from keras_practise import blocks as blocks_lib
 from keras_practise import graph as graph_lib
 
 
-def rewrite(model, drop=(), before=None, after=None, replace=None, name=None):
+def rewrite(
+    model,
+    drop=(),
+    before=None,
+    after=None,
+    bypass=(),
+    weights=None,
+    start=None,
+    outputs=None,
+    name=None,
+):
     """Copies `model`, dropping blocks and wrapping chosen layer calls.
 
     Args:
@@ -19,8 +29,15 @@ def rewrite(model, drop=(), before=None, after=None, replace=None, name=None):
             `tensor -> tensor` applied to the layer's (single) input.
         after: Optional dict mapping a layer name to a callable applied to
             the layer's output.
-        replace: Optional dict mapping a layer name to a ready layer object
-            called instead of a copy of the original (used by folding).
+        bypass: Names of layers whose calls are skipped (their output is
+            their input), e.g. folded adaptors.
+        weights: Optional dict mapping a layer name to the weights its copy
+            gets instead of the original's (e.g. a conv with adaptors folded
+            in).
+        start: Optional tensor of `model` that becomes the input of the new
+            model; the layers before it are left out.
+        outputs: Optional list of tensors of `model` to output instead of
+            the model's outputs (e.g. feature maps to mimic).
         name: Name of the new model. Defaults to `model.name`.
 
     Returns:
@@ -28,7 +45,8 @@ def rewrite(model, drop=(), before=None, after=None, replace=None, name=None):
     """
     before = before or {}
     after = after or {}
-    replace = replace or {}
+    bypass = set(bypass)
+    weights = weights or {}
     graph = graph_lib.FlatGraph(model)
     dropped = {id(layer) for block in drop for layer in block.layers}
     substitutes = {
@@ -43,9 +61,9 @@ def rewrite(model, drop=(), before=None, after=None, replace=None, name=None):
         layer = flat_node.layer
         if id(layer) in dropped:
             return None
-        if layer.name in replace:
-            new_layer = replace[layer.name]
-        elif id(layer) in clones:
+        if layer.name in bypass:
+            return args[0]
+        if id(layer) in clones:
             new_layer = clones[id(layer)]
         else:
             layer_name = layer.name
@@ -65,10 +83,17 @@ def rewrite(model, drop=(), before=None, after=None, replace=None, name=None):
         return outputs
 
     new_model = graph_lib.replay(
-        graph, call_node, substitutes=substitutes, name=name
+        graph,
+        call_node,
+        substitutes=substitutes,
+        start=None if start is None else graph.canonical(start),
+        outputs=None
+        if outputs is None
+        else [graph.canonical(t) for t in outputs],
+        name=name,
     )
     for new_layer, layer in pending_weights:
-        new_layer.set_weights(layer.get_weights())
+        new_layer.set_weights(weights.get(layer.name, layer.get_weights()))
     return new_model
 
 

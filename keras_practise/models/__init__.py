@@ -1,0 +1,8 @@
+"""Model builders with `keras.applications`-style signatures and layer names."""
+
+from keras_practise.models.resnet_cifar import ResNet20
+from keras_practise.models.resnet_cifar import ResNet56
+from keras_practise.models.resnet_imagenet import ResNet18
+from keras_practise.models.resnet_imagenet import ResNet34
+
+__all__ = ["ResNet18", "ResNet34", "ResNet20", "ResNet56"]
