@@ -1,0 +1,335 @@
+"""`compress()`: the whole PRACTISE pipeline, and its report.
+
+tiny set -> score candidates (recoverability) -> select -> drop + adaptors ->
+recover -> fold -> a plain Functional `keras.Model`.
+"""
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+
+from keras_practise import blocks as blocks_lib
+from keras_practise import data as data_lib
+from keras_practise import features
+from keras_practise import finetune
+from keras_practise import graph as graph_lib
+from keras_practise import latency as latency_lib
+from keras_practise import macs as macs_lib
+from keras_practise import recoverability as recoverability_lib
+from keras_practise import recovery
+from keras_practise import selection
+
+
+@dataclasses.dataclass
+class CompressionReport:
+    """What `compress()` did, with before/after figures.
+
+    Attributes:
+        blocks: Names of the dropped blocks, in network order.
+        labels: Their `stage.position` labels.
+        method: The recovery recipe.
+        scores: The `RecoverabilityReport` (empty when blocks were given).
+        params: `(before, after)` parameter counts.
+        macs: `(before, after)` multiply-accumulates per image.
+        latency_ms: `(before, after)` median latency in ms (`None` when not
+            measured), with `latency_batch_size` and `device`.
+        latency_reduction: Fraction of latency saved.
+        recovery_curve: `(step, loss)` pairs of the recovery training.
+        phase_seconds: Wall time per phase.
+        tiny_set: Source, size, seed and the drawn indices or files.
+        settings: The arguments that shaped the run.
+    """
+
+    blocks: list
+    labels: list
+    method: str
+    scores: list
+    params: tuple
+    macs: tuple
+    latency_ms: tuple
+    latency_reduction: float
+    latency_batch_size: int
+    device: str
+    recovery_curve: list
+    phase_seconds: dict
+    tiny_set: dict
+    settings: dict
+
+    def table(self):
+        """The before/after table (and the candidate scores) as text."""
+        lines = []
+        if self.scores:
+            lines += ["Recoverability of the candidates:", self.scores.table(), ""]
+        lines.append(
+            f"Dropped {len(self.blocks)} blocks: "
+            + ", ".join(f"{n} ({l})" for n, l in zip(self.blocks, self.labels))
+            + f"; recovery: {self.method}"
+        )
+        rows = [("", "before", "after", "change")]
+        rows.append(_row("params", self.params, "{:,}"))
+        rows.append(_row("MACs", self.macs, "{:,}"))
+        if self.latency_ms[0] is not None:
+            rows.append(_row(f"latency ms (batch {self.latency_batch_size})",
+                             self.latency_ms, "{:.2f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.append(
+            "phases: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
+        )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+    def to_dict(self):
+        """A JSON-serialisable dict of the report."""
+        result = dataclasses.asdict(self)
+        result["scores"] = [dataclasses.asdict(s) for s in self.scores]
+        return json.loads(json.dumps(result, default=_json_default))
+
+
+def _row(name, pair, fmt):
+    before, after = pair
+    change = f"{100 * (after - before) / before:+.1f}%" if before else ""
+    return (name, fmt.format(before), fmt.format(after), change)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _check_labels(model, tiny_set):
+    if tiny_set.labels is None:
+        return
+    classes = graph_lib.FlatGraph(model).outputs[0].shape[-1]
+    labels = tiny_set.labels
+    if labels.min() < 0 or (classes is not None and labels.max() >= classes):
+        raise ValueError(
+            f"Labels must be class indices in [0, {classes}) to match the "
+            f"model's {classes} outputs. Received: labels in "
+            f"[{labels.min()}, {labels.max()}]"
+        )
+
+
+def _synthesize(model, num_samples, seed, image_size, verbose):
+    from keras_practise import synthesis
+
+    size = features.model_image_size(model, image_size)
+    result = synthesis.synthesize_images(
+        model,
+        num_images=num_samples or 64,
+        image_size=size,
+        seed=seed,
+        verbose=verbose,
+    )
+    return data_lib.TinySet(
+        images=result.images, source="data-free synthesis", seed=seed
+    )
+
+
+def compress(
+    model,
+    data=None,
+    drop=3,
+    latency_target=None,
+    blocks=None,
+    method="mimic",
+    steps=200,
+    finetune_steps=500,
+    batch_size=None,
+    num_samples=None,
+    per_class=None,
+    seed=0,
+    latency="measured",
+    image_size=None,
+    augment_views=None,
+    preprocess=None,
+    data_dir=None,
+    latency_batch_size=8,
+    verbose=1,
+    return_report=False,
+):
+    """Makes `model` faster by dropping blocks and recovering from a tiny set.
+
+    Args:
+        model: A trained Functional or Sequential `keras.Model`. It is not
+            modified.
+        data: The tiny set, labelled or not: a numpy array (or `(images,
+            labels)`), a `tf.data.Dataset`, a `keras.utils.PyDataset`, a torch
+            `DataLoader`, an image folder, a tensorflow-datasets name, or a
+            `TinySet`. `None` synthesises images from the model itself
+            (data-free, DeepInversion-style).
+        drop: Number of blocks to drop. Defaults to `3`.
+        latency_target: Fraction of latency to remove instead of a count
+            (e.g. `0.2`); overrides `drop`.
+        blocks: Blocks to drop (names, `stage.position` labels or `Block`s),
+            skipping selection; overrides `drop` and `latency_target`.
+        method: Recovery recipe, one of `recovery.METHODS`. Defaults to
+            `"mimic"` (label-free feature mimicking).
+        steps: Adaptor-training steps per candidate for recoverability.
+            Defaults to `200`.
+        finetune_steps: Optimizer steps of the recovery. Defaults to `500`.
+        batch_size: Batch size. Defaults to `min(64, number of views)`.
+        num_samples: Images to draw from `data` (or to synthesise).
+        per_class: Images per class to draw instead (1 = "1-shot").
+        seed: Seed of the draw, augmentation and training order.
+        latency: `"measured"` or `"macs"`: how a block's latency saving is
+            assessed for its score.
+        image_size: Input size for models with a dynamic input shape.
+        augment_views: Augmented views per image (see
+            `features.prepare_views`).
+        preprocess: Callable applied to loaded images, e.g.
+            `keras.applications.resnet.preprocess_input`.
+        data_dir: Folder of prepared tensorflow-datasets datasets.
+        latency_batch_size: Batch size of the before/after latency figures
+            (`0` skips measuring them).
+        verbose: 0 silent, 1 progress bars and tables.
+        return_report: Also return the `CompressionReport`.
+
+    Returns:
+        The compressed Functional `keras.Model` (saves to `.keras` and reloads
+        without `custom_objects`), or `(model, report)` with
+        `return_report=True`.
+
+    Raises:
+        TypeError: If `model` is not a Functional or Sequential model, or
+            `data` is of an unsupported kind.
+        ValueError: If the model has no droppable blocks, `drop` exceeds
+            them, the data is empty or mis-shaped, labels do not match the
+            classifier, or an argument is out of range. All checks run
+            before any training.
+
+    Example:
+
+    ```python
+    small, report = keras_practise.compress(
+        model, (images, labels), drop=3, return_report=True
+    )
+    print(report)
+    small.save("small.keras")
+    ```
+    """
+    phases = {}
+    started = time.perf_counter()
+    graph_lib.check_graph_model(model)
+    candidates = blocks_lib.find_blocks(model)
+    if not candidates:
+        raise ValueError(
+            f"Model {model.name!r} has no droppable blocks: it needs identity "
+            "residual blocks or shape-preserving convolutions."
+        )
+    chosen = None
+    if blocks is not None:
+        chosen = blocks_lib.resolve_blocks(model, blocks, candidates)
+        if not chosen:
+            raise ValueError(f"No blocks to drop. Received: blocks={blocks!r}")
+    elif latency_target is None:
+        selection.check_drop(drop, len(candidates))
+    config = finetune.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    recover_config = finetune.TrainConfig(
+        steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose
+    )
+    recovery.check_method(method, True)
+    features.model_image_size(model, image_size)
+
+    if data is None:
+        tiny_set = _synthesize(model, num_samples, seed, image_size, verbose)
+    elif isinstance(data, data_lib.TinySet):
+        tiny_set = data
+    else:
+        tiny_set = data_lib.load_tiny_set(
+            data,
+            num_samples=num_samples,
+            per_class=per_class,
+            seed=seed,
+            image_size=features.load_size(model, data, image_size),
+            preprocess=preprocess,
+            data_dir=data_dir,
+        )
+    _check_labels(model, tiny_set)
+    recovery.check_method(method, tiny_set.labels is not None)
+    phases["data"] = time.perf_counter() - started
+
+    t = time.perf_counter()
+    bank, _ = features.build_bank(
+        model, tiny_set, seed=seed, image_size=image_size,
+        augment_views=augment_views,
+    )
+    phases["teacher features"] = time.perf_counter() - t
+
+    scores = recoverability_lib.RecoverabilityReport()
+    if chosen is None:
+        t = time.perf_counter()
+        scores = recoverability_lib.score_blocks(
+            model, candidates, bank, config, latency, verbose
+        )
+        chosen, _ = selection.select_blocks(
+            model, candidates, scores,
+            drop=None if latency_target is not None else drop,
+            latency_target=latency_target,
+            latency=latency,
+        )
+        phases["recoverability"] = time.perf_counter() - t
+    bank.release()
+
+    t = time.perf_counter()
+    compressed, curve = recovery.recover(
+        model, chosen, bank, method, recover_config
+    )
+    phases["recovery"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    latency_ms, reduction, device = (None, None), None, None
+    if latency_batch_size:
+        result = latency_lib.compare_latency(
+            {"original": model, "compressed": compressed},
+            batch_size=latency_batch_size,
+        )
+        latency_ms = (result.results["original"].median_ms, result.results["compressed"].median_ms)
+        reduction = result.reductions["compressed"]
+        device = result.results["original"].device
+    phases["latency"] = time.perf_counter() - t
+    phases["total"] = time.perf_counter() - started
+
+    report = CompressionReport(
+        blocks=[b.name for b in chosen],
+        labels=[b.label for b in chosen],
+        method=method,
+        scores=scores,
+        params=(macs_lib.count_params(model), macs_lib.count_params(compressed)),
+        macs=(macs_lib.count_macs(model), macs_lib.count_macs(compressed)),
+        latency_ms=latency_ms,
+        latency_reduction=reduction,
+        latency_batch_size=latency_batch_size,
+        device=device,
+        recovery_curve=curve,
+        phase_seconds=phases,
+        tiny_set={
+            "source": tiny_set.source,
+            "size": len(tiny_set),
+            "labelled": tiny_set.labels is not None,
+            "seed": tiny_set.seed,
+            "indices": _as_list(tiny_set.indices),
+        },
+        settings={
+            "drop": drop, "latency_target": latency_target, "steps": steps,
+            "finetune_steps": finetune_steps, "batch_size": batch_size,
+            "seed": seed, "latency": latency,
+        },
+    )
+    if verbose:
+        print(report.table())
+    return (compressed, report) if return_report else compressed
+
+
+def _as_list(indices):
+    if indices is None:
+        return None
+    return [str(i) if not isinstance(i, (int, np.integer)) else int(i) for i in indices]

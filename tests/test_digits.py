@@ -1,0 +1,130 @@
+"""Tests for the cluttered coloured digits task and its bundled teacher."""
+
+import importlib.util
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_practise import digits
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_benchmark(name):
+    path = os.path.join(_ROOT, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_class_names():
+    assert len(digits.CLASS_NAMES) == digits.NUM_CLASSES == 30
+    assert digits.CLASS_NAMES[3 * 7 + 1] == "7_green"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("image_size", [32, 20])
+def test_shapes_and_ranges(split, image_size):
+    images, labels = digits.load_cluttered_digits(
+        split, num_images=40, seed=3, image_size=image_size
+    )
+    assert images.shape == (40, image_size, image_size, 3)
+    assert images.dtype == np.float32
+    assert labels.shape == (40,)
+    assert np.issubdtype(labels.dtype, np.integer)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert labels.min() >= 0 and labels.max() < digits.NUM_CLASSES
+    # Textured, not blank: every image has real contrast.
+    assert images.std(axis=(1, 2, 3)).min() > 0.03
+
+
+def test_empty_request():
+    images, labels = digits.load_cluttered_digits("test", num_images=0)
+    assert images.shape == (0, 32, 32, 3) and labels.shape == (0,)
+
+
+def test_deterministic_by_seed():
+    x1, y1 = digits.load_cluttered_digits("train", num_images=50, seed=7)
+    x2, y2 = digits.load_cluttered_digits("train", num_images=50, seed=7)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    x3, _ = digits.load_cluttered_digits("train", num_images=50, seed=8)
+    x4, _ = digits.load_cluttered_digits("test", num_images=50, seed=7)
+    assert not np.allclose(x1, x3)
+    assert not np.allclose(x1, x4)
+
+
+def test_chunking_does_not_change_images(monkeypatch):
+    expected, _ = digits.load_cluttered_digits("test", num_images=30, seed=2)
+    monkeypatch.setattr(digits, "_CHUNK", 30)
+    same, _ = digits.load_cluttered_digits("test", num_images=30, seed=2)
+    np.testing.assert_array_equal(expected, same)
+
+
+def test_train_and_test_digit_pools_are_disjoint():
+    pools = digits._digit_pools()
+    train = {image.tobytes() for image in pools["train"][0]}
+    test = [image.tobytes() for image in pools["test"][0]]
+    assert len(train) + len(test) == 1797
+    assert not train.intersection(test)
+    # Every digit appears in both pools, so both splits can draw all classes.
+    for _, labels in pools.values():
+        assert set(labels.tolist()) == set(range(10))
+
+
+def test_classes_roughly_uniform():
+    _, labels = digits.load_cluttered_digits("train", num_images=3000, seed=0)
+    counts = np.bincount(labels, minlength=digits.NUM_CLASSES)
+    # 100 expected per class; +-45 is over 4 standard deviations.
+    assert counts.min() > 55 and counts.max() < 145
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"split": "validation"}, "split"),
+        ({"num_images": -1}, "num_images"),
+        ({"num_images": 2.5}, "num_images"),
+        ({"seed": -3}, "seed"),
+        ({"image_size": 8}, "image_size"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        digits.load_cluttered_digits(**kwargs)
+
+
+def test_bundled_teacher_is_accurate():
+    teacher = keras.saving.load_model(digits.TEACHER_PATH)
+    assert teacher.output_shape == (None, digits.NUM_CLASSES)
+    images, labels = digits.load_cluttered_digits(
+        "test", num_images=300, seed=11
+    )
+    predictions = teacher.predict(images, batch_size=100, verbose=0)
+    assert (predictions.argmax(axis=-1) == labels).mean() > 0.7
+
+
+def test_train_teacher_smoke(tmp_path):
+    train_teacher = _load_benchmark("train_teacher")
+    teacher, accuracy = train_teacher.train_teacher(
+        "resnet20",
+        epochs=1,
+        num_train=64,
+        num_test=32,
+        batch_size=32,
+        learning_rate=0.05,
+        seed=0,
+    )
+    assert 0.0 <= accuracy <= 1.0
+    assert teacher.optimizer is None
+    path = str(tmp_path / "teacher.keras")
+    teacher.save(path)
+    images, _ = digits.load_cluttered_digits("test", num_images=4)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path).predict(images, verbose=0),
+        teacher.predict(images, verbose=0),
+        atol=1e-5,
+    )
