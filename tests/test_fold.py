@@ -35,12 +35,26 @@ def test_folded_conv_weights_match_conv_then_adaptor():
     )
 
 
+def _plain_net():
+    """A VGG-style plain net, with convs both fused and followed by BN."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    for _ in range(3):
+        x = keras.layers.Conv2D(16, 3, padding="same")(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4)(x))
+
+
 @pytest.mark.parametrize(
     "factory",
     [
         lambda: models.ResNet20(weights=None, classes=4),
         lambda: keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=4),
-        lambda: keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), classes=4),
+        lambda: _plain_net(),
     ],
 )
 def test_fold_after_real_training(factory, tmp_path):
