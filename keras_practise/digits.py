@@ -15,10 +15,11 @@ textured background and bind its shape to its colour; the nuisance
 variation is large, so 50 images cover little of the input distribution.
 
 Train and test never share a digit instance: the first 75% of the 1797
-scikit-learn digits (in their stored order, which groups writers) feed the
-train split and the rest the test split. The background photographs are
-split the same way: train crops come from the top three quarters of each
-photograph, test crops from the bottom quarter.
+scikit-learn digits (in their stored order) feed the train split and the
+rest the test split, so test accuracy measures generalisation to unseen
+handwriting. The background photographs are split too: train crops come
+from the top three quarters of each photograph, test crops from the bottom
+quarter.
 
 Images need no preprocessing: feed the float32 [0, 1] arrays as they are.
 
@@ -39,7 +40,9 @@ CLASS_NAMES = tuple(
 # The bundled teacher: a CIFAR ResNet-20 trained on this task by
 # `benchmarks/train_teacher.py` (see docs/teacher.md).
 TEACHER_PATH = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "assets", "digits_resnet20.keras"
+    os.path.dirname(os.path.abspath(__file__)),
+    "assets",
+    "digits_resnet20.keras",
 )
 
 # Fraction of the scikit-learn digits (and of every background photograph's
@@ -82,7 +85,7 @@ _CHUNK = 2048
 
 @functools.lru_cache(maxsize=1)
 def _digit_pools():
-    """Return `{split: (images, labels)}` with disjoint digit instances."""
+    """Returns `{split: (images, labels)}` with disjoint digit instances."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -100,7 +103,7 @@ def _digit_pools():
 
 @functools.lru_cache(maxsize=1)
 def _background_banks():
-    """Return `{split: bank}`, each bank float32 `(photos, rows, cols, 3)`."""
+    """Returns `{split: bank}`, each float32 `(photos, rows, cols, 3)`."""
     from skimage import data as skdata
     from skimage import transform
 
@@ -120,7 +123,7 @@ def _background_banks():
 
 
 def _bilinear(source, index, rows, cols):
-    """Sample `source[index]` at float pixel coordinates.
+    """Samples `source[index]` at float pixel coordinates.
 
     Coordinates are clamped to the source, so sources that must read as
     zero outside carry a zero border (see `_digit_pools`).
@@ -147,7 +150,8 @@ def _bilinear(source, index, rows, cols):
         row_w = row_w[..., None]
         col_w = col_w[..., None]
     upper = flat[top] + col_w * (flat[top + 1] - flat[top])
-    lower = flat[top + width] + col_w * (flat[top + width + 1] - flat[top + width])
+    below = top + width
+    lower = flat[below] + col_w * (flat[below + 1] - flat[below])
     return upper + row_w * (lower - upper)
 
 
@@ -160,7 +164,11 @@ def _hsv_to_rgb(hue, saturation, value):
 
 
 def _sample_params(rng, num_images, labels_pool, num_bank, bank_rows):
-    """Draw every random choice up front so chunking cannot change results."""
+    """Draws every per-image random choice (floats as float32).
+
+    Drawing them all before rendering keeps each image's parameters
+    independent of how rendering is chunked.
+    """
     n = num_images
     p = {}
     p["label"] = rng.integers(0, NUM_CLASSES, n)
@@ -214,7 +222,10 @@ def _sample_params(rng, num_images, labels_pool, num_bank, bank_rows):
 
 
 def _render(p, digits, bank, size, noise_rng):
-    """Render one chunk of images from its parameters."""
+    """Renders one chunk of images from its parameters.
+
+    The chunk's pixel noise comes from `noise_rng`, one generator per chunk.
+    """
     n = len(p["label"])
     k = _NUM_DISTRACTORS + 1
     grid = (np.arange(size, dtype="float32") + 0.5) / size  # in (0, 1)
@@ -223,15 +234,13 @@ def _render(p, digits, bank, size, noise_rng):
     step = p["bg_crop"][:, None] * grid[None, :]
     rows = p["bg_row"][:, None] + step - 0.5
     cols = p["bg_col"][:, None] + step - 0.5
-    cols = np.where(
-        p["bg_flip"][:, None], (p["bg_col"] + p["bg_crop"])[:, None] - step, cols
-    )
+    flipped = (p["bg_col"] + p["bg_crop"])[:, None] - step
+    cols = np.where(p["bg_flip"][:, None], flipped, cols)
     rows = np.broadcast_to(rows[:, :, None], (n, size, size))
     cols = np.broadcast_to(cols[:, None, :], (n, size, size))
     image = _bilinear(bank, p["bg_index"], rows, cols)
-    image = np.einsum("nhwc,ncd->nhwd", image, p["bg_mix"]) + p["bg_offset"][
-        :, None
-    ]
+    image = np.einsum("nhwc,ncd->nhwd", image, p["bg_mix"])
+    image = image + p["bg_offset"][:, None]
     image = np.clip(image, 0.0, 1.0).astype("float32")
 
     # Inverse affine map from canvas pixels to padded 8x8 digit pixels.
@@ -253,10 +262,9 @@ def _render(p, digits, bank, size, noise_rng):
     pix = grid * size  # pixel centres in canvas coordinates
     dy = pix[None, None, :, None] - centre[..., 0, None, None]
     dx = pix[None, None, None, :] - centre[..., 1, None, None]
-    ex = (d[..., None, None] * dx - b[..., None, None] * dy) / det[..., None, None]
-    ey = (-c[..., None, None] * dx + a[..., None, None] * dy) / det[
-        ..., None, None
-    ]
+    a, b, c, d, det = (v[..., None, None] for v in (a, b, c, d, det))
+    ex = (d * dx - b * dy) / det
+    ey = (-c * dx + a * dy) / det
     digit_cols = ex + 5.5  # padded digit centre is at (5.5, 5.5)
     digit_rows = ey + 5.5
     index = np.concatenate(
@@ -292,19 +300,22 @@ def _render(p, digits, bank, size, noise_rng):
     candidates = _hsv_to_rgb(p["ink_hue"], p["ink_sat"], p["ink_val"])
     distance = np.linalg.norm(candidates - under[:, None], axis=-1)
     far = distance >= _MIN_INK_DISTANCE
-    choice = np.where(far.any(axis=1), far.argmax(axis=1), distance.argmax(axis=1))
+    choice = np.where(
+        far.any(axis=1), far.argmax(axis=1), distance.argmax(axis=1)
+    )
     target_ink = candidates[np.arange(n), choice]
-    image = image * (1.0 - a_t[..., None]) + a_t[..., None] * target_ink[
-        :, None, None, :
-    ]
+    a_t = a_t[..., None]
+    image = image * (1.0 - a_t) + a_t * target_ink[:, None, None, :]
 
     noise = noise_rng.standard_normal(image.shape, dtype="float32")
     image = image + noise * p["noise_std"][:, None, None, None]
     return np.clip(image, 0.0, 1.0).astype("float32")
 
 
-def load_cluttered_digits(split="train", num_images=1000, seed=0, image_size=32):
-    """Generate a split of the cluttered coloured digits task.
+def load_cluttered_digits(
+    split="train", num_images=1000, seed=0, image_size=32
+):
+    """Generates a split of the cluttered coloured digits task.
 
     The label of an image is `3 * digit + colour`, colour being 0 (red),
     1 (green) or 2 (blue); `CLASS_NAMES[label]` spells it out. Labels are
@@ -326,8 +337,10 @@ def load_cluttered_digits(split="train", num_images=1000, seed=0, image_size=32)
         needed) and int64 `(num_images,)` in `[0, NUM_CLASSES)`.
 
     Raises:
-        ValueError: if `split`, `num_images`, `seed` or `image_size` is
-            invalid.
+        ValueError: if `split` is unknown, `num_images` or `seed` is
+            negative, or `image_size` is below 16.
+        TypeError: if `num_images`, `seed` or `image_size` is not an
+            integer.
 
     Example:
 
@@ -346,7 +359,7 @@ def load_cluttered_digits(split="train", num_images=1000, seed=0, image_size=32)
         ("image_size", image_size, 16),
     ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(
+            raise TypeError(
                 f"`{name}` must be an integer. Received: {name}={value!r}"
             )
         if value < low:

@@ -402,7 +402,8 @@ class _ImageInversion(keras.Model):
         self.images.assign(initial.astype("float32"))
         self.targets.assign(targets)
         # Zero moments and step count, so that the learning-rate schedule
-        # and Adam's bias correction restart too.
+        # and Adam's bias correction restart too (the learning rate is a
+        # schedule, not an optimizer variable).
         for variable in self.optimizer.variables:
             variable.assign(ops.zeros_like(variable))
 

@@ -17,9 +17,10 @@ from keras_practise import finetune
 from keras_practise import graph as graph_lib
 from keras_practise import latency as latency_lib
 from keras_practise import macs as macs_lib
-from keras_practise import recoverability as recoverability_lib
+from keras_practise import scoring
 from keras_practise import recovery
 from keras_practise import selection
+from keras_practise import synthesis
 
 
 @dataclasses.dataclass
@@ -118,14 +119,13 @@ def _check_labels(model, tiny_set):
         )
 
 
-def _synthesize(model, num_samples, seed, image_size, verbose):
-    from keras_practise import synthesis
-
+def _synthesize(model, num_samples, steps, seed, image_size, verbose):
     size = features.model_image_size(model, image_size)
     result = synthesis.synthesize_images(
         model,
         num_images=num_samples or 64,
         image_size=size,
+        steps=steps,
         seed=seed,
         verbose=verbose,
     )
@@ -153,6 +153,7 @@ def compress(
     preprocess=None,
     data_dir=None,
     latency_batch_size=8,
+    synthesis_steps=1000,
     verbose=1,
     return_report=False,
 ):
@@ -190,6 +191,8 @@ def compress(
         data_dir: Folder of prepared tensorflow-datasets datasets.
         latency_batch_size: Batch size of the before/after latency figures
             (`0` skips measuring them).
+        synthesis_steps: Optimisation steps per batch of synthesised images
+            when `data` is `None`.
         verbose: 0 silent, 1 progress bars and tables.
         return_report: Also return the `CompressionReport`.
 
@@ -240,7 +243,9 @@ def compress(
     features.model_image_size(model, image_size)
 
     if data is None:
-        tiny_set = _synthesize(model, num_samples, seed, image_size, verbose)
+        tiny_set = _synthesize(
+            model, num_samples, synthesis_steps, seed, image_size, verbose
+        )
     elif isinstance(data, data_lib.TinySet):
         tiny_set = data
     else:
@@ -264,10 +269,10 @@ def compress(
     )
     phases["teacher features"] = time.perf_counter() - t
 
-    scores = recoverability_lib.RecoverabilityReport()
+    scores = scoring.RecoverabilityReport()
     if chosen is None:
         t = time.perf_counter()
-        scores = recoverability_lib.score_blocks(
+        scores = scoring.score_blocks(
             model, candidates, bank, config, latency, verbose
         )
         chosen, _ = selection.select_blocks(

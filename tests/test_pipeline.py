@@ -1,0 +1,122 @@
+"""Tests for keras_practise.pipeline: `compress()` end to end."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_practise
+from keras_practise import surgery
+from tests import tiny_models
+
+
+def _data(n=24, labels=True):
+    x = tiny_models.images(n)
+    return (x, np.arange(n) % 4) if labels else x
+
+
+def test_compress_end_to_end_with_report(tmp_path):
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    before = [w.copy() for w in model.get_weights()]
+    small, report = keras_practise.compress(
+        model, _data(), drop=2, steps=3, finetune_steps=3, latency="macs",
+        augment_views=2, verbose=0, return_report=True, latency_batch_size=2,
+    )
+    assert isinstance(small, keras.Model)
+    assert len(report.blocks) == 2
+    assert report.params[1] < report.params[0]
+    assert report.macs[1] < report.macs[0]
+    assert report.latency_ms[0] > 0 and report.latency_ms[1] > 0
+    assert len(report.scores) == 3
+    assert set(report.phase_seconds) >= {"recoverability", "recovery", "total"}
+    assert report.tiny_set["size"] == 24
+    json.dumps(report.to_dict())
+    assert "params" in report.table()
+    reference = surgery.drop_blocks(model, report.blocks)
+    assert [l.name for l in small.layers] == [l.name for l in reference.layers]
+    for new, old in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(new, old)
+    path = os.path.join(tmp_path, "small.keras")
+    small.save(path)
+    reloaded = keras.saving.load_model(path)
+    x = tiny_models.images(4)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+
+
+def test_same_seed_same_choice():
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    kwargs = dict(drop=1, steps=3, finetune_steps=1, latency="macs", augment_views=2,
+                  verbose=0, return_report=True, latency_batch_size=0, num_samples=16, seed=5)
+    _, first = keras_practise.compress(model, _data(), **kwargs)
+    _, second = keras_practise.compress(model, _data(), **kwargs)
+    assert first.blocks == second.blocks
+    assert first.tiny_set["indices"] == second.tiny_set["indices"]
+    assert [s.mse for s in first.scores] == pytest.approx([s.mse for s in second.scores], rel=1e-4)
+
+
+def test_explicit_blocks_skip_selection():
+    model = tiny_models.tiny_resnet()
+    small, report = keras_practise.compress(
+        model, _data(labels=False), blocks=["1.3"], finetune_steps=2, verbose=0,
+        return_report=True, latency_batch_size=0, augment_views=1,
+    )
+    assert report.blocks == ["s1_block3"] and len(report.scores) == 0
+
+
+def test_data_free_compression():
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    small, report = keras_practise.compress(
+        model, None, blocks=["2.2"], finetune_steps=2, num_samples=8,
+        synthesis_steps=3, verbose=0, return_report=True, latency_batch_size=0,
+        augment_views=1,
+    )
+    assert report.tiny_set["source"] == "data-free synthesis"
+    assert report.tiny_set["size"] == 8
+
+
+@pytest.mark.parametrize(
+    "kwargs,data,error,match",
+    [
+        (dict(drop=5), "ok", ValueError, "larger than the number"),
+        (dict(method="kd"), "ok", ValueError, "Unknown recovery method"),
+        (dict(method="ce"), "unlabelled", ValueError, "labels"),
+        (dict(), "bad_labels", ValueError, "Labels must be class indices"),
+        (dict(), "wrong_channels", ValueError, "channels"),
+        (dict(), "empty", ValueError, "empty|no images|0"),
+        (dict(), "text", TypeError, "12345|int"),
+    ],
+)
+def test_bad_input_fails_before_training(kwargs, data, error, match):
+    model = tiny_models.tiny_resnet()
+    datasets = {
+        "ok": _data(),
+        "unlabelled": _data(labels=False),
+        "bad_labels": (tiny_models.images(8), np.full(8, 9)),
+        "wrong_channels": np.zeros((8, 16, 16, 1), "float32"),
+        "empty": np.zeros((0, 16, 16, 3), "float32"),
+        "text": 12345,
+    }
+    with pytest.raises(error, match=match):
+        keras_practise.compress(model, datasets[data], verbose=0, **kwargs)
+
+
+def test_model_without_blocks_is_rejected():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    with pytest.raises(ValueError, match="no droppable blocks"):
+        keras_practise.compress(model, _data(), verbose=0)
+
+
+def test_subclassed_model_is_rejected():
+    class Net(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(TypeError):
+        keras_practise.compress(Net(), _data(), verbose=0)
