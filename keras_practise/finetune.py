@@ -107,7 +107,8 @@ class _LossCurve(keras.callbacks.Callback):
             self.curve.append((batch + 1, float(logs["loss"])))
 
 
-def _optimizer(config):
+def make_optimizer(config):
+    """SGD with momentum, weight decay and a x0.1 step at `decay_at`."""
     boundary = max(1, int(config.decay_at * config.steps))
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
         [boundary], [config.learning_rate, config.learning_rate * 0.1]
@@ -160,7 +161,7 @@ def fit(model, x, targets, losses, config, loss_weights=None):
     batch_size = min(config.batch_size or 64, len(x))
     data = _RandomBatches(x, targets, config.steps, batch_size, config.seed)
     model.compile(
-        optimizer=_optimizer(config),
+        optimizer=make_optimizer(config),
         loss=losses if len(losses) > 1 else losses[0],
         loss_weights=loss_weights,
     )

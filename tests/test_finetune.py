@@ -19,7 +19,7 @@ def test_fit_runs_exactly_the_requested_steps():
 
 def test_learning_rate_drops_at_forty_percent():
     config = finetune.TrainConfig(steps=10, learning_rate=0.5)
-    optimizer = finetune._optimizer(config)
+    optimizer = finetune.make_optimizer(config)
     schedule = optimizer._learning_rate
     assert float(schedule(3)) == pytest.approx(0.5)
     assert float(schedule(5)) == pytest.approx(0.05)

@@ -1,0 +1,196 @@
+"""Seconds per optimizer step of recoverability and finetuning, and a whole run.
+
+Measures, side by side in one run on the active backend:
+
+* recoverability, ours: the trainable suffix only, on cached teacher
+  activations and cached targets (what `keras_practise` does);
+* recoverability, naive: the authors' recipe, i.e. every step runs the full
+  teacher for the targets and the full student forward and backward;
+* finetuning ("mimic", all weights but the classifier) on cached targets,
+  and the naive version with a teacher forward per step;
+* optionally the wall time of a whole `compress()`.
+
+Steady state only: the first `--warmup` steps (tracing, compilation) are not
+timed. The authors' PyTorch code takes 2.2 s per recoverability step and
+2.0 s per finetuning step for ResNet-50 at 128x128, batch 16, on this
+machine's CPU.
+
+Command (the figures in docs/results.md):
+
+    KERAS_BACKEND=tensorflow python -m benchmarks.speed --steps 12 --warmup 4
+"""
+
+import time
+
+from absl import app
+from absl import flags
+
+_MODEL = flags.DEFINE_string("model", "resnet50", "resnet50 or resnet20.")
+_INPUT_SIZE = flags.DEFINE_integer("input_size", 128, "Input height and width.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Batch size.")
+_STEPS = flags.DEFINE_integer("steps", 12, "Optimizer steps per measurement.")
+_WARMUP = flags.DEFINE_integer("warmup", 4, "Untimed first steps.")
+_BLOCKS = flags.DEFINE_list(
+    "blocks",
+    ["1.2", "2.2", "3.2", "4.2"],
+    "Candidates whose recoverability step is timed (one per stage).",
+)
+_DROP = flags.DEFINE_list("drop", ["1.2", "2.2", "3.2"], "Blocks dropped for finetuning.")
+_COMPRESS = flags.DEFINE_boolean(
+    "compress", False, "Also time a whole compress() (steps=--compress_steps)."
+)
+_COMPRESS_STEPS = flags.DEFINE_integer("compress_steps", 20, "Steps for --compress.")
+
+
+def _model(name, size):
+    import keras
+
+    from keras_practise import models
+
+    if name == "resnet50":
+        return keras.applications.ResNet50(
+            weights=None, input_shape=(size, size, 3), classes=1000
+        )
+    if name == "resnet20":
+        return models.ResNet20(weights=None, input_shape=(size, size, 3), classes=10)
+    raise app.UsageError(f"Unknown --model {name!r}: resnet50 or resnet20.")
+
+
+def _step_times(model, batches, warmup):
+    """Median seconds of one `train_on_batch` past the warm-up."""
+    import numpy as np
+
+    times = []
+    for i, (x, y) in enumerate(batches):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _compile(model):
+    from keras_practise import finetune
+
+    config = finetune.TrainConfig(steps=1000)
+    model.compile(optimizer=finetune.make_optimizer(config), loss="mse")
+
+
+def measure(model, size, batch_size, steps, warmup, blocks, drop):
+    """Returns a list of `(what, seconds per step)` rows."""
+    import keras
+    import numpy as np
+
+    from keras_practise import adaptors
+    from keras_practise import blocks as blocks_lib
+    from keras_practise import features
+    from keras_practise import finetune
+    from keras_practise import surgery
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch_size * 2, size, size, 3)).astype("float32")
+    bank, _ = features.build_bank(model, x, augment_views=1)
+    teacher_tap = surgery.rewrite(model, outputs=[bank.tap])
+    rows = []
+
+    def batches(inputs, targets_fn):
+        for i in range(steps + warmup):
+            rows_ = np.arange(i * batch_size, (i + 1) * batch_size) % len(inputs)
+            yield inputs[rows_], targets_fn(rows_)
+
+    for block in blocks_lib.resolve_blocks(model, blocks):
+        sites = adaptors.find_sites(model, [block])
+        cut = features.frozen_prefix_cut(
+            model, [s.conv for s in sites] + block.layer_names
+        )
+        suffix, sites = adaptors.insert_adaptors(
+            model, [block], sites, outputs=[bank.tap], start=cut
+        )
+        names = [s.adaptor_name for s in sites]
+        finetune.set_trainable(suffix, "adaptors", names)
+        _compile(suffix)
+        cached = bank.prefix(cut, "train")
+        ours = _step_times(
+            suffix, batches(cached, lambda r: bank.targets["train"][r]), warmup
+        )
+        full, _ = adaptors.insert_adaptors(model, [block], sites, outputs=[bank.tap])
+        finetune.set_trainable(full, "adaptors", names)
+        _compile(full)
+        views = bank.views["train"]
+        naive = _step_times(
+            full,
+            batches(views, lambda r: teacher_tap.predict_on_batch(views[r])),
+            warmup,
+        )
+        rows.append((f"recoverability {block.name} ({block.label})", ours, naive))
+
+    chosen = blocks_lib.resolve_blocks(model, drop)
+    student, sites = adaptors.insert_adaptors(model, chosen)
+    finetune.set_trainable(student, "mimic")
+    view = keras.Model(student.inputs, features.feature_tap(student))
+    _compile(view)
+    views = bank.views["train"]
+    ours = _step_times(view, batches(views, lambda r: bank.targets["train"][r]), warmup)
+    naive = _step_times(
+        view,
+        batches(views, lambda r: teacher_tap.predict_on_batch(views[r])),
+        warmup,
+    )
+    rows.append((f"finetune mimic, drop {','.join(drop)}", ours, naive))
+    return rows
+
+
+def table(rows):
+    """Formats `(what, ours, naive)` rows with the speed-up."""
+    lines = [
+        "| step | ours s/step | naive s/step | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for what, ours, naive in rows:
+        lines.append(f"| {what} | {ours:.3f} | {naive:.3f} | {naive / ours:.2f}x |")
+    recoverability = [r for r in rows if r[0].startswith("recoverability")]
+    if recoverability:
+        ours = sum(r[1] for r in recoverability) / len(recoverability)
+        naive = sum(r[2] for r in recoverability) / len(recoverability)
+        lines.append(
+            f"| recoverability, mean over candidates | {ours:.3f} | {naive:.3f} "
+            f"| {naive / ours:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    import keras
+    import numpy as np
+
+    import keras_practise
+    from keras_practise import backend
+
+    model = _model(_MODEL.value, _INPUT_SIZE.value)
+    print(
+        f"backend={keras.backend.backend()} device={backend.device_name()} "
+        f"model={_MODEL.value} input={_INPUT_SIZE.value} batch={_BATCH_SIZE.value}"
+    )
+    rows = measure(
+        model, _INPUT_SIZE.value, _BATCH_SIZE.value, _STEPS.value,
+        _WARMUP.value, _BLOCKS.value, _DROP.value,
+    )
+    print(table(rows))
+    if _COMPRESS.value:
+        images = np.random.default_rng(0).uniform(
+            size=(50, _INPUT_SIZE.value, _INPUT_SIZE.value, 3)
+        ).astype("float32")
+        start = time.perf_counter()
+        _, report = keras_practise.compress(
+            model, images, drop=3, steps=_COMPRESS_STEPS.value,
+            finetune_steps=_COMPRESS_STEPS.value, batch_size=_BATCH_SIZE.value,
+            latency="macs", verbose=0, return_report=True,
+        )
+        total = time.perf_counter() - start
+        print(f"compress(drop=3, steps={_COMPRESS_STEPS.value}): {total:.1f} s")
+        print(", ".join(f"{k} {v:.1f}s" for k, v in report.phase_seconds.items()))
+
+
+if __name__ == "__main__":
+    app.run(main)
