@@ -42,9 +42,8 @@ from keras_practise import graph as graph_lib
 from keras_practise import recovery
 
 PROG = "keras-practise"
+# Each backend's package has the backend's name.
 BACKENDS = ("tensorflow", "torch", "jax")
-# Modules a backend needs; checked before starting a child process with it.
-_BACKEND_MODULES = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
 _NPZ_IMAGE_KEYS = ("images", "x")
 _NPZ_LABEL_KEYS = ("labels", "y")
 
@@ -491,14 +490,21 @@ def _rerun_with_backend(backend, argv):
             f"KERAS_BACKEND={backend} is set, but Keras runs on "
             f"{keras.backend.backend()}. Received: --backend {backend}"
         )
-    if importlib.util.find_spec(_BACKEND_MODULES[backend]) is None:
+    if importlib.util.find_spec(backend) is None:
         raise ImportError(
-            f"The {backend} backend needs the {_BACKEND_MODULES[backend]} "
-            f"package (pip install keras-practise[{backend}]). "
+            f"The {backend} backend needs the {backend} package "
+            f"(pip install keras-practise[{backend}]). "
             f"Received: --backend {backend}"
         )
+    # The child imports this very package first: `python -m` would look in
+    # the working directory before it, where a folder of the same name may be.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        f"import sys; sys.path.insert(0, {package_root!r}); "
+        "from keras_practise.cli import main; sys.exit(main())"
+    )
     env = dict(os.environ, KERAS_BACKEND=backend)
-    command = [sys.executable, "-m", "keras_practise", *argv]
+    command = [sys.executable, "-c", code, *argv]
     return subprocess.run(command, env=env, check=False).returncode
 
 

@@ -193,7 +193,7 @@ def compress(
             (`0` skips measuring them).
         synthesis_steps: Optimisation steps per batch of synthesised images
             when `data` is `None`.
-        verbose: 0 silent, 1 progress bars and tables.
+        verbose: 0 silent, 1 progress bars, 2 also prints the report.
         return_report: Also return the `CompressionReport`.
 
     Returns:
@@ -329,7 +329,7 @@ def compress(
             "seed": seed, "latency": latency,
         },
     )
-    if verbose:
+    if verbose >= 2:
         print(report.table())
     return (compressed, report) if return_report else compressed
 

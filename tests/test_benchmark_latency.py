@@ -12,7 +12,7 @@ import sys
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SCRIPT = _REPO / "benchmarks" / "latency.py"
-_TINY = ["--input_size=64", "--batch_size=1", "--runs=2", "--warmup=1"]
+_TINY = ["--input_size=64", "--batch_size=1", "--runs=2", "--warmup=0"]
 
 
 def _run(*args):
@@ -104,10 +104,3 @@ def test_bad_flags_fail_before_measuring():
     assert result.returncode != 0
     assert "alexnet" in result.stderr
 
-
-def test_undroppable_block_names_the_droppable_ones():
-    result = _run(
-        "--models=resnet34", "--schemes=X=2.1", "--input_size=32", "--runs=1"
-    )
-    assert result.returncode != 0
-    assert "conv3_block2 (2.2)" in result.stderr

@@ -1,7 +1,8 @@
 """Tests for the cluttered coloured digits task and its bundled teacher."""
 
-import importlib.util
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -10,14 +11,6 @@ import pytest
 from keras_practise import digits
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_benchmark(name):
-    path = os.path.join(_ROOT, "benchmarks", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_class_names():
@@ -69,10 +62,10 @@ def test_train_and_test_digit_pools_are_disjoint():
 
 
 def test_classes_roughly_uniform():
-    _, labels = digits.load_cluttered_digits("train", num_images=3000, seed=0)
+    _, labels = digits.load_cluttered_digits("train", num_images=1500, seed=0)
     counts = np.bincount(labels, minlength=digits.NUM_CLASSES)
-    # 100 expected per class; +-45 is over 4 standard deviations.
-    assert counts.min() > 55 and counts.max() < 145
+    # 50 expected per class; +-28 is 4 standard deviations.
+    assert counts.min() > 22 and counts.max() < 78
 
 
 @pytest.mark.parametrize(
@@ -101,24 +94,28 @@ def test_bundled_teacher_is_accurate():
     assert (predictions.argmax(axis=-1) == labels).mean() > 0.7
 
 
-def test_train_teacher_smoke(tmp_path):
-    train_teacher = _load_benchmark("train_teacher")
-    teacher, accuracy = train_teacher.train_teacher(
-        "resnet20",
-        epochs=1,
-        num_train=64,
-        num_test=32,
-        batch_size=32,
-        learning_rate=0.05,
-        seed=0,
+def test_train_teacher_main_smoke(tmp_path):
+    # A subprocess runs the binary's real `main` and keeps its absl flags
+    # out of this process, where other binaries define flags of equal names.
+    out = tmp_path / "teacher.keras"
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(_ROOT, "benchmarks", "train_teacher.py"),
+            "--epochs=1",
+            "--num_train=64",
+            "--num_test=32",
+            "--batch_size=32",
+            f"--out={out}",
+        ],
+        cwd=_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert 0.0 <= accuracy <= 1.0
-    assert teacher.optimizer is None
-    path = str(tmp_path / "teacher.keras")
-    teacher.save(path)
-    images, _ = digits.load_cluttered_digits("test", num_images=4)
-    np.testing.assert_allclose(
-        keras.saving.load_model(path).predict(images, verbose=0),
-        teacher.predict(images, verbose=0),
-        atol=1e-5,
-    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test_accuracy=" in result.stdout
+    teacher = keras.saving.load_model(str(out))
+    assert not teacher.compiled
+    assert teacher.output_shape == (None, digits.NUM_CLASSES)
