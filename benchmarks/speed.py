@@ -56,17 +56,21 @@ def _model(name, size):
     raise app.UsageError(f"Unknown --model {name!r}: resnet50 or resnet20.")
 
 
-def _step_times(model, batches, warmup):
-    """Median seconds of one `train_on_batch` past the warm-up."""
+def _step_times(pairs, warmup):
+    """Median seconds of one training step for each `(model, batches)`.
+
+    The models step in turn (A B A B ...), so both see the same machine load.
+    """
     import numpy as np
 
-    times = []
-    for i, (x, y) in enumerate(batches):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    times = [[] for _ in pairs]
+    for i, steps in enumerate(zip(*[batches for _, batches in pairs])):
+        for j, ((model, _), (x, y)) in enumerate(zip(pairs, steps)):
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            if i >= warmup:
+                times[j].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
 
 
 def _compile(model):
@@ -110,16 +114,15 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
         finetune.set_trainable(suffix, "adaptors", names)
         _compile(suffix)
         cached = bank.prefix(cut, "train")
-        ours = _step_times(
-            suffix, batches(cached, lambda r: bank.targets["train"][r]), warmup
-        )
         full, _ = adaptors.insert_adaptors(model, [block], sites, outputs=[bank.tap])
         finetune.set_trainable(full, "adaptors", names)
         _compile(full)
         views = bank.views["train"]
-        naive = _step_times(
-            full,
-            batches(views, lambda r: teacher_tap.predict_on_batch(views[r])),
+        ours, naive = _step_times(
+            [
+                (suffix, batches(cached, lambda r: bank.targets["train"][r])),
+                (full, batches(views, lambda r: teacher_tap.predict_on_batch(views[r]))),
+            ],
             warmup,
         )
         rows.append((f"recoverability {block.name} ({block.label})", ours, naive))
@@ -130,10 +133,15 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
     view = keras.Model(student.inputs, features.feature_tap(student))
     _compile(view)
     views = bank.views["train"]
-    ours = _step_times(view, batches(views, lambda r: bank.targets["train"][r]), warmup)
-    naive = _step_times(
-        view,
-        batches(views, lambda r: teacher_tap.predict_on_batch(views[r])),
+    naive_student, _ = adaptors.insert_adaptors(model, chosen)
+    finetune.set_trainable(naive_student, "mimic")
+    naive_view = keras.Model(naive_student.inputs, features.feature_tap(naive_student))
+    _compile(naive_view)
+    ours, naive = _step_times(
+        [
+            (view, batches(views, lambda r: bank.targets["train"][r])),
+            (naive_view, batches(views, lambda r: teacher_tap.predict_on_batch(views[r]))),
+        ],
         warmup,
     )
     rows.append((f"finetune mimic, drop {','.join(drop)}", ours, naive))

@@ -1,0 +1,61 @@
+"""Smoke tests of the accuracy and speed benchmark binaries with tiny flags.
+
+Each binary runs in a subprocess (`python -m benchmarks.X`), as users run
+it: the binaries define absl flags of the same names.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(module, *args):
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        cwd=_REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_fewshot(tmp_path):
+    output = tmp_path / "fewshot.md"
+    plot = tmp_path / "figure.png"
+    stdout = _run(
+        "fewshot", "--sizes=8", "--seeds=0", "--methods=dropped,practise",
+        "--drop=1", "--steps=1", "--finetune_steps=1", "--test_images=50",
+        f"--output={output}", f"--plot={plot}",
+    )
+    text = output.read_text()
+    assert "| PRACTISE |" in text and "| teacher |" in text
+    assert "8 images" in text
+    assert plot.stat().st_size > 1000
+    assert "PRACTISE" in stdout
+
+
+def test_data_sources(tmp_path):
+    output = tmp_path / "sources.md"
+    _run(
+        "data_sources", "--sizes=8", "--sources=in_domain,noise",
+        "--finetune_steps=1", "--test_images=50", f"--output={output}",
+    )
+    text = output.read_text()
+    assert "| in-domain (digits train split) |" in text
+    assert "| Gaussian noise |" in text
+
+
+def test_speed():
+    stdout = _run(
+        "speed", "--model=resnet20", "--input_size=32", "--steps=2",
+        "--warmup=1", "--blocks=1.2", "--drop=1.2",
+    )
+    assert "| recoverability conv2_block2 (1.2) |" in stdout
+    assert "| finetune mimic, drop 1.2 |" in stdout
+    assert "speed-up" in stdout
