@@ -2,6 +2,7 @@ import keras
 import pytest
 
 from keras_practise import models
+from keras_practise.surgery import drop_blocks
 from keras_practise.macs import MacsReport
 from keras_practise.macs import count_macs
 from keras_practise.macs import count_params
@@ -144,16 +145,30 @@ def test_channels_first_counts_like_channels_last():
         keras.config.set_image_data_format(original)
 
 
+def _trainable(model):
+    # The paper counts PyTorch parameters: no BatchNorm moving statistics.
+    return sum(int(keras.ops.size(w)) for w in model.trainable_weights)
+
+
 def test_resnet34_matches_paper():
-    # PRACTISE table: ResNet-34, 224x224, 3.66 G MACs.
-    assert count_macs(models.ResNet34()) / 1e9 == pytest.approx(3.66, rel=0.01)
+    # PRACTISE table: ResNet-34 21.80 M / 3.66 G; ResNet-34-C (drop 1.2,
+    # 2.2, 3.2) 20.25 M / 2.97 G.
+    model = models.ResNet34()
+    assert count_macs(model) / 1e9 == pytest.approx(3.66, rel=0.01)
+    assert _trainable(model) / 1e6 == pytest.approx(21.80, rel=0.01)
+    small = drop_blocks(model, ["1.2", "2.2", "3.2"])
+    assert count_macs(small) / 1e9 == pytest.approx(2.97, rel=0.01)
+    assert _trainable(small) / 1e6 == pytest.approx(20.25, rel=0.01)
 
 
 def test_vgg16_matches_paper():
-    # PRACTISE table: VGG-16, 15.47 G MACs, 138.37 M params.
+    # PRACTISE table: VGG-16 138.37 M / 15.47 G; VGG-16-C 137.59 M / 9.92 G.
     model = keras.applications.VGG16(weights=None)
     assert count_macs(model) / 1e9 == pytest.approx(15.47, rel=0.01)
     assert count_params(model) / 1e6 == pytest.approx(138.37, rel=0.01)
+    small = drop_blocks(model, ["1.2", "2.2", "3.2"])
+    assert count_macs(small) / 1e9 == pytest.approx(9.92, rel=0.01)
+    assert count_params(small) / 1e6 == pytest.approx(137.59, rel=0.01)
 
 
 def test_keras_resnet50():
