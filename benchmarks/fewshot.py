@@ -8,6 +8,8 @@ std over seeds) of:
 * "dropped": the first `--drop` droppable blocks removed, no recovery;
 * "BP (blocks)": the same drop, cross-entropy finetuning on the labels;
 * "MiR (blocks)": the same drop, label-free feature mimicking;
+* optionally (`--methods`) the other recipes on the same drop:
+  "CE + 100 x MSE" (`mimic_ce`) and "stage-wise + finetune" (`stagewise`);
 * "PRACTISE": blocks chosen by recoverability, feature-mimicking recovery
   (no labels).
 
@@ -45,8 +47,12 @@ _NAMES = {
     "dropped": "dropped, no recovery",
     "bp": "BP (blocks)",
     "mir": "MiR (blocks)",
+    "mimic_ce": "CE + 100 x MSE (blocks)",
+    "stagewise": "stage-wise + finetune (blocks)",
     "practise": "PRACTISE",
 }
+# Recipes run on the first `--drop` blocks, by method flag.
+_FIXED_BLOCK_RECIPES = {"bp": "ce", "mir": "mimic", "mimic_ce": "mimic_ce", "stagewise": "stagewise"}
 
 
 def run_one(teacher, method, images, labels, drop, steps, finetune_steps, seed):
@@ -61,13 +67,10 @@ def run_one(teacher, method, images, labels, drop, steps, finetune_steps, seed):
     )
     if method == "dropped":
         return keras_practise.drop_blocks(teacher, first), first
-    if method == "bp":
+    if method in _FIXED_BLOCK_RECIPES:
         model, report = keras_practise.compress(
-            teacher, (images, labels), blocks=first, method="ce", **common
-        )
-    elif method == "mir":
-        model, report = keras_practise.compress(
-            teacher, images, blocks=first, method="mimic", **common
+            teacher, (images, labels), blocks=first,
+            method=_FIXED_BLOCK_RECIPES[method], **common
         )
     elif method == "practise":
         model, report = keras_practise.compress(
