@@ -21,27 +21,13 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_practise import blocks as blocks_lib
 from keras_practise import graph as graph_lib
 from keras_practise import surgery
 
 # Layers a signal passes through on its way between a hole and a conv.
-_PASS_THROUGH = (
-    keras.layers.BatchNormalization,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
-    keras.layers.Add,
-)
-_SPATIAL = (
-    keras.layers.ZeroPadding2D,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling2D,
-)
+_PASS_THROUGH = blocks_lib.NORM_AND_ACTIVATION + (keras.layers.Add,)
+_SPATIAL = (keras.layers.ZeroPadding2D,) + blocks_lib.POOLING
 
 BEFORE = "before"
 AFTER = "after"

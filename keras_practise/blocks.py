@@ -26,7 +26,8 @@ import keras
 
 from keras_practise import graph as graph_lib
 
-_NORM_AND_ACTIVATION = (
+# Layer kinds the graph analyses (blocks, adaptors, taps) agree on.
+NORM_AND_ACTIVATION = (
     keras.layers.BatchNormalization,
     keras.layers.Activation,
     keras.layers.ReLU,
@@ -37,18 +38,18 @@ _NORM_AND_ACTIVATION = (
     keras.layers.SpatialDropout2D,
     keras.layers.GaussianNoise,
 )
-_ACTIVATIONS = (
+ACTIVATIONS = (
     keras.layers.Activation,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.PReLU,
     keras.layers.ELU,
 )
-_POOLING = (
+POOLING = (
     keras.layers.MaxPooling2D,
     keras.layers.AveragePooling2D,
 )
-_HEAD = (
+HEAD = (
     keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalMaxPooling2D,
     keras.layers.Flatten,
@@ -185,7 +186,7 @@ def _split_units(graph):
             )
             current.awaits_pointwise = is_depthwise
             pending = []
-        elif isinstance(layer, _NORM_AND_ACTIVATION):
+        elif isinstance(layer, NORM_AND_ACTIVATION):
             previous = units[-1] if units else None
             if current is not None:
                 current.node_indices.append(index)
@@ -194,15 +195,15 @@ def _split_units(graph):
                 previous is not None
                 and previous.kind == "residual"
                 and previous.output is cut
-                and isinstance(layer, _ACTIVATIONS)
+                and isinstance(layer, ACTIVATIONS)
             ):
                 # ResNet v1: the activation after the add ends the block.
                 previous.node_indices.append(index)
                 previous.output = output
-        elif isinstance(layer, _POOLING):
+        elif isinstance(layer, POOLING):
             current, pending = None, []
             units.append(_Unit(kind="pool", node_indices=[index], input=cut))
-        elif isinstance(layer, _HEAD):
+        elif isinstance(layer, HEAD):
             break
         else:
             current, pending = None, []

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_practise import augment
+from keras_practise import blocks as blocks_lib
 from keras_practise import data as data_lib
 from keras_practise import graph as graph_lib
 from keras_practise import surgery
@@ -20,12 +21,6 @@ from keras_practise import surgery
 _DEFAULT_BANK = 2048
 _MAX_VIEWS_PER_IMAGE = 32
 
-_HEAD = (
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.Flatten,
-    keras.layers.Dense,
-)
 
 
 def feature_tap(model):
@@ -42,7 +37,7 @@ def feature_tap(model):
     """
     graph = graph_lib.FlatGraph(model)
     for flat_node in graph.nodes:
-        if isinstance(flat_node.layer, _HEAD):
+        if isinstance(flat_node.layer, blocks_lib.HEAD):
             return flat_node.inputs[0]
     return graph.outputs[0]
 
@@ -146,13 +141,37 @@ def model_image_size(model, image_size=None):
     return (shape[1], shape[2])
 
 
-def load_size(model, data, image_size=None):
-    """The size to load `data` at: files a little larger than the model's
-    input (so the eval transform can centre-crop), arrays as they are."""
-    if not isinstance(data, str):
-        return None
-    size = model_image_size(model, image_size)
-    return tuple(round(s / 0.875) for s in size)
+def load_for_model(
+    model,
+    data,
+    num_samples=None,
+    per_class=None,
+    seed=0,
+    image_size=None,
+    preprocess=None,
+    data_dir=None,
+):
+    """Draws a `TinySet` from `data` for `model` (a `TinySet` passes through).
+
+    Files and datasets named by a string come in any size: they are loaded a
+    little larger than the model's input, so the eval transform can
+    centre-crop; arrays are kept as they are.
+    """
+    if isinstance(data, data_lib.TinySet):
+        return data
+    load_size = None
+    if isinstance(data, str):
+        size = model_image_size(model, image_size)
+        load_size = tuple(round(s / 0.875) for s in size)
+    return data_lib.load_tiny_set(
+        data,
+        num_samples=num_samples,
+        per_class=per_class,
+        seed=seed,
+        image_size=load_size,
+        preprocess=preprocess,
+        data_dir=data_dir,
+    )
 
 
 def prepare_views(
@@ -245,18 +264,9 @@ def build_bank(
         A tuple `(bank, tiny_set)`.
     """
     size = model_image_size(model, image_size)
-    if isinstance(data, data_lib.TinySet):
-        tiny_set = data
-    else:
-        tiny_set = data_lib.load_tiny_set(
-            data,
-            num_samples=num_samples,
-            per_class=per_class,
-            seed=seed,
-            image_size=load_size(model, data, image_size),
-            preprocess=preprocess,
-            data_dir=data_dir,
-        )
+    tiny_set = load_for_model(
+        model, data, num_samples, per_class, seed, image_size, preprocess, data_dir
+    )
     channels = graph_lib.FlatGraph(model).inputs[0].shape[-1]
     train_views, eval_views, labels = prepare_views(
         tiny_set, size, augment_views, seed, channels

@@ -246,17 +246,10 @@ def compress(
         tiny_set = _synthesize(
             model, num_samples, synthesis_steps, seed, image_size, verbose
         )
-    elif isinstance(data, data_lib.TinySet):
-        tiny_set = data
     else:
-        tiny_set = data_lib.load_tiny_set(
-            data,
-            num_samples=num_samples,
-            per_class=per_class,
-            seed=seed,
-            image_size=features.load_size(model, data, image_size),
-            preprocess=preprocess,
-            data_dir=data_dir,
+        tiny_set = features.load_for_model(
+            model, data, num_samples, per_class, seed, image_size,
+            preprocess, data_dir,
         )
     _check_labels(model, tiny_set)
     recovery.check_method(method, tiny_set.labels is not None)
