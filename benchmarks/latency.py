@@ -1,4 +1,4 @@
-"""Reproduces the PRACTISE latency tables on this machine.
+r"""Reproduces the PRACTISE latency tables on this machine.
 
 For every model, the original network and its block-dropped variants (the
 paper's schemes A, B, C, ...) are built with random weights, their trainable
@@ -9,7 +9,7 @@ arXiv version: GPU = RTX 3090 at batch 512, CPU = one Xeon thread at batch 64).
 
 The numbers in `docs/results.md` came from:
 
-    KERAS_BACKEND=tensorflow python benchmarks/latency.py --device=cpu \
+    KERAS_BACKEND=tensorflow python -m benchmarks.latency --device=cpu \
         --batch_size=8 --runs=15 --warmup=3 \
         --output=out/latency_tensorflow.md --plot=out/latency_tensorflow.png
 
@@ -29,12 +29,13 @@ import importlib
 import os
 import shlex
 import sys
-import tempfile
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+
+from benchmarks import harness
 
 # Display name and dotted path of each model's builder.
 _MODELS = {
@@ -319,11 +320,18 @@ def format_table(rows):
     """
     paper_original = _paper_row(rows[0])
     header = (
-        "| scheme | dropped | params M | MACs G | latency ms: median "
-        "(p10-p90) | reduction | paper params M | paper MACs G | "
-        "paper GPU ms (reduction) | paper CPU s (reduction) |"
+        "scheme",
+        "dropped",
+        "params M",
+        "MACs G",
+        "latency ms: median (p10-p90)",
+        "reduction",
+        "paper params M",
+        "paper MACs G",
+        "paper GPU ms (reduction)",
+        "paper CPU s (reduction)",
     )
-    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    table_rows = []
     for row in rows:
         latency = row.latency
         cells = [
@@ -347,8 +355,8 @@ def format_table(rows):
                 f"{paper.gpu_ms:g} ({gpu_cut:.1%})",
                 f"{paper.cpu_s:.2f} ({cpu_cut:.1%})",
             ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table_rows.append(cells)
+    return harness.markdown_table(header, table_rows)
 
 
 def _format_macs(giga):
@@ -372,22 +380,6 @@ def format_document(rows_by_model, setup):
     for rows in rows_by_model.values():
         parts += ["", f"## {rows[0].name}", "", format_table(rows)]
     return "\n".join(parts) + "\n"
-
-
-def _write_atomically(path, write):
-    """Calls `write(binary_file)` on a temporary file, then renames it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(
-        dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1]
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def write_plot(path, rows_by_model, batch_size):
@@ -427,7 +419,7 @@ def write_plot(path, rows_by_model, batch_size):
         ax.set_title(rows[0].name)
         ax.set_ylabel(f"ms per batch of {batch_size} (p10-p90)")
     figure.tight_layout()
-    _write_atomically(path, lambda f: figure.savefig(f, format="png"))
+    figure.savefig(path, format="png")
     plt.close(figure)
 
 
@@ -462,8 +454,8 @@ def main(argv):
         gc.collect()
 
     setup = {
-        "command": "`KERAS_BACKEND="
-        f"{keras.backend.backend()} python {shlex.join(sys.argv)}`",
+        "command": f"`KERAS_BACKEND={keras.backend.backend()} python -m "
+        f"benchmarks.latency {shlex.join(sys.argv[1:])}`",
         "backend": f"{keras.backend.backend()} (keras {keras.__version__})",
         "device": device_name,
         "input": f"batch {_BATCH_SIZE.value} x {_INPUT_SIZE.value} x "
@@ -476,7 +468,7 @@ def main(argv):
     print("\n" + "\n".join(f"{k}: {v}" for k, v in setup.items()))
     document = format_document(rows_by_model, setup)
     if _OUTPUT.value:
-        _write_atomically(_OUTPUT.value, lambda f: f.write(document.encode()))
+        harness.write_atomically(_OUTPUT.value, document)
     if _PLOT.value:
         write_plot(_PLOT.value, rows_by_model, _BATCH_SIZE.value)
 

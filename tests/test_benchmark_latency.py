@@ -1,4 +1,4 @@
-"""Smoke tests of the `benchmarks/latency.py` binary with tiny flags.
+"""Smoke tests of the `benchmarks.latency` binary with tiny flags.
 
 The binary runs in a subprocess, as users run it: its flags live in absl's
 global registry (other benchmark binaries define flags of the same names),
@@ -11,13 +11,12 @@ import subprocess
 import sys
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-_SCRIPT = _REPO / "benchmarks" / "latency.py"
 _TINY = ["--input_size=64", "--batch_size=1", "--runs=2", "--warmup=0"]
 
 
 def _run(*args):
     return subprocess.run(
-        [sys.executable, str(_SCRIPT), *args],
+        [sys.executable, "-m", "benchmarks.latency", *args],
         cwd=_REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         capture_output=True,
@@ -37,7 +36,7 @@ def _table(markdown, prefix):
 
 
 def test_default_schemes_table_and_plot(tmp_path):
-    output = tmp_path / "tables" / "latency.md"
+    output = tmp_path / "latency.md"
     plot = tmp_path / "latency.png"
     result = _run(
         "--models=resnet34",
@@ -74,7 +73,11 @@ def test_default_schemes_table_and_plot(tmp_path):
     assert f"- backend: {backend}" in markdown
     assert "- device: CPU" in markdown
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    # Written atomically: no temporary files left beside the outputs.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "latency.md",
+        "latency.png",
+    ]
 
 
 def test_custom_scheme_by_block_name():
