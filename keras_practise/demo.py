@@ -51,12 +51,21 @@ def plot_latency_accuracy(points, path):
 
 
 def run(drop=2, num_samples=50, seed=0, steps=100, finetune_steps=300,
-        test_images=1000, plot="demo_latency_accuracy.png"):
+        test_images=1000, plot="demo_latency_accuracy.png", latency_runs=20):
     """Runs the demo and returns its rows.
 
+    Args:
+        drop: Blocks to drop.
+        num_samples: Unlabelled training images to compress from.
+        seed: Seed of the tiny set and training.
+        steps: Adaptor-training steps per candidate.
+        finetune_steps: Recovery steps.
+        test_images: Held-out images to measure accuracy on.
+        plot: PNG path of the latency-accuracy plot (`None`: no plot).
+        latency_runs: Timed rounds of the latency comparison.
+
     Returns:
-        A dict with the teacher, dropped and compressed accuracies and the
-        `CompressionReport`.
+        A dict with the accuracies, latencies and the `CompressionReport`.
     """
     import keras
 
@@ -70,12 +79,12 @@ def run(drop=2, num_samples=50, seed=0, steps=100, finetune_steps=300,
         small, report = keras_practise.compress(
             teacher, train_x, drop=drop, steps=steps,
             finetune_steps=finetune_steps, seed=seed, latency="macs",
-            return_report=True, latency_batch_size=64,
+            return_report=True, latency_batch_size=0,
         )
     dropped = keras_practise.drop_blocks(teacher, report.blocks)
     timing = keras_practise.compare_latency(
         {"teacher": teacher, "dropped": dropped, "practise": small},
-        batch_size=64, runs=20,
+        batch_size=64, runs=latency_runs,
     )
     rows = {
         "teacher": _accuracy(teacher, test_x, test_y),

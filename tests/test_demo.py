@@ -7,7 +7,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     plot = tmp_path / "demo.png"
     result = demo.run(
         drop=1, num_samples=16, steps=1, finetune_steps=2, test_images=64,
-        plot=str(plot),
+        plot=str(plot), latency_runs=2,
     )
     out = capsys.readouterr().out
     assert "PRACTISE" in out and "teacher" in out
