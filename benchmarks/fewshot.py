@@ -82,7 +82,7 @@ def run_one(teacher, method, images, labels, drop, steps, finetune_steps, seed):
     return model, report.blocks
 
 
-def plot(points, path):
+def plot(points, path, size):
     """Latency-accuracy scatter with error bars (the paper's Figure 1 style)."""
     import matplotlib
 
@@ -94,7 +94,7 @@ def plot(points, path):
         axis.errorbar(latency_ms, mean, yerr=std, fmt="o", capsize=4, label=name)
     axis.set_xlabel("latency (ms, batch 64, this CPU)")
     axis.set_ylabel("test accuracy (%)")
-    axis.set_title("Latency vs accuracy, 50 images (mean +/- std over seeds)")
+    axis.set_title(f"Latency vs accuracy, {size} images (mean +/- std over seeds)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -178,7 +178,7 @@ def main(argv):
             values = 100 * np.asarray(results[(method, smallest)])
             points.append((_NAMES[method], timing.results[method].median_ms,
                            values.mean(), values.std()))
-        plot(points, _PLOT.value)
+        plot(points, _PLOT.value, smallest)
 
 
 if __name__ == "__main__":
