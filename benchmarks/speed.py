@@ -56,18 +56,20 @@ def _model(name, size):
     raise app.UsageError(f"Unknown --model {name!r}: resnet50 or resnet20.")
 
 
-def _step_times(pairs, warmup):
-    """Median seconds of one training step for each `(model, batches)`.
+def _step_times(pairs, steps, warmup):
+    """Median seconds of one training step for each `(model, make_batch)`.
 
-    The models step in turn (A B A B ...), so both see the same machine load.
+    `make_batch(i)` is timed with the step: for the naive recipe it runs
+    the teacher. The models step in turn (A B A B ...), so both see the same
+    machine load.
     """
     import numpy as np
 
     times = [[] for _ in pairs]
-    for i, steps in enumerate(zip(*[batches for _, batches in pairs])):
-        for j, ((model, _), (x, y)) in enumerate(zip(pairs, steps)):
+    for i in range(steps + warmup):
+        for j, (model, make_batch) in enumerate(pairs):
             start = time.perf_counter()
-            model.train_on_batch(x, y)
+            model.train_on_batch(*make_batch(i))
             if i >= warmup:
                 times[j].append(time.perf_counter() - start)
     return [float(np.median(t)) for t in times]
@@ -98,9 +100,11 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
     rows = []
 
     def batches(inputs, targets_fn):
-        for i in range(steps + warmup):
+        def make_batch(i):
             rows_ = np.arange(i * batch_size, (i + 1) * batch_size) % len(inputs)
-            yield inputs[rows_], targets_fn(rows_)
+            return inputs[rows_], targets_fn(rows_)
+
+        return make_batch
 
     for block in blocks_lib.resolve_blocks(model, blocks):
         sites = adaptors.find_sites(model, [block])
