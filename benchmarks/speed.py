@@ -127,6 +127,7 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
                 (suffix, batches(cached, lambda r: bank.targets["train"][r])),
                 (full, batches(views, lambda r: teacher_tap.predict_on_batch(views[r]))),
             ],
+            steps,
             warmup,
         )
         rows.append((f"recoverability {block.name} ({block.label})", ours, naive))
@@ -146,6 +147,7 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
             (view, batches(views, lambda r: bank.targets["train"][r])),
             (naive_view, batches(views, lambda r: teacher_tap.predict_on_batch(views[r]))),
         ],
+        steps,
         warmup,
     )
     rows.append((f"finetune mimic, drop {','.join(drop)}", ours, naive))
