@@ -183,34 +183,3 @@ def classification_loss(model):
     from_logits = activation is not keras.activations.softmax
     return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
 
-
-def recalibrate_batchnorm(model, x, batch_size=64, max_samples=2048):
-    """Re-estimates every BatchNorm layer's moving statistics on `x`.
-
-    After a short training run with BatchNorm in training mode, the moving
-    averages (momentum 0.99 in keras.applications) still remember the old
-    network. Running the data through in training mode with a cumulative
-    average (momentum i / (i + 1) at batch i) replaces them with the exact
-    mean of the batch statistics. Only the moving statistics change.
-
-    Args:
-        model: The trained model.
-        x: Input array (e.g. the training views).
-        batch_size: Batch size of the passes.
-        max_samples: At most this many samples of `x` are used.
-    """
-    layers = [
-        l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)
-    ]
-    if not layers:
-        return
-    momenta = [layer.momentum for layer in layers]
-    try:
-        x = x[:max_samples]
-        for i, start in enumerate(range(0, len(x), batch_size)):
-            for layer in layers:
-                layer.momentum = i / (i + 1)
-            model(x[start : start + batch_size], training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum

@@ -48,18 +48,7 @@ def check_method(method, has_labels):
 
 
 def _train_full(student, sites, bank, mode, config):
-    """Trains a full student (with head) in `mode` on the bank's views.
-
-    BatchNorm trains in training mode, so its moving statistics are
-    re-estimated on the views afterwards (see
-    `finetune.recalibrate_batchnorm`).
-    """
-    curve = _fit_full(student, sites, bank, mode, config)
-    finetune.recalibrate_batchnorm(student, bank.views["train"])
-    return curve
-
-
-def _fit_full(student, sites, bank, mode, config):
+    """Trains a full student (with head) in `mode` on the bank's views."""
     finetune.set_trainable(student, mode, [s.adaptor_name for s in sites])
     tap = features.feature_tap(student)
     x = bank.views["train"]

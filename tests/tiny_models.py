@@ -4,23 +4,27 @@ import keras
 import numpy as np
 
 
-def tiny_resnet(classes=4, size=16, width=8, softmax=False):
+def tiny_resnet(classes=4, size=16, width=8, softmax=False, bn_momentum=0.99):
     """A two-stage residual net with three droppable blocks (1.2, 1.3, 2.2)."""
+
+    def batch_norm(name):
+        return keras.layers.BatchNormalization(momentum=bn_momentum, name=name)
+
     inputs = keras.Input((size, size, 3))
     x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = batch_norm("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
 
     def block(x, filters, stride, name):
         shortcut = x
         if stride != 1 or x.shape[-1] != filters:
             shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
-            shortcut = keras.layers.BatchNormalization(name=f"{name}_0_bn")(shortcut)
+            shortcut = batch_norm(f"{name}_0_bn")(shortcut)
         y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv")(x)
-        y = keras.layers.BatchNormalization(name=f"{name}_1_bn")(y)
+        y = batch_norm(f"{name}_1_bn")(y)
         y = keras.layers.ReLU(name=f"{name}_1_relu")(y)
         y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
-        y = keras.layers.BatchNormalization(name=f"{name}_2_bn")(y)
+        y = batch_norm(f"{name}_2_bn")(y)
         y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
         return keras.layers.ReLU(name=f"{name}_out")(y)
 
