@@ -186,7 +186,3 @@ def insert_adaptors(model, blocks, sites=None, outputs=None, start=None):
     )
     return student, sites
 
-
-def adaptor_layers(model, sites):
-    """Returns the adaptor layers of a model built by `insert_adaptors`."""
-    return [model.get_layer(site.adaptor_name) for site in sites]
