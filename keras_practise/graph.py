@@ -161,6 +161,15 @@ class FlatGraph:
             for tensor in flat_node.inputs:
                 self.consumers.setdefault(id(tensor), []).append(index)
 
+    def layers(self):
+        """Returns the distinct layers of the flat graph in call order."""
+        seen, layers = set(), []
+        for flat_node in self.nodes:
+            if id(flat_node.layer) not in seen:
+                seen.add(id(flat_node.layer))
+                layers.append(flat_node.layer)
+        return layers
+
     def cut_tensors(self):
         """Tensors that every path from the inputs to the outputs crosses.
 
