@@ -25,9 +25,14 @@ from keras_practise import blocks as blocks_lib
 from keras_practise import graph as graph_lib
 from keras_practise import surgery
 
-# Layers a signal passes through on its way between a hole and a conv.
-_PASS_THROUGH = blocks_lib.NORM_AND_ACTIVATION + (keras.layers.Add,)
 _SPATIAL = (keras.layers.ZeroPadding2D,) + blocks_lib.POOLING
+
+
+def _passes_through(layer):
+    """Whether a signal passes `layer` on its way between a hole and a conv."""
+    return isinstance(layer, blocks_lib.NORM_AND_ACTIVATION) or graph_lib.is_add(
+        layer
+    )
 
 BEFORE = "before"
 AFTER = "after"
@@ -114,7 +119,7 @@ def find_sites(model, blocks):
                 continue
             if _is_foldable_conv(layer):
                 add(flat_node, BEFORE)
-            elif isinstance(layer, _PASS_THROUGH + _SPATIAL):
+            elif _passes_through(layer) or isinstance(layer, _SPATIAL):
                 for output in flat_node.outputs:
                     forward(output, seen)
 
@@ -133,7 +138,7 @@ def find_sites(model, blocks):
         if _is_foldable_conv(layer):
             if _linear_output(layer):
                 add(flat_node, AFTER)
-        elif isinstance(layer, _PASS_THROUGH):
+        elif _passes_through(layer):
             for source in flat_node.inputs:
                 backward(source, seen)
 

@@ -139,9 +139,17 @@ def _split_units(graph):
     for (start, cut), (end, _) in zip(cuts, cuts[1:]):
         indices = list(range(start, end))
         if len(indices) > 1:
-            current, pending = None, []
             last = graph.nodes[indices[-1]].layer
-            is_add = isinstance(last, keras.layers.Add)
+            is_add = graph_lib.is_add(last)
+            if not is_add and current is not None and current.awaits_pointwise:
+                # A squeeze-and-excitation (or other gating) branch between a
+                # depthwise conv and its pointwise conv (EfficientNet,
+                # MobileNetV3) belongs to that bottleneck.
+                current.node_indices += pending + indices
+                current.output = graph.nodes[indices[-1]].outputs[0]
+                pending = []
+                continue
+            current, pending = None, []
             identity = is_add and any(
                 t is cut for t in graph.nodes[indices[-1]].inputs
             )
@@ -241,7 +249,10 @@ def _is_plain_candidate(unit, graph):
 
 
 def _block_name(layers, merge_layer):
-    names = [layer.name for layer in layers]
+    # Layers with weights carry the model's naming scheme; element-wise ops
+    # and activations are often auto-named (`add_3`, `re_lu_7`).
+    names = [layer.name for layer in layers if graph_lib.weight_count(layer)]
+    names = names or [layer.name for layer in layers]
     prefix = os.path.commonprefix(names)
     if prefix not in names:
         prefix = re.sub(r"[^_./-]*$", "", prefix)
@@ -280,7 +291,7 @@ def _analyse(model):
         layers = [graph.nodes[i].layer for i in unit.node_indices]
         merge = graph.nodes[unit.node_indices[-1]].layer
         if unit.kind == "residual":
-            merge = next(l for l in layers if isinstance(l, keras.layers.Add))
+            merge = next(l for l in layers if graph_lib.is_add(l))
             name = _block_name(layers, merge)
         else:
             name = next(l.name for l in layers if _is_conv(l))
@@ -293,7 +304,7 @@ def _analyse(model):
                 layers=tuple(layers),
                 input=unit.input,
                 output=unit.output,
-                param_count=sum(l.count_params() for l in layers),
+                param_count=sum(graph_lib.weight_count(l) for l in layers),
             )
         )
     names = [b.name for b in blocks]
@@ -306,7 +317,7 @@ def _analyse(model):
 
 def _merge_name(block):
     for layer in block.layers:
-        if isinstance(layer, keras.layers.Add) or _is_conv(layer):
+        if graph_lib.is_add(layer) or _is_conv(layer):
             return layer.name
     return block.layers[-1].name
 

@@ -22,12 +22,12 @@ _DEFAULT_BANK = 2048
 _MAX_VIEWS_PER_IMAGE = 32
 
 
-
 def feature_tap(model):
     """Returns the last feature map before the classifier head.
 
     That is the input of the first global pooling, flatten or dense layer on
-    the way to the output, or the model's output when it has no head.
+    the main path (a pooling inside a squeeze-and-excitation branch does not
+    count), or the model's output when it has no head.
 
     Args:
         model: A Functional or Sequential `keras.Model`.
@@ -36,8 +36,13 @@ def feature_tap(model):
         The tap as a tensor of `model`'s flat graph.
     """
     graph = graph_lib.FlatGraph(model)
+    on_main_path = {id(tensor) for _, tensor in graph.cut_tensors()}
     for flat_node in graph.nodes:
-        if isinstance(flat_node.layer, blocks_lib.HEAD):
+        if (
+            isinstance(flat_node.layer, blocks_lib.HEAD)
+            and id(flat_node.inputs[0]) in on_main_path
+            and id(flat_node.outputs[0]) in on_main_path
+        ):
             return flat_node.inputs[0]
     return graph.outputs[0]
 

@@ -8,6 +8,7 @@ backbone nested inside a classifier is analysed and rewritten as one network.
 """
 
 import dataclasses
+import math
 
 import keras
 
@@ -204,6 +205,30 @@ class FlatGraph:
             if len(live) == 1:
                 cuts.append((index + 1, next(iter(live.values()))))
         return cuts
+
+
+def is_add(operation):
+    """Whether a graph node's operation is an element-wise sum.
+
+    Covers the `keras.layers.Add` layer and the operation that `x + y` on
+    symbolic tensors records (ConvNeXt's residual sums are written so).
+    """
+    if isinstance(operation, keras.layers.Add):
+        return True
+    return (
+        not isinstance(operation, keras.layers.Layer)
+        and type(operation).__name__ == "Add"
+        and type(operation).__module__.startswith("keras.")
+    )
+
+
+def weight_count(operation):
+    """Number of weights of a graph node's operation, trainable or not.
+
+    Functional graphs can hold plain operations (`x + 3.0` gives a
+    `keras.ops` `Add`) that have no weights and no `count_params()`.
+    """
+    return sum(math.prod(w.shape) for w in getattr(operation, "weights", []))
 
 
 def clone_layer(layer, name=None):

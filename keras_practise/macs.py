@@ -204,7 +204,7 @@ def count_macs(model, per_layer=False):
         output_shape = flat_node.outputs[0].shape
         # Weights are listed at a layer's first call only, so that the
         # params column sums to the model's parameter count.
-        params = 0 if id(layer) in seen else layer.count_params()
+        params = 0 if id(layer) in seen else graph_lib.weight_count(layer)
         seen.add(id(layer))
         rows.append(
             MacsRow(

@@ -72,7 +72,9 @@ def rewrite(
                 layer_name = f"{layer.name}_{suffix}"
                 suffix += 1
             new_layer = graph_lib.clone_layer(layer, name=layer_name)
-            pending_weights.append((new_layer, layer))
+            # Plain operations (`x + 3.0`) have no weights to copy.
+            if graph_lib.weight_count(layer):
+                pending_weights.append((new_layer, layer))
         clones[id(layer)] = new_layer
         used_names.add(new_layer.name)
         if layer.name in before:

@@ -5,6 +5,7 @@ import pytest
 
 from keras_practise import blocks as blocks_lib
 from keras_practise import models
+from tests import tiny_models
 
 APPLICATIONS = [
     ("ResNet50", (32, 32, 3), 12, "conv2_block2", "1.2"),
@@ -15,6 +16,11 @@ APPLICATIONS = [
     ("MobileNetV2", (32, 32, 3), 10, "block_4", "3.2"),
     ("VGG16", (32, 32, 3), 9, "block1_conv2", "1.2"),
     ("VGG19", (32, 32, 3), 12, "block5_conv1", "5.1"),
+    # Squeeze-and-excitation inside the bottlenecks, `x + y` residual sums.
+    ("EfficientNetB0", (32, 32, 3), 9, "block4c", "4.3"),
+    ("MobileNetV3Small", (32, 32, 3), 6, "expanded_conv_5", "3.3"),
+    ("ConvNeXtTiny", (32, 32, 3), 14, "convnext_tiny_stage_2_block_8", "3.9"),
+    ("Xception", (71, 71, 3), 8, "block12", "3.9"),
 ]
 
 
@@ -83,15 +89,17 @@ def _user_resnet(add_style):
         y = keras.layers.Conv2D(8, 3, padding="same")(y)
         if add_style == "layer":
             x = keras.layers.Add()([x, y])
-        else:
+        elif add_style == "function":
             x = keras.layers.add([y, x])
+        else:
+            x = x + y
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(4)(x)
     return keras.Model(inputs, outputs)
 
 
-@pytest.mark.parametrize("add_style", ["layer", "function"])
+@pytest.mark.parametrize("add_style", ["layer", "function", "operator"])
 def test_user_built_residual_model(add_style):
     model = _user_resnet(add_style)
     found = blocks_lib.find_blocks(model)
@@ -205,3 +213,16 @@ def test_blocks_table_lists_every_block():
     table = blocks_lib.blocks_table(found)
     assert len(table.splitlines()) == len(found) + 1
     assert "block5_conv3" in table
+
+
+def test_squeeze_and_excitation_bottlenecks_with_operations():
+    model = tiny_models.tiny_se_net()
+    found = blocks_lib.find_blocks(model)
+    assert [(b.name, b.label) for b in found] == [("b2", "1.2"), ("b3", "1.3")]
+    block = found[0]
+    assert "b2_se_squeeze" in block.layer_names
+    # `x + y` and `se * 2.0` are operations without `count_params()`.
+    assert any(not isinstance(l, keras.layers.Layer) for l in block.layers)
+    assert block.param_count == sum(
+        l.count_params() for l in block.layers if isinstance(l, keras.layers.Layer)
+    )

@@ -120,3 +120,23 @@ def test_subclassed_model_is_rejected():
 
     with pytest.raises(TypeError):
         keras_practise.compress(Net(), _data(), verbose=0)
+
+
+def test_compress_squeeze_and_excitation_net_with_operations(tmp_path):
+    model = tiny_models.tiny_se_net()
+    tiny_models.randomize_batchnorm(model)
+    small, report = keras_practise.compress(
+        model, _data(labels=False), drop=1, steps=2, finetune_steps=2,
+        latency="macs", augment_views=1, verbose=0, return_report=True,
+        latency_batch_size=0,
+    )
+    assert len(report.blocks) == 1 and report.blocks[0] in ("b2", "b3")
+    assert not any(l.name.startswith(report.blocks[0] + "_") for l in small.layers)
+    path = os.path.join(tmp_path, "small.keras")
+    small.save(path)
+    x = tiny_models.images(4)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path).predict(x, verbose=0),
+        small.predict(x, verbose=0),
+        atol=1e-5,
+    )

@@ -51,3 +51,43 @@ def randomize_batchnorm(model, seed=0):
 
 def images(n=24, size=16, seed=0):
     return np.random.default_rng(seed).uniform(size=(n, size, size, 3)).astype("float32")
+
+
+def tiny_se_net(classes=4, size=16, width=8):
+    """Inverted bottlenecks with squeeze-and-excitation, EfficientNet-style.
+
+    Residual sums are written `x + y` (a `keras.ops` operation, not an `Add`
+    layer), and the excitation gate uses a plain operation (`x * 0.5`), so the
+    graph mixes layers and operations. Droppable: `b2` and `b3`.
+    """
+
+    def bottleneck(x, out_channels, stride, name):
+        y = keras.layers.Conv2D(2 * x.shape[-1], 1, use_bias=False, name=f"{name}_expand")(x)
+        y = keras.layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+        y = keras.layers.Activation("swish", name=f"{name}_expand_act")(y)
+        y = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
+        y = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+        y = keras.layers.Activation("swish", name=f"{name}_dw_act")(y)
+        se = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_squeeze")(y)
+        se = keras.layers.Conv2D(4, 1, activation="swish", name=f"{name}_se_reduce")(se)
+        se = keras.layers.Conv2D(y.shape[-1], 1, activation="sigmoid", name=f"{name}_se_expand")(se)
+        y = keras.layers.Multiply(name=f"{name}_se_excite")([y, se * 2.0])
+        y = keras.layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}_project")(y)
+        y = keras.layers.BatchNormalization(name=f"{name}_project_bn")(y)
+        if stride == 1 and x.shape[-1] == out_channels:
+            y = x + y
+        return y
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("swish", name="stem_act")(x)
+    x = bottleneck(x, 2 * width, 1, "b1")
+    x = bottleneck(x, 2 * width, 1, "b2")
+    x = bottleneck(x, 2 * width, 1, "b3")
+    x = keras.layers.Conv2D(4 * width, 1, use_bias=False, name="top_conv")(x)
+    x = keras.layers.BatchNormalization(name="top_bn")(x)
+    x = keras.layers.Activation("swish", name="top_act")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(classes, name="predictions")(x)
+    return keras.Model(inputs, outputs, name="tiny_se_net")
