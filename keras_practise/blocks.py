@@ -14,8 +14,10 @@ when removing it leaves every shape unchanged:
 * a residual block with an identity shortcut (the unit's input is one of the
   `Add`'s inputs) that is not the first unit of its stage, as in the paper
   ("the non-first blocks of each stage");
-* a plain conv unit with a single ordinary convolution whose output shape
-  equals its input shape (VGG's `block1_conv2`).
+* a plain conv unit whose output shape equals its input shape: a single
+  ordinary convolution (VGG's `block1_conv2`), or a depthwise-separable pair,
+  a depthwise conv and its 1x1 pointwise conv (MobileNet's `conv_pw_7`) or one
+  `SeparableConv2D`.
 """
 
 import dataclasses
@@ -182,8 +184,15 @@ def _split_units(graph):
             units.append(current)
             pending = []
         elif isinstance(layer, _DEPTHWISE) or _is_conv(layer):
-            if current is None:
-                current = _Unit(kind="conv", node_indices=[], input=cut)
+            # A depthwise conv after a complete depthwise-pointwise pair opens
+            # a unit of its own (MobileNet v1's separable stacks).
+            if current is None or (
+                isinstance(layer, _DEPTHWISE)
+                and current.depthwise
+                and not current.awaits_pointwise
+            ):
+                unit_input = graph.nodes[pending[0]].inputs[0] if pending else cut
+                current = _Unit(kind="conv", node_indices=[], input=unit_input)
                 units.append(current)
             current.node_indices += pending + [index]
             current.output = output
@@ -234,18 +243,36 @@ def _counts_for_stages(unit, residual_mode, graph):
     return unit.convs > 1 or _is_plain_candidate(unit, graph)
 
 
-def _is_plain_candidate(unit, graph):
-    if unit.kind != "conv" or unit.convs != 1 or unit.depthwise:
-        return False
-    conv = next(
+def _unit_convs(unit, graph):
+    return [
         graph.nodes[i].layer
         for i in unit.node_indices
         if _is_conv(graph.nodes[i].layer)
-    )
-    return (
-        conv.groups == 1
-        and tuple(unit.input.shape[1:]) == tuple(unit.output.shape[1:])
-    )
+        or isinstance(graph.nodes[i].layer, _DEPTHWISE)
+    ]
+
+
+def _is_plain_candidate(unit, graph):
+    """A shape-preserving conv unit: one conv, or one separable conv."""
+    if unit.kind != "conv" or tuple(unit.input.shape[1:]) != tuple(
+        unit.output.shape[1:]
+    ):
+        return False
+    convs = _unit_convs(unit, graph)
+    if len(convs) == 1:
+        conv = convs[0]
+        return isinstance(conv, keras.layers.SeparableConv2D) or (
+            _is_conv(conv) and conv.groups == 1
+        )
+    if len(convs) == 2:
+        depthwise, pointwise = convs
+        return (
+            isinstance(depthwise, keras.layers.DepthwiseConv2D)
+            and _is_conv(pointwise)
+            and _is_1x1(pointwise)
+            and pointwise.groups == 1
+        )
+    return False
 
 
 def _block_name(layers, merge_layer):
@@ -294,7 +321,8 @@ def _analyse(model):
             merge = next(l for l in layers if graph_lib.is_add(l))
             name = _block_name(layers, merge)
         else:
-            name = next(l.name for l in layers if _is_conv(l))
+            # The pointwise conv names a depthwise-separable pair.
+            name = _unit_convs(unit, graph)[-1].name
         blocks.append(
             Block(
                 name=name,

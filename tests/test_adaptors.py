@@ -70,6 +70,12 @@ def test_mobilenetv2_placement_stops_at_width_change():
     )
 
 
+def test_mobilenet_v1_placement_around_a_separable_pair():
+    model = keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3))
+    # The next depthwise conv cannot take an adaptor (not a dense 1x1 map).
+    assert _sites(model, ["conv_pw_8"]) == [("conv_pw_7", "after")]
+
+
 def test_vgg_placement_skips_fused_activations():
     model = keras.applications.VGG16(weights=None, input_shape=(32, 32, 3))
     # block1_conv1 has a fused ReLU: no exact "after" adaptor is possible.
@@ -80,6 +86,7 @@ FACTORIES = [
     lambda: keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=5),
     lambda: keras.applications.ResNet50V2(weights=None, input_shape=(32, 32, 3), classes=5),
     lambda: keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=5),
+    lambda: keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), classes=5),
     lambda: keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), classes=5),
     lambda: models.ResNet20(weights=None, classes=5),
 ]

@@ -21,6 +21,8 @@ APPLICATIONS = [
     ("MobileNetV3Small", (32, 32, 3), 6, "expanded_conv_5", "3.3"),
     ("ConvNeXtTiny", (32, 32, 3), 14, "convnext_tiny_stage_2_block_8", "3.9"),
     ("Xception", (71, 71, 3), 8, "block12", "3.9"),
+    # Depthwise-separable pairs that keep the shape are plain units.
+    ("MobileNet", (32, 32, 3), 8, "conv_pw_8", "4.3"),
 ]
 
 
@@ -226,3 +228,18 @@ def test_squeeze_and_excitation_bottlenecks_with_operations():
     assert block.param_count == sum(
         l.count_params() for l in block.layers if isinstance(l, keras.layers.Layer)
     )
+
+
+def test_separable_conv_units():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", name="sep1")(x)
+    x = keras.layers.BatchNormalization(name="sep1_bn")(x)
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", name="sep2")(x)
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", name="widen")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    found = blocks_lib.find_blocks(model)
+    # sep1 joins the stem's unit (as a bottleneck without expansion would);
+    # sep2 keeps the shape; widen does not.
+    assert [(b.name, b.label, b.kind) for b in found] == [("sep2", "1.2", "conv")]

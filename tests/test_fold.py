@@ -54,6 +54,7 @@ def _plain_net():
     [
         lambda: models.ResNet20(weights=None, classes=4),
         lambda: keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=4),
+        lambda: keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), classes=4),
         lambda: _plain_net(),
     ],
 )
