@@ -1,12 +1,15 @@
 """Tests for keras_practise.scoring (recoverability)."""
 
+import keras
 import numpy as np
 import pytest
 
 from keras_practise import blocks as blocks_lib
 from keras_practise import features
 from keras_practise import finetune
+from keras_practise import macs
 from keras_practise import scoring
+from keras_practise import surgery
 from tests import tiny_models
 
 
@@ -82,3 +85,21 @@ def test_errors():
         scoring.recoverability(model, tiny_models.images(8), blocks=["9.9"], verbose=0)
     with pytest.raises(ValueError, match="steps"):
         scoring.recoverability(model, tiny_models.images(8), steps=0, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        tiny_models.tiny_resnet,
+        tiny_models.tiny_se_net,
+        lambda: keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), classes=4),
+    ],
+)
+def test_macs_reduction_equals_that_of_the_dropped_model(factory):
+    model = factory()
+    candidates = blocks_lib.find_blocks(model)
+    reductions = scoring.latency_reductions(model, candidates, source="macs")
+    base = macs.count_macs(model)
+    for block, reduction in zip(candidates, reductions):
+        dropped = surgery.drop_blocks(model, [block])
+        assert reduction == pytest.approx(1 - macs.count_macs(dropped) / base, rel=1e-9)
