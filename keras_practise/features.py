@@ -146,6 +146,30 @@ def model_image_size(model, image_size=None):
     return (shape[1], shape[2])
 
 
+def fixed_size_model(model, image_size=None):
+    """Returns `model`, or a copy with a fixed input size if it has none.
+
+    MACs, latency and the candidates' training graphs need concrete shapes;
+    a size-agnostic model is worked on at `image_size`.
+
+    Args:
+        model: A Functional or Sequential image model.
+        image_size: `(height, width)` to fix a dynamic input size at.
+
+    Returns:
+        `model` itself when its input size is fixed, else a copy (same layer
+        names and weights) whose input is `image_size`.
+
+    Raises:
+        ValueError: As `model_image_size`.
+    """
+    height, width = model_image_size(model, image_size)
+    shape = graph_lib.FlatGraph(model).inputs[0].shape
+    if shape[1] is not None and shape[2] is not None:
+        return model
+    return surgery.rewrite(model, input_shape=(height, width, shape[3]))
+
+
 def load_for_model(
     model,
     data,

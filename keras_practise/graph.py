@@ -240,7 +240,13 @@ def clone_layer(layer, name=None):
 
 
 def replay(
-    graph, call_node, substitutes=None, start=None, outputs=None, name=None
+    graph,
+    call_node,
+    substitutes=None,
+    start=None,
+    outputs=None,
+    name=None,
+    input_shape=None,
 ):
     """Rebuilds a flat graph as a new Functional model.
 
@@ -259,6 +265,9 @@ def replay(
         outputs: Optional list of canonical tensors of the graph to use as
             the new model's outputs instead of the graph's outputs.
         name: Name of the new model. Defaults to the original's name.
+        input_shape: Optional per-example shape of the new model's (single)
+            input, e.g. to fix a dynamic image size or to make it dynamic
+            again. Defaults to the original input's shape.
 
     Returns:
         A new Functional `keras.Model`.
@@ -267,8 +276,11 @@ def replay(
     values = {}
     new_inputs = []
     for tensor in [start] if start is not None else graph.inputs:
+        shape = tensor.shape
+        if input_shape is not None:
+            shape = (shape[0],) + tuple(input_shape)
         new_input = keras.Input(
-            batch_shape=tensor.shape,
+            batch_shape=shape,
             dtype=tensor.dtype,
             name=tensor._keras_history[0].name,
         )

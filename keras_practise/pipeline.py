@@ -20,6 +20,7 @@ from keras_practise import macs as macs_lib
 from keras_practise import scoring
 from keras_practise import recovery
 from keras_practise import selection
+from keras_practise import surgery
 from keras_practise import synthesis
 
 
@@ -183,7 +184,9 @@ def compress(
         seed: Seed of the draw, augmentation and training order.
         latency: `"measured"` or `"macs"`: how a block's latency saving is
             assessed for its score.
-        image_size: Input size for models with a dynamic input shape.
+        image_size: Input size for models with a dynamic input shape: the
+            tiny set, scores, MACs and latency use this size, and the
+            returned model accepts any size again, like `model`.
         augment_views: Augmented views per image (see
             `features.prepare_views`).
         preprocess: Callable applied to loaded images, e.g.
@@ -240,24 +243,33 @@ def compress(
         steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose
     )
     recovery.check_method(method, True)
-    features.model_image_size(model, image_size)
+    # A size-agnostic model is worked on at `image_size`; the result gets the
+    # user's input signature back at the end.
+    input_shape = tuple(graph_lib.FlatGraph(model).inputs[0].shape[1:])
+    teacher = features.fixed_size_model(model, image_size)
+    if teacher is not model:
+        candidates = blocks_lib.find_blocks(teacher)
+        if chosen is not None:
+            chosen = blocks_lib.resolve_blocks(
+                teacher, [b.name for b in chosen], candidates
+            )
 
     if data is None:
         tiny_set = _synthesize(
-            model, num_samples, synthesis_steps, seed, image_size, verbose
+            teacher, num_samples, synthesis_steps, seed, image_size, verbose
         )
     else:
         tiny_set = features.load_for_model(
-            model, data, num_samples, per_class, seed, image_size,
+            teacher, data, num_samples, per_class, seed, image_size,
             preprocess, data_dir,
         )
-    _check_labels(model, tiny_set)
+    _check_labels(teacher, tiny_set)
     recovery.check_method(method, tiny_set.labels is not None)
     phases["data"] = time.perf_counter() - started
 
     t = time.perf_counter()
     bank, _ = features.build_bank(
-        model, tiny_set, seed=seed, image_size=image_size,
+        teacher, tiny_set, seed=seed, image_size=image_size,
         augment_views=augment_views,
     )
     phases["teacher features"] = time.perf_counter() - t
@@ -266,10 +278,10 @@ def compress(
     if chosen is None:
         t = time.perf_counter()
         scores = scoring.score_blocks(
-            model, candidates, bank, config, latency, verbose
+            teacher, candidates, bank, config, latency, verbose
         )
         chosen, _ = selection.select_blocks(
-            model, candidates, scores,
+            teacher, candidates, scores,
             drop=None if latency_target is not None else drop,
             latency_target=latency_target,
             latency=latency,
@@ -279,7 +291,7 @@ def compress(
 
     t = time.perf_counter()
     compressed, curve = recovery.recover(
-        model, chosen, bank, method, recover_config
+        teacher, chosen, bank, method, recover_config
     )
     phases["recovery"] = time.perf_counter() - t
 
@@ -287,7 +299,7 @@ def compress(
     latency_ms, reduction, device = (None, None), None, None
     if latency_batch_size:
         result = latency_lib.compare_latency(
-            {"original": model, "compressed": compressed},
+            {"original": teacher, "compressed": compressed},
             batch_size=latency_batch_size,
         )
         latency_ms = (result.results["original"].median_ms, result.results["compressed"].median_ms)
@@ -301,8 +313,8 @@ def compress(
         labels=[b.label for b in chosen],
         method=method,
         scores=scores,
-        params=(macs_lib.count_params(model), macs_lib.count_params(compressed)),
-        macs=(macs_lib.count_macs(model), macs_lib.count_macs(compressed)),
+        params=(macs_lib.count_params(teacher), macs_lib.count_params(compressed)),
+        macs=(macs_lib.count_macs(teacher), macs_lib.count_macs(compressed)),
         latency_ms=latency_ms,
         latency_reduction=reduction,
         latency_batch_size=latency_batch_size,
@@ -322,6 +334,8 @@ def compress(
             "seed": seed, "latency": latency,
         },
     )
+    if teacher is not model:
+        compressed = surgery.rewrite(compressed, input_shape=input_shape)
     if verbose >= 2:
         print(report.table())
     return (compressed, report) if return_report else compressed

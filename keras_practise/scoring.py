@@ -251,6 +251,9 @@ def recoverability(
             f"Model {model.name!r} has no droppable blocks (identity residual "
             "blocks or shape-preserving convs)."
         )
+    fixed = features.fixed_size_model(model, image_size)
+    if fixed is not model:
+        model, candidates = fixed, blocks_lib.find_blocks(fixed)
     if blocks is not None:
         candidates = blocks_lib.resolve_blocks(model, blocks, candidates)
     bank, _ = features.build_bank(

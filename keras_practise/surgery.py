@@ -18,6 +18,7 @@ def rewrite(
     start=None,
     outputs=None,
     name=None,
+    input_shape=None,
 ):
     """Copies `model`, dropping blocks and wrapping chosen layer calls.
 
@@ -39,6 +40,8 @@ def rewrite(
         outputs: Optional list of tensors of `model` to output instead of
             the model's outputs (e.g. feature maps to mimic).
         name: Name of the new model. Defaults to `model.name`.
+        input_shape: Optional per-example input shape of the new model, e.g.
+            `(224, 224, 3)` to fix a dynamic image size.
 
     Returns:
         A new Functional `keras.Model`.
@@ -93,6 +96,7 @@ def rewrite(
         if outputs is None
         else [graph.canonical(t) for t in outputs],
         name=name,
+        input_shape=input_shape,
     )
     for new_layer, layer in pending_weights:
         new_layer.set_weights(weights.get(layer.name, layer.get_weights()))

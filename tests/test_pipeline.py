@@ -140,3 +140,17 @@ def test_compress_squeeze_and_excitation_net_with_operations(tmp_path):
         small.predict(x, verbose=0),
         atol=1e-5,
     )
+
+
+def test_size_agnostic_model_keeps_its_signature():
+    model = tiny_models.tiny_resnet(size=None)
+    with pytest.raises(ValueError, match="image_size"):
+        keras_practise.compress(model, _data(), verbose=0)
+    small, report = keras_practise.compress(
+        model, _data(labels=False), drop=1, steps=2, finetune_steps=2,
+        latency="macs", augment_views=1, verbose=0, return_report=True,
+        latency_batch_size=2, image_size=(16, 16),
+    )
+    assert small.input_shape == (None, None, None, 3)
+    assert report.macs[1] < report.macs[0]
+    assert small.predict(np.zeros((1, 24, 24, 3), "float32"), verbose=0).shape == (1, 4)

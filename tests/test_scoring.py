@@ -103,3 +103,12 @@ def test_macs_reduction_equals_that_of_the_dropped_model(factory):
     for block, reduction in zip(candidates, reductions):
         dropped = surgery.drop_blocks(model, [block])
         assert reduction == pytest.approx(1 - macs.count_macs(dropped) / base, rel=1e-9)
+
+
+def test_recoverability_of_a_size_agnostic_model():
+    model = tiny_models.tiny_resnet(size=None)
+    report = scoring.recoverability(
+        model, tiny_models.images(16), steps=2, latency="macs", verbose=0,
+        augment_views=1, image_size=(16, 16),
+    )
+    assert [s.block for s in report] == [b.name for b in blocks_lib.find_blocks(model)]

@@ -156,3 +156,19 @@ def test_rewrite_wraps_layer_calls():
         keras.ops.convert_to_numpy(expected_head(zero)),
         atol=1e-5,
     )
+
+
+def test_rewrite_fixes_and_frees_the_input_size():
+    from keras_practise import models
+
+    dynamic = models.ResNet20(weights=None, input_shape=(None, None, 3), classes=4)
+    fixed = surgery.rewrite(dynamic, input_shape=(24, 24, 3))
+    assert fixed.input_shape == (None, 24, 24, 3)
+    freed = surgery.rewrite(fixed, input_shape=(None, None, 3))
+    assert freed.input_shape == (None, None, None, 3)
+    x = np.random.default_rng(0).uniform(size=(2, 24, 24, 3)).astype("float32")
+    expected = dynamic.predict(x, verbose=0)
+    np.testing.assert_allclose(fixed.predict(x, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(freed.predict(x, verbose=0), expected, atol=1e-5)
+    # The freed copy takes other sizes again.
+    assert freed.predict(np.zeros((1, 40, 40, 3), "float32"), verbose=0).shape == (1, 4)
