@@ -469,7 +469,7 @@ def _run_latency(args):
     input_shape = None
     if args.image_size is not None:
         first = next(iter(models.values()))
-        channels = graph_lib.FlatGraph(first).inputs[0].shape[-1]
+        channels = graph_lib.input_shape(first)[-1]
         input_shape = (*args.image_size, channels)
     comparison = keras_practise.compare_latency(
         models,

@@ -130,7 +130,7 @@ def model_image_size(model, image_size=None):
         ValueError: If the model's input size is dynamic and `image_size` is
             not given, or the input is not an image batch.
     """
-    shape = graph_lib.FlatGraph(model).inputs[0].shape
+    shape = graph_lib.input_shape(model)
     if len(shape) != 4:
         raise ValueError(
             "keras_practise compresses image models with inputs of shape "
@@ -164,7 +164,7 @@ def fixed_size_model(model, image_size=None):
         ValueError: As `model_image_size`.
     """
     height, width = model_image_size(model, image_size)
-    shape = graph_lib.FlatGraph(model).inputs[0].shape
+    shape = graph_lib.input_shape(model)
     if shape[1] is not None and shape[2] is not None:
         return model
     return surgery.rewrite(model, input_shape=(height, width, shape[3]))
@@ -296,7 +296,7 @@ def build_bank(
     tiny_set = load_for_model(
         model, data, num_samples, per_class, seed, image_size, preprocess, data_dir
     )
-    channels = graph_lib.FlatGraph(model).inputs[0].shape[-1]
+    channels = graph_lib.input_shape(model)[-1]
     train_views, eval_views, labels = prepare_views(
         tiny_set, size, augment_views, seed, channels
     )

@@ -64,6 +64,17 @@ def check_graph_model(model):
         )
 
 
+def input_shape(model):
+    """The batch shape of `model`'s first input, without flattening its graph.
+
+    Raises:
+        TypeError: If `model` is not a Functional or Sequential model.
+        ValueError: If a Sequential model has no input shape yet.
+    """
+    check_graph_model(model)
+    return tuple(_graph_function(model).inputs[0].shape)
+
+
 @dataclasses.dataclass(eq=False)
 class FlatNode:
     """One layer call of the flattened graph.

@@ -245,7 +245,7 @@ def compress(
     recovery.check_method(method, True)
     # A size-agnostic model is worked on at `image_size`; the result gets the
     # user's input signature back at the end.
-    input_shape = tuple(graph_lib.FlatGraph(model).inputs[0].shape[1:])
+    input_shape = graph_lib.input_shape(model)[1:]
     teacher = features.fixed_size_model(model, image_size)
     if teacher is not model:
         candidates = blocks_lib.find_blocks(teacher)

@@ -106,3 +106,11 @@ def test_clone_layer_renames_and_is_unbuilt():
     assert copy.name == "copy"
     assert not copy.built
     assert copy.get_config()["filters"] == 4
+
+
+def test_input_shape_of_functional_and_sequential_models():
+    assert graph.input_shape(tiny_models.tiny_resnet(size=12)) == (None, 12, 12, 3)
+    sequential = keras.Sequential([keras.Input((5, 7, 2)), keras.layers.Conv2D(3, 1)])
+    assert graph.input_shape(sequential) == (None, 5, 7, 2)
+    with pytest.raises(TypeError, match="Expected a `keras.Model`"):
+        graph.input_shape("not a model")
