@@ -1,4 +1,4 @@
-"""Smoke tests of the accuracy and speed benchmark binaries with tiny flags.
+"""Smoke tests of the benchmark binaries with tiny flags.
 
 Each binary runs in a subprocess (`python -m benchmarks.X`), as users run
 it: the binaries define absl flags of the same names.
@@ -9,17 +9,21 @@ import pathlib
 import subprocess
 import sys
 
+import keras
+
+from keras_practise import digits
+
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(module, *args):
+def _run(module, *args, timeout=600):
     result = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{module}", *args],
         cwd=_REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -59,3 +63,15 @@ def test_speed():
     assert "| recoverability conv2_block2 (1.2) |" in stdout
     assert "| finetune mimic, drop 1.2 |" in stdout
     assert "speed-up" in stdout
+
+
+def test_train_teacher(tmp_path):
+    out = tmp_path / "teacher.keras"
+    stdout = _run(
+        "train_teacher", "--epochs=1", "--num_train=64", "--num_test=32",
+        "--batch_size=32", f"--out={out}", timeout=300,
+    )
+    assert "test_accuracy=" in stdout
+    teacher = keras.saving.load_model(str(out))
+    assert not teacher.compiled
+    assert teacher.output_shape == (None, digits.NUM_CLASSES)

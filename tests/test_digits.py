@@ -1,16 +1,10 @@
 """Tests for the cluttered coloured digits task and its bundled teacher."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 
 from keras_practise import digits
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_class_names():
@@ -92,30 +86,3 @@ def test_bundled_teacher_is_accurate():
     )
     predictions = teacher.predict(images, batch_size=100, verbose=0)
     assert (predictions.argmax(axis=-1) == labels).mean() > 0.7
-
-
-def test_train_teacher_main_smoke(tmp_path):
-    # A subprocess runs the binary's real `main` and keeps its absl flags
-    # out of this process, where other binaries define flags of equal names.
-    out = tmp_path / "teacher.keras"
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(_ROOT, "benchmarks", "train_teacher.py"),
-            "--epochs=1",
-            "--num_train=64",
-            "--num_test=32",
-            "--batch_size=32",
-            f"--out={out}",
-        ],
-        cwd=_ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "test_accuracy=" in result.stdout
-    teacher = keras.saving.load_model(str(out))
-    assert not teacher.compiled
-    assert teacher.output_shape == (None, digits.NUM_CLASSES)
