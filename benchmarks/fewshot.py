@@ -109,7 +109,7 @@ def main(argv):
 
     import keras_practise
     from keras_practise import backend
-    from keras_practise import digits
+    from keras_practise.demo import digits
 
     teacher = harness.load_teacher(_TEACHER.value)
     test_x, test_y = digits.load_cluttered_digits(

@@ -16,7 +16,7 @@ def load_teacher(path=None):
     """Loads a `.keras` teacher; defaults to the bundled digits ResNet-20."""
     import keras
 
-    from keras_practise import digits
+    from keras_practise.demo import digits
 
     return keras.saving.load_model(path or digits.TEACHER_PATH)
 

@@ -251,7 +251,7 @@ def measure_model(
     import keras
 
     import keras_practise
-    from keras_practise import blocks as blocks_lib
+    from keras_practise.graph import blocks as blocks_lib
 
     display_name, builder_path = _MODELS[model_key]
     module_name, builder_name = builder_path.rsplit(".", 1)

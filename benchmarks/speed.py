@@ -76,7 +76,7 @@ def _step_times(pairs, steps, warmup):
 
 
 def _compile(model):
-    from keras_practise import finetune
+    from keras_practise.distillation import trainer as finetune
 
     config = finetune.TrainConfig(steps=1000)
     model.compile(optimizer=finetune.make_optimizer(config), loss="mse")
@@ -87,15 +87,16 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
     import keras
     import numpy as np
 
-    from keras_practise import adaptors
-    from keras_practise import blocks as blocks_lib
-    from keras_practise import features
-    from keras_practise import finetune
-    from keras_practise import surgery
+    from keras_practise.distillation import adaptors
+    from keras_practise.graph import blocks as blocks_lib
+    from keras_practise.distillation import feature_bank
+    from keras_practise.graph import taps
+    from keras_practise.distillation import trainer as finetune
+    from keras_practise.graph import surgery
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch_size * 2, size, size, 3)).astype("float32")
-    bank, _ = features.build_bank(model, x, augment_views=1)
+    bank, _ = feature_bank.build_bank(model, x, augment_views=1)
     teacher_tap = surgery.rewrite(model, outputs=[bank.tap])
     rows = []
 
@@ -108,7 +109,7 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
 
     for block in blocks_lib.resolve_blocks(model, blocks):
         sites = adaptors.find_sites(model, [block])
-        cut = features.frozen_prefix_cut(
+        cut = taps.frozen_prefix_cut(
             model, [s.conv for s in sites] + block.layer_names
         )
         suffix, sites = adaptors.insert_adaptors(
@@ -135,12 +136,12 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
     chosen = blocks_lib.resolve_blocks(model, drop)
     student, sites = adaptors.insert_adaptors(model, chosen)
     finetune.set_trainable(student, "mimic")
-    view = keras.Model(student.inputs, features.feature_tap(student))
+    view = keras.Model(student.inputs, taps.feature_tap(student))
     _compile(view)
     views = bank.views["train"]
     naive_student, _ = adaptors.insert_adaptors(model, chosen)
     finetune.set_trainable(naive_student, "mimic")
-    naive_view = keras.Model(naive_student.inputs, features.feature_tap(naive_student))
+    naive_view = keras.Model(naive_student.inputs, taps.feature_tap(naive_student))
     _compile(naive_view)
     ours, naive = _step_times(
         [

@@ -19,7 +19,7 @@ import keras
 from absl import app
 from absl import flags
 
-from keras_practise import digits
+from keras_practise.demo import digits
 from keras_practise import models
 
 _BUILDERS = {"resnet20": models.ResNet20, "resnet56": models.ResNet56}

@@ -37,9 +37,9 @@ import keras
 import numpy as np
 
 import keras_practise
-from keras_practise import blocks as blocks_lib
-from keras_practise import graph as graph_lib
-from keras_practise import recovery
+from keras_practise.graph import blocks as blocks_lib
+from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.recovery import recipes as recovery
 
 PROG = "keras-practise"
 # Each backend's package has the backend's name.

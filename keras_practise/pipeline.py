@@ -10,18 +10,20 @@ import time
 
 import numpy as np
 
-from keras_practise import blocks as blocks_lib
-from keras_practise import data as data_lib
-from keras_practise import features
-from keras_practise import finetune
-from keras_practise import graph as graph_lib
-from keras_practise import latency as latency_lib
-from keras_practise import macs as macs_lib
-from keras_practise import scoring
-from keras_practise import recovery
-from keras_practise import selection
-from keras_practise import surgery
-from keras_practise import synthesis
+from keras_practise.graph import blocks as blocks_lib
+from keras_practise.data import tiny_set as data_lib
+from keras_practise.data import views
+from keras_practise.distillation import feature_bank
+from keras_practise.graph import input_size
+from keras_practise.distillation import trainer as finetune
+from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.profiling import latency as latency_lib
+from keras_practise.profiling import macs as macs_lib
+from keras_practise.selection import recoverability as scoring
+from keras_practise.recovery import recipes as recovery
+from keras_practise.selection import block_sets as selection
+from keras_practise.graph import surgery
+from keras_practise.data import synthesis
 
 
 @dataclasses.dataclass
@@ -121,7 +123,7 @@ def _check_labels(model, tiny_set):
 
 
 def _synthesize(model, num_samples, steps, seed, image_size, verbose):
-    size = features.model_image_size(model, image_size)
+    size = input_size.model_image_size(model, image_size)
     result = synthesis.synthesize_images(
         model,
         num_images=num_samples or 64,
@@ -188,7 +190,7 @@ def compress(
             tiny set, scores, MACs and latency use this size, and the
             returned model accepts any size again, like `model`.
         augment_views: Augmented views per image (see
-            `features.prepare_views`).
+            `views.prepare_views`).
         preprocess: Callable applied to loaded images, e.g.
             `keras.applications.resnet.preprocess_input`.
         data_dir: Folder of prepared tensorflow-datasets datasets.
@@ -246,7 +248,7 @@ def compress(
     # A size-agnostic model is worked on at `image_size`; the result gets the
     # user's input signature back at the end.
     input_shape = graph_lib.input_shape(model)[1:]
-    teacher = features.fixed_size_model(model, image_size)
+    teacher = input_size.fixed_size_model(model, image_size)
     if teacher is not model:
         candidates = blocks_lib.find_blocks(teacher)
         if chosen is not None:
@@ -259,7 +261,7 @@ def compress(
             teacher, num_samples, synthesis_steps, seed, image_size, verbose
         )
     else:
-        tiny_set = features.load_for_model(
+        tiny_set = views.load_for_model(
             teacher, data, num_samples, per_class, seed, image_size,
             preprocess, data_dir,
         )
@@ -268,7 +270,7 @@ def compress(
     phases["data"] = time.perf_counter() - started
 
     t = time.perf_counter()
-    bank, _ = features.build_bank(
+    bank, _ = feature_bank.build_bank(
         teacher, tiny_set, seed=seed, image_size=image_size,
         augment_views=augment_views,
     )

@@ -11,7 +11,7 @@ import sys
 
 import keras
 
-from keras_practise import digits
+from keras_practise.demo import digits
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 

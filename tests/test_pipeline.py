@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_practise
-from keras_practise import surgery
+from keras_practise.graph import surgery
 from tests import tiny_models
 
 

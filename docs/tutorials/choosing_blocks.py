@@ -37,9 +37,9 @@ import keras
 import numpy as np
 
 import keras_practise
-from keras_practise import digits
-from keras_practise import scoring
-from keras_practise.blocks import blocks_table
+from keras_practise.demo import digits
+from keras_practise.selection import recoverability as scoring
+from keras_practise.graph.blocks import blocks_table
 
 FAST = os.environ.get("KP_TUTORIAL_FAST") == "1"
 NUM_IMAGES = 16 if FAST else 50

@@ -65,8 +65,8 @@ import keras
 
 import keras_practise
 from keras_practise import backend
-from keras_practise import digits
-from keras_practise.macs import MacsReport
+from keras_practise.demo import digits
+from keras_practise.profiling.macs import MacsReport
 
 FAST = os.environ.get("KP_TUTORIAL_FAST") == "1"
 RUNS = 3 if FAST else 30

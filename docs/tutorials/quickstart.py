@@ -53,7 +53,7 @@ import keras
 import numpy as np
 
 import keras_practise
-from keras_practise import digits
+from keras_practise.demo import digits
 
 FAST = os.environ.get("KP_TUTORIAL_FAST") == "1"
 NUM_IMAGES = 16 if FAST else 50  # the tiny set

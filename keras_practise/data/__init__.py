@@ -1,0 +1,1 @@
+"""Tiny sets: loading, sampling, augmentation, synthesis and photographs."""

@@ -1,0 +1,3 @@
+from keras_practise.demo.demo import main
+
+main()

@@ -1,0 +1,1 @@
+"""Adaptors and the feature-mimicking engine shared by selection and recovery."""

@@ -1,0 +1,45 @@
+"""Layer kinds that the graph analyses (blocks, adaptors, taps, MACs) agree on."""
+
+import keras
+
+NORM_AND_ACTIVATION = (
+    keras.layers.BatchNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+)
+ACTIVATIONS = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+)
+POOLING = (
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+)
+HEAD = (
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.Flatten,
+    keras.layers.Dense,
+)
+DEPTHWISE = (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+
+
+def is_conv(layer):
+    """Whether `layer` is an ordinary (not depthwise or separable) 2D conv."""
+    return isinstance(layer, keras.layers.Conv2D) and not isinstance(
+        layer, DEPTHWISE
+    )
+
+
+def is_1x1(layer):
+    """Whether a conv layer's kernel is 1x1."""
+    return tuple(layer.kernel_size) == (1, 1)

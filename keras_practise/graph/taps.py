@@ -1,0 +1,54 @@
+"""Where to tap a model: the feature map before its head, and prefix cuts."""
+
+from keras_practise.graph import flat_graph
+from keras_practise.graph import layer_kinds
+
+
+def feature_tap(model):
+    """Returns the last feature map before the classifier head.
+
+    That is the input of the first global pooling, flatten or dense layer on
+    the main path (a pooling inside a squeeze-and-excitation branch does not
+    count), or the model's output when it has no head.
+
+    Args:
+        model: A Functional or Sequential `keras.Model`.
+
+    Returns:
+        The tap as a tensor of `model`'s flat graph.
+    """
+    graph = flat_graph.FlatGraph(model)
+    on_main_path = {id(tensor) for _, tensor in graph.cut_tensors()}
+    for flat_node in graph.nodes:
+        if (
+            isinstance(flat_node.layer, layer_kinds.HEAD)
+            and id(flat_node.inputs[0]) in on_main_path
+            and id(flat_node.outputs[0]) in on_main_path
+        ):
+            return flat_node.inputs[0]
+    return graph.outputs[0]
+
+
+def frozen_prefix_cut(model, changed_layers):
+    """Returns the last main-path tensor before any of `changed_layers` runs.
+
+    Args:
+        model: A Functional or Sequential `keras.Model`.
+        changed_layers: Names of the layers that differ between teacher and
+            student (dropped layers and convs that receive adaptors).
+
+    Returns:
+        A tensor of `model`'s flat graph (the model input when the very first
+        layers change).
+    """
+    graph = flat_graph.FlatGraph(model)
+    changed = set(changed_layers)
+    first = next(
+        (i for i, n in enumerate(graph.nodes) if n.layer.name in changed),
+        len(graph.nodes),
+    )
+    best = graph.inputs[0]
+    for position, tensor in graph.cut_tensors():
+        if position <= first:
+            best = tensor
+    return best

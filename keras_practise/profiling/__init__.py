@@ -1,0 +1,1 @@
+"""Counting MACs and parameters; measuring latency."""

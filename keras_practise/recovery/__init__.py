@@ -1,0 +1,1 @@
+"""Recovering a pruned network (recipes) and folding its adaptors away."""

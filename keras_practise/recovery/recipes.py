@@ -1,0 +1,141 @@
+"""Recovery recipes: training the pruned network back to the teacher.
+
+Each recipe drops the chosen blocks, inserts identity adaptors around the
+holes, trains with the engine in `finetune.py`, and folds the adaptors away,
+so the result is a plain model with exactly the layers of `drop_blocks`.
+
+Recipes (`METHODS`):
+
+* `"mimic"`: label-free feature mimicking of the pre-pooling feature map,
+  all weights but the classifier trained (the PRACTISE authors' recovery).
+* `"mimic_ce"`: cross-entropy + `beta` * feature MSE (needs labels; the
+  earlier paper), optimised as MSE + CE / `beta` so that SGD at the
+  mimicking learning rate stays stable.
+* `"ce"`: plain cross-entropy finetuning (needs labels; the "BP" baseline,
+  for comparisons).
+* `"stagewise"`: the earlier paper's stage-by-stage recovery: for each stage
+  with a hole, in network order, adaptors in front of the convs that read
+  the stage's signal after the hole are trained (all else frozen) to make
+  those convs' outputs mimic the teacher's, then folded; a `"mimic"` (or
+  `"mimic_ce"` with labels) finetuning follows.
+* `"none"`: no training (the dropped network as it is).
+"""
+
+import keras
+
+from keras_practise.distillation import adaptors as adaptors_lib
+from keras_practise.graph import blocks as blocks_lib
+from keras_practise.distillation import feature_bank
+from keras_practise.graph import taps
+from keras_practise.distillation import trainer as finetune
+from keras_practise.recovery import fold
+from keras_practise.graph import surgery
+
+METHODS = ("mimic", "mimic_ce", "ce", "stagewise", "none")
+LABELLED_METHODS = ("mimic_ce", "ce")
+
+
+def check_method(method, has_labels):
+    """Raises `ValueError` for an unknown method or missing labels."""
+    if method not in METHODS:
+        raise ValueError(
+            f"Unknown recovery method. Expected one of {METHODS}. "
+            f"Received: method={method!r}"
+        )
+    if method in LABELLED_METHODS and not has_labels:
+        raise ValueError(
+            f"method={method!r} trains on labels, but the tiny set has none. "
+            "Use method='mimic' (label-free) or pass labelled data."
+        )
+
+
+def _train_full(student, sites, bank, mode, config):
+    """Trains a full student (with head) in `mode` on the bank's views."""
+    finetune.set_trainable(student, mode, [s.adaptor_name for s in sites])
+    tap = taps.feature_tap(student)
+    x = bank.views["train"]
+    if mode == "mimic":
+        view = keras.Model(student.inputs, tap)
+        return finetune.fit(view, x, [bank.targets["train"]], ["mse"], config)
+    labels = bank.labels["train"]
+    ce = finetune.classification_loss(student)
+    if mode == "ce":
+        return finetune.fit(student, x, [labels], [ce], config)
+    view = keras.Model(student.inputs, [tap, student.outputs[0]])
+    return finetune.fit(
+        view,
+        x,
+        [bank.targets["train"], labels],
+        ["mse", ce],
+        config,
+        # beta * MSE + CE, scaled by 1 / beta: the MSE term keeps the step
+        # size of "mimic" (SGD 0.02 on 100 x MSE diverges).
+        loss_weights=[1.0, 1.0 / config.beta],
+    )
+
+
+def _stagewise(model, blocks, bank, config):
+    """Stage-by-stage adaptor training; returns the folded model and curves."""
+    current = model
+    curves = []
+    stages = sorted({b.stage for b in blocks})
+    for stage in stages:
+        names = [b.name for b in blocks if b.stage == stage]
+        holes = blocks_lib.resolve_blocks(current, names)
+        sites = [
+            s
+            for s in adaptors_lib.find_sites(current, holes)
+            if s.side == adaptors_lib.BEFORE
+        ]
+        student, sites = adaptors_lib.insert_adaptors(current, holes, sites)
+        if sites:
+            convs = [s.conv for s in sites]
+            teacher_view = surgery.rewrite(
+                model, outputs=[model.get_layer(c).output for c in convs]
+            )
+            targets = teacher_view.predict(
+                bank.views["train"], batch_size=bank.batch_size, verbose=0
+            )
+            targets = targets if isinstance(targets, list) else [targets]
+            finetune.set_trainable(
+                student, "adaptors", [s.adaptor_name for s in sites]
+            )
+            view = keras.Model(
+                student.inputs, [student.get_layer(c).output for c in convs]
+            )
+            curves += finetune.fit(
+                view, bank.views["train"], targets, ["mse"] * len(convs), config
+            )
+        current = fold.fold_adaptors(student, sites, name=model.name)
+    return current, curves
+
+
+def recover(model, blocks, bank, method="mimic", config=None):
+    """Drops `blocks` from `model` and trains the result back.
+
+    Args:
+        model: The teacher (not modified).
+        blocks: `Block`s of `model` to drop.
+        bank: A `feature_bank.FeatureBank` built on `model`.
+        method: One of `METHODS`. Defaults to `"mimic"`.
+        config: A `finetune.TrainConfig`. Defaults to `TrainConfig()`.
+
+    Returns:
+        A tuple `(compressed, curve)`: the folded Functional model and the
+        training loss curve as `(step, loss)` pairs.
+    """
+    config = config or finetune.TrainConfig()
+    check_method(method, bank.labels is not None)
+    if method == "none":
+        return surgery.drop_blocks(model, blocks), []
+    curve = []
+    if method == "stagewise":
+        model_after, curve = _stagewise(model, blocks, bank, config)
+        blocks, start_model = [], model_after
+        method = "mimic_ce" if bank.labels is not None else "mimic"
+    else:
+        start_model = model
+    student, sites = adaptors_lib.insert_adaptors(start_model, blocks)
+    mode = {"mimic": "mimic", "mimic_ce": "mimic_ce", "ce": "ce"}[method]
+    curve += _train_full(student, sites, bank, mode, config)
+    return fold.fold_adaptors(student, sites, name=model.name), curve

@@ -1,0 +1,1 @@
+"""Choosing blocks: recoverability scores and the choice of a set."""

@@ -1,0 +1,1 @@
+"""Shared helpers: argument validation and text tables."""

@@ -1,0 +1,70 @@
+"""Tests for keras_practise.finetune: the training engine."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_practise.distillation import trainer as finetune
+from tests import tiny_models
+
+
+def test_fit_runs_exactly_the_requested_steps():
+    model = tiny_models.tiny_resnet()
+    x = tiny_models.images(10)
+    y = np.zeros((10, 4), "float32")
+    curve = finetune.fit(model, x, [y], ["mse"], finetune.TrainConfig(steps=7, batch_size=4))
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 7
+    assert curve[-1][0] == 7
+
+
+def test_learning_rate_drops_at_forty_percent():
+    config = finetune.TrainConfig(steps=10, learning_rate=0.5)
+    optimizer = finetune.make_optimizer(config)
+    schedule = optimizer._learning_rate
+    assert float(schedule(3)) == pytest.approx(0.5)
+    assert float(schedule(5)) == pytest.approx(0.05)
+
+
+def test_adaptors_mode_freezes_everything_else():
+    model = tiny_models.tiny_resnet()
+    finetune.set_trainable(model, "adaptors", ["stem_conv"])
+    assert [w.path for w in model.trainable_weights] == ["stem_conv/kernel"]
+    finetune.set_trainable(model, "mimic")
+    assert len(model.trainable_weights) > 1
+    with pytest.raises(ValueError, match="Unknown mode"):
+        finetune.set_trainable(model, "everything")
+
+
+def test_batches_are_deterministic_and_balanced():
+    x = np.arange(10).reshape(10, 1).astype("float32")
+    a = finetune._RandomBatches(x, [x], steps=5, batch_size=4, seed=1)
+    b = finetune._RandomBatches(x, [x], steps=5, batch_size=4, seed=1)
+    np.testing.assert_array_equal(a.index, b.index)
+    counts = np.bincount(a.index.ravel(), minlength=10)
+    assert counts.max() - counts.min() <= 1
+
+
+def test_mimicking_reduces_loss():
+    teacher = tiny_models.tiny_resnet()
+    student = tiny_models.tiny_resnet()
+    x = tiny_models.images(16)
+    y = teacher.predict(x, verbose=0)
+    curve = finetune.fit(
+        student, x, [y], ["mse"],
+        finetune.TrainConfig(steps=30, batch_size=8, learning_rate=0.05),
+    )
+    # The running mean over all steps ends below the first step's loss.
+    assert curve[-1][1] < curve[0][1]
+
+
+def test_classification_loss_matches_the_head():
+    logits = tiny_models.tiny_resnet()
+    probs = tiny_models.tiny_resnet(softmax=True)
+    assert finetune.classification_loss(logits).from_logits
+    assert not finetune.classification_loss(probs).from_logits
+
+
+@pytest.mark.parametrize("kwargs", [dict(steps=0), dict(steps=3, batch_size=0), dict(learning_rate=0)])
+def test_config_errors(kwargs):
+    with pytest.raises(ValueError):
+        finetune.TrainConfig(**kwargs)

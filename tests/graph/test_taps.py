@@ -1,0 +1,35 @@
+"""Tests for keras_practise.features: teacher taps and prefix cuts."""
+
+import keras
+
+from keras_practise.graph import flat_graph
+
+from keras_practise.graph import taps
+from tests import tiny_models
+
+
+def test_tap_is_the_input_of_the_head():
+    model = tiny_models.tiny_resnet()
+    tap = taps.feature_tap(model)
+    assert tap is model.get_layer("s2_block2_out").output
+
+
+def test_tap_skips_squeeze_and_excitation_pooling():
+    model = tiny_models.tiny_se_net()
+    tap = taps.feature_tap(model)
+    assert flat_graph.tensor_key(tap) == "top_act"
+
+
+def test_tap_of_a_model_without_head_is_its_output():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    outputs = keras.layers.Conv2D(4, 3, padding="same", name="last")(x)
+    model = keras.Model(inputs, outputs)
+    assert flat_graph.tensor_key(taps.feature_tap(model)) == "last"
+
+
+def test_prefix_cut_is_the_last_main_path_tensor_before_a_change():
+    model = tiny_models.tiny_resnet()
+    cut = taps.frozen_prefix_cut(model, ["s1_block3_1_conv"])
+    assert flat_graph.tensor_key(cut) == "s1_block2_out"
+    assert taps.frozen_prefix_cut(model, ["stem_conv"]) is model.inputs[0]
