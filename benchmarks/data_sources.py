@@ -50,9 +50,9 @@ _NAMES = {
 
 def tiny_set(source, teacher, size, seed, synthesis_steps):
     """Returns `size` images from `source` at the teacher's input size."""
-    from keras_practise.demo import digits
     from keras_practise.data import natural_images
     from keras_practise.data import synthesis
+    from keras_practise.demo import digits
 
     image_size = tuple(teacher.input.shape[1:3])
     if source == "in_domain":
@@ -76,8 +76,8 @@ def main(argv):
 
     import keras_practise
     from keras_practise import backend
-    from keras_practise.demo import digits
     from keras_practise.data import synthesis
+    from keras_practise.demo import digits
 
     teacher = harness.load_teacher(_TEACHER.value)
     test_x, test_y = digits.load_cluttered_digits(

@@ -88,11 +88,11 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
     import numpy as np
 
     from keras_practise.distillation import adaptors
-    from keras_practise.graph import blocks as blocks_lib
     from keras_practise.distillation import feature_bank
-    from keras_practise.graph import taps
     from keras_practise.distillation import trainer as finetune
+    from keras_practise.graph import blocks as blocks_lib
     from keras_practise.graph import surgery
+    from keras_practise.graph import taps
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch_size * 2, size, size, 3)).astype("float32")

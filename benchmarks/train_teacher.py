@@ -1,10 +1,10 @@
 """Trains a CIFAR ResNet teacher on the cluttered coloured digits task.
 
-The bundled teacher `keras_practise/assets/digits_resnet20.keras` came from:
+The bundled teacher `keras_practise/demo/assets/digits_resnet20.keras` came from:
 
     KERAS_BACKEND=tensorflow python benchmarks/train_teacher.py \
         --model=resnet20 --epochs=6 --num_train=20000 --seed=0 \
-        --out=keras_practise/assets/digits_resnet20.keras
+        --out=keras_practise/demo/assets/digits_resnet20.keras
 
 Training uses SGD with Nesterov momentum, weight decay and a cosine learning
 rate schedule with a linear warm-up over the first epoch, on one fixed
@@ -19,8 +19,8 @@ import keras
 from absl import app
 from absl import flags
 
-from keras_practise.demo import digits
 from keras_practise import models
+from keras_practise.demo import digits
 
 _BUILDERS = {"resnet20": models.ResNet20, "resnet56": models.ResNet56}
 # The test split is the same for every training seed.

@@ -1,3 +1,4 @@
 """`python -m keras_practise ...`: the `keras-practise` command."""
 from keras_practise.cli import main
+
 raise SystemExit(main())

@@ -25,6 +25,7 @@ import os
 import platform
 
 import keras
+import numpy as np
 
 
 def compile_inference(model, jit=True):
@@ -203,9 +204,18 @@ def to_numpy(x):
     """Converts backend tensors (any nesting) to NumPy arrays.
 
     Args:
-        x: A backend tensor, or a list / tuple / dict of them.
+        x: A tensor of any framework (numpy, TensorFlow, torch, JAX), or a
+            list / tuple / dict of them.
 
     Returns:
         The same structure with every tensor replaced by a `np.ndarray`.
     """
-    return keras.tree.map_structure(keras.ops.convert_to_numpy, x)
+    return keras.tree.map_structure(_leaf_to_numpy, x)
+
+
+def _leaf_to_numpy(value):
+    # Data loaders hand over torch tensors whatever Keras runs on, possibly
+    # on an accelerator or attached to an autograd graph.
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return np.asarray(value)

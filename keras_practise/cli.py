@@ -37,7 +37,9 @@ import keras
 import numpy as np
 
 import keras_practise
+from keras_practise import pipeline
 from keras_practise.graph import blocks as blocks_lib
+from keras_practise.graph import candidates
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.recovery import recipes as recovery
 
@@ -61,33 +63,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise _UsageError(f"{message} (see '{self.prog} --help')")
-
-
-def _int_at_least(minimum):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}, received {text!r}"
-            )
-        return value
-
-    return parse
-
-
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(
-            f"expected a fraction between 0 and 1 (e.g. 0.2), received {text!r}"
-        )
-    return value
 
 
 def _block_list(text):
@@ -185,11 +160,11 @@ def _add_compress(commands, common):
     )
     target = command.add_mutually_exclusive_group()
     target.add_argument(
-        "--drop", type=_int_at_least(1), default=3,
+        "--drop", type=int, default=3,
         help="number of blocks to drop (default: 3)",
     )
     target.add_argument(
-        "--latency-target", type=_fraction,
+        "--latency-target", type=float,
         help="fraction of latency to remove instead of a block count, e.g. 0.2",
     )
     target.add_argument(
@@ -204,11 +179,11 @@ def _add_compress(commands, common):
         help="recovery recipe (default: mimic, label-free feature mimicking)",
     )
     command.add_argument(
-        "--num-samples", type=_int_at_least(1),
+        "--num-samples", type=int,
         help="images to draw from --data (or to synthesise; default 64)",
     )
     command.add_argument(
-        "--per-class", type=_int_at_least(1),
+        "--per-class", type=int,
         help="images to draw per class instead (needs labels)",
     )
     command.add_argument(
@@ -216,19 +191,19 @@ def _add_compress(commands, common):
         help="seed of the draw, augmentation and training (default: 0)",
     )
     command.add_argument(
-        "--steps", type=_int_at_least(1), default=200,
+        "--steps", type=int, default=200,
         help="adaptor-training steps per candidate block (default: 200)",
     )
     command.add_argument(
-        "--finetune-steps", type=_int_at_least(0), default=500,
+        "--finetune-steps", type=int, default=500,
         help="optimizer steps of the recovery (default: 500)",
     )
     command.add_argument(
-        "--batch-size", type=_int_at_least(1),
+        "--batch-size", type=int,
         help="training batch size (default: min(64, number of views))",
     )
     command.add_argument(
-        "--augment-views", type=_int_at_least(0),
+        "--augment-views", type=int,
         help="augmented views per image (0: the images themselves)",
     )
     command.add_argument(
@@ -239,7 +214,7 @@ def _add_compress(commands, common):
         ),
     )
     command.add_argument(
-        "--latency-batch-size", type=_int_at_least(0), default=8,
+        "--latency-batch-size", type=int, default=8,
         help=(
             "batch size of the before/after latency figures; 0 skips them "
             "(default: 8)"
@@ -288,15 +263,15 @@ def _add_latency(commands, common):
     command.set_defaults(run=_run_latency)
     command.add_argument("models", nargs="+", metavar="MODEL", help=".keras files")
     command.add_argument(
-        "--batch-size", type=_int_at_least(1), default=64,
+        "--batch-size", type=int, default=64,
         help="examples per timed call (default: 64)",
     )
     command.add_argument(
-        "--runs", type=_int_at_least(1), default=30,
+        "--runs", type=int, default=30,
         help="timed runs (default: 30)",
     )
     command.add_argument(
-        "--warmup", type=_int_at_least(0), default=5,
+        "--warmup", type=int, default=5,
         help="untimed runs before them (default: 5)",
     )
     command.add_argument(
@@ -414,12 +389,7 @@ def _run_compress(args):
             args.report, "--report", {"the model": args.model, "--out": args.out}
         )
         outputs.append(args.report)
-    preprocess = _preprocess_function(args.preprocess)
-    model = _load_model(args.model)
-    data = _load_data(args.data)
-    small, report = keras_practise.compress(
-        model,
-        data=data,
+    settings = dict(
         drop=args.drop,
         latency_target=args.latency_target,
         blocks=args.blocks,
@@ -433,11 +403,17 @@ def _run_compress(args):
         latency=args.latency,
         image_size=args.image_size,
         augment_views=args.augment_views,
-        preprocess=preprocess,
         data_dir=args.data_dir,
         latency_batch_size=args.latency_batch_size,
         verbose=0 if args.quiet else 1,
-        return_report=True,
+    )
+    # The same checks as the API, before the model and data are loaded.
+    pipeline.check_settings(settings)
+    preprocess = _preprocess_function(args.preprocess)
+    model = _load_model(args.model)
+    data = _load_data(args.data)
+    small, report = keras_practise.compress(
+        model, data=data, preprocess=preprocess, return_report=True, **settings
     )
     with _staged(outputs) as temporary:
         small.save(temporary[0])
@@ -452,14 +428,7 @@ def _run_compress(args):
 
 def _run_blocks(args):
     model = _load_model(args.model)
-    found = keras_practise.find_blocks(model)
-    if not found:
-        raise ValueError(
-            f"Model {model.name!r} has no droppable blocks: it needs identity "
-            f"residual blocks or shape-preserving convolutions. Received: "
-            f"{args.model!r}"
-        )
-    return blocks_lib.blocks_table(found)
+    return blocks_lib.blocks_table(candidates.require_blocks(model))
 
 
 def _run_latency(args):

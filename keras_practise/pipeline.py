@@ -10,20 +10,24 @@ import time
 
 import numpy as np
 
-from keras_practise.graph import blocks as blocks_lib
+from keras_practise.data import synthesis
 from keras_practise.data import tiny_set as data_lib
 from keras_practise.data import views
 from keras_practise.distillation import feature_bank
-from keras_practise.graph import input_size
 from keras_practise.distillation import trainer as finetune
+from keras_practise.graph import blocks as blocks_lib
+from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.graph import input_size
+from keras_practise.graph import surgery
 from keras_practise.profiling import latency as latency_lib
 from keras_practise.profiling import macs as macs_lib
-from keras_practise.selection import recoverability as scoring
 from keras_practise.recovery import recipes as recovery
 from keras_practise.selection import block_sets as selection
-from keras_practise.graph import surgery
-from keras_practise.data import synthesis
+from keras_practise.selection import recoverability as scoring
+from keras_practise.selection import savings as savings_lib
+from keras_practise.utils import text_table
+from keras_practise.utils import validation
 
 
 @dataclasses.dataclass
@@ -77,8 +81,7 @@ class CompressionReport:
         if self.latency_ms[0] is not None:
             rows.append(_row(f"latency ms (batch {self.latency_batch_size})",
                              self.latency_ms, "{:.2f}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.append(text_table.format_table(rows))
         lines.append(
             "phases: "
             + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
@@ -135,6 +138,43 @@ def _synthesize(model, num_samples, steps, seed, image_size, verbose):
     return data_lib.TinySet(
         images=result.images, source="data-free synthesis", seed=seed
     )
+
+
+def check_settings(settings):
+    """Checks `compress()`'s scalar arguments before any work starts.
+
+    The command line calls this with its parsed flags before loading the
+    model and data, so the API and the CLI accept the same values.
+
+    Args:
+        settings: A dict of `compress()` arguments by name; names it does not
+            know (the model, the data, callables) are ignored.
+
+    Raises:
+        TypeError: If a count is not an integer.
+        ValueError: If a value is out of range or not one of the choices.
+    """
+    counts = {
+        "drop": (1, False), "steps": (1, False), "finetune_steps": (1, False),
+        "synthesis_steps": (1, False), "batch_size": (1, True),
+        "num_samples": (1, True), "per_class": (1, True), "seed": (0, False),
+        "augment_views": (0, True), "latency_batch_size": (0, False),
+    }
+    for name, (minimum, allow_none) in counts.items():
+        if name in settings:
+            validation.check_int(name, settings[name], minimum, allow_none)
+    if "latency_target" in settings:
+        validation.check_fraction(
+            "latency_target", settings["latency_target"], allow_none=True
+        )
+    if "method" in settings:
+        recovery.check_method(settings["method"], True)
+    if "latency" in settings:
+        savings_lib.check_source(settings["latency"])
+    if settings.get("verbose", 0) not in (0, 1, 2):
+        raise ValueError(
+            f"`verbose` must be 0, 1 or 2. Received: verbose={settings['verbose']!r}"
+        )
 
 
 def compress(
@@ -224,37 +264,30 @@ def compress(
     small.save("small.keras")
     ```
     """
+    settings = {
+        "drop": drop, "latency_target": latency_target, "method": method,
+        "steps": steps, "finetune_steps": finetune_steps,
+        "batch_size": batch_size, "num_samples": num_samples,
+        "per_class": per_class, "seed": seed, "latency": latency,
+        "augment_views": augment_views,
+        "latency_batch_size": latency_batch_size,
+        "synthesis_steps": synthesis_steps, "verbose": verbose,
+    }
+    check_settings(settings)
     phases = {}
     started = time.perf_counter()
-    graph_lib.check_graph_model(model)
-    candidates = blocks_lib.find_blocks(model)
-    if not candidates:
-        raise ValueError(
-            f"Model {model.name!r} has no droppable blocks: it needs identity "
-            "residual blocks or shape-preserving convolutions."
-        )
-    chosen = None
-    if blocks is not None:
-        chosen = blocks_lib.resolve_blocks(model, blocks, candidates)
-        if not chosen:
-            raise ValueError(f"No blocks to drop. Received: blocks={blocks!r}")
-    elif latency_target is None:
+    # A size-agnostic model is worked on at `image_size`; the result gets the
+    # user's input signature back at the end.
+    input_shape = graph_lib.input_shape(model)[1:]
+    teacher, candidates, chosen = candidates_lib.working_copy(
+        model, image_size, blocks
+    )
+    if chosen is None and latency_target is None:
         selection.check_drop(drop, len(candidates))
     config = finetune.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
     recover_config = finetune.TrainConfig(
         steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose
     )
-    recovery.check_method(method, True)
-    # A size-agnostic model is worked on at `image_size`; the result gets the
-    # user's input signature back at the end.
-    input_shape = graph_lib.input_shape(model)[1:]
-    teacher = input_size.fixed_size_model(model, image_size)
-    if teacher is not model:
-        candidates = blocks_lib.find_blocks(teacher)
-        if chosen is not None:
-            chosen = blocks_lib.resolve_blocks(
-                teacher, [b.name for b in chosen], candidates
-            )
 
     if data is None:
         tiny_set = _synthesize(
@@ -330,11 +363,7 @@ def compress(
             "seed": tiny_set.seed,
             "indices": _as_list(tiny_set.indices),
         },
-        settings={
-            "drop": drop, "latency_target": latency_target, "steps": steps,
-            "finetune_steps": finetune_steps, "batch_size": batch_size,
-            "seed": seed, "latency": latency,
-        },
+        settings=settings,
     )
     if teacher is not model:
         compressed = surgery.rewrite(compressed, input_shape=input_shape)

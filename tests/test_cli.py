@@ -136,8 +136,10 @@ def test_latency_compares_two_models(files, capsys):
           "--out", "{out}"], 1, "Unknown or non-droppable block '1.1'"),
         (["compress", "{model}", "--data", "{npz}", "--drop", "5",
           "--out", "{out}"], 1, "drop"),
-        (["compress", "{model}", "--drop", "0", "--out", "{out}"], 2,
-         "argument --drop: expected an integer >= 1, received '0'"),
+        (["compress", "{model}", "--drop", "0", "--out", "{out}"], 1,
+         "`drop` must be a positive integer. Received: drop=0"),
+        (["compress", "{model}", "--drop", "two", "--out", "{out}"], 2,
+         "argument --drop: invalid int value: 'two'"),
         (["compress", "{model}", "--out", "{model}"], 1,
          "--out must differ from the model"),
         (["compress", "{model}", "--out", "{tmp}/nowhere/small.keras"], 1,
@@ -203,3 +205,36 @@ def test_backend_flag_reruns_on_that_backend(files, capfd):
     stdout, stderr = capfd.readouterr()
     assert code == 0, stderr[-2000:]
     assert f"backend={other}" in stdout
+
+
+@pytest.mark.parametrize(
+    "flag, value, setting",
+    [
+        ("--drop", "0", {"drop": 0}),
+        ("--steps", "0", {"steps": 0}),
+        ("--finetune-steps", "0", {"finetune_steps": 0}),
+        ("--batch-size", "0", {"batch_size": 0}),
+        ("--num-samples", "0", {"num_samples": 0}),
+        ("--per-class", "0", {"per_class": 0}),
+        ("--augment-views", "-1", {"augment_views": -1}),
+        ("--latency-batch-size", "-1", {"latency_batch_size": -1}),
+        ("--latency-target", "1.5", {"latency_target": 1.5}),
+        ("--seed", "-1", {"seed": -1}),
+    ],
+)
+def test_cli_and_api_reject_the_same_values_before_loading(
+    files, tmp_path, capsys, flag, value, setting
+):
+    # The data file does not exist: an error about the setting shows the
+    # check ran before anything was loaded.
+    missing = str(tmp_path / "missing.npz")
+    with pytest.raises(ValueError) as api_error:
+        keras_practise.compress(
+            keras.saving.load_model(files["model"]), missing, **setting
+        )
+    out = str(tmp_path / "small.keras")
+    argv = ["compress", files["model"], "--data", missing, flag, value, "--out", out]
+    assert cli.main(argv) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.strip() == f"keras-practise: error: {api_error.value}"
+    assert not os.path.exists(out)

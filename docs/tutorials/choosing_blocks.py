@@ -38,8 +38,8 @@ import numpy as np
 
 import keras_practise
 from keras_practise.demo import digits
-from keras_practise.selection import recoverability as scoring
 from keras_practise.graph.blocks import blocks_table
+from keras_practise.selection import recoverability as scoring
 
 FAST = os.environ.get("KP_TUTORIAL_FAST") == "1"
 NUM_IMAGES = 16 if FAST else 50

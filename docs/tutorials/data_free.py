@@ -40,8 +40,8 @@ import keras
 import numpy as np
 
 import keras_practise
-from keras_practise.demo import digits
 from keras_practise.data import synthesis
+from keras_practise.demo import digits
 
 FAST = os.environ.get("KP_TUTORIAL_FAST") == "1"
 NUM_IMAGES = 16 if FAST else 64  # one synthesis batch

@@ -20,6 +20,9 @@ augmented views once and caches the teacher's features on it.
 
 import numpy as np
 
+from keras_practise.data import sources
+from keras_practise.utils import validation
+
 _CROP_ATTEMPTS = 10
 # Bytes of gathered source images processed per batched matrix product.
 _CHUNK_BYTES = 64 * 1024 * 1024
@@ -62,14 +65,7 @@ def _check_range(name, value, upper=None):
 
 
 def _as_image_batch(images):
-    """Returns `images` as a float32 numpy array of rank 4 (NHWC)."""
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4:
-        raise ValueError(
-            "Expected a batch of images of shape (N, H, W, C). "
-            f"Received: images.shape={images.shape}"
-        )
-    return images
+    return sources.as_image_batch(images, allow_single=False).astype(np.float32)
 
 
 def sample_crop_boxes(rng, num_boxes, height, width, scale=(0.08, 1.0),
@@ -124,6 +120,29 @@ def sample_crop_boxes(rng, num_boxes, height, width, scale=(0.08, 1.0),
     top[missed] = (height - fallback[0]) // 2
     left[missed] = (width - fallback[1]) // 2
     return np.stack([top, left, box_h, box_w], axis=1)
+
+
+def resize(images, image_size, crop_to_aspect_ratio=True):
+    """Resizes images with antialiasing, the library's one resizer.
+
+    Args:
+        images: array of shape `(N, H, W, C)`.
+        image_size: output size, an int or a `(height, width)` pair.
+        crop_to_aspect_ratio: whether to cut the largest centred box of the
+            output's aspect ratio first, so that nothing is stretched.
+
+    Returns:
+        float32 numpy array of shape `(N, height, width, C)`.
+    """
+    images = _as_image_batch(images)
+    out_h, out_w = as_size(image_size)
+    height, width = images.shape[1:3]
+    box_h, box_w = float(height), float(width)
+    if crop_to_aspect_ratio:
+        box_h = min(height, width * out_h / out_w)
+        box_w = min(width, height * out_w / out_h)
+    box = ((height - box_h) / 2, (width - box_w) / 2, box_h, box_w)
+    return crop_and_resize(images, np.tile(box, (len(images), 1)), (out_h, out_w))
 
 
 def _resample_weights(start, length, in_size, out_size):
@@ -243,10 +262,7 @@ class TrainAugmentation:
             `(i + 1) * num_views - 1`.
         """
         images = _as_image_batch(images)
-        if not isinstance(num_views, (int, np.integer)) or num_views < 1:
-            raise ValueError(
-                f"`num_views` must be a positive int. Received: num_views={num_views}"
-            )
+        validation.check_int("num_views", num_views)
         image_index = np.repeat(np.arange(len(images)), num_views)
         boxes = sample_crop_boxes(self._rng, len(image_index), images.shape[1],
                                   images.shape[2], self.scale, self.ratio)

@@ -13,6 +13,7 @@ import functools
 import numpy as np
 
 from keras_practise.data import augment
+from keras_practise.utils import validation
 
 # Natural photographs bundled with scikit-image (no download needed); the
 # synthetic ones (logo, colorwheel, checkerboard, blobs, horse) are left out.
@@ -79,15 +80,7 @@ def sample_photographs(
     tiny_set = keras_practise.sample_photographs(500, (224, 224)) * 255.0
     ```
     """
-    if (
-        isinstance(num_images, bool)
-        or not isinstance(num_images, (int, np.integer))
-        or num_images < 1
-    ):
-        raise ValueError(
-            "`num_images` must be a positive integer. "
-            f"Received: num_images={num_images!r}"
-        )
+    validation.check_int("num_images", num_images)
     height, width = augment.as_size(image_size)
     names = PHOTOGRAPHS if photographs is None else tuple(photographs)
     unknown = sorted(set(names) - set(PHOTOGRAPHS))
@@ -96,7 +89,7 @@ def sample_photographs(
             f"`photographs` must be names from {PHOTOGRAPHS}. "
             f"Received: photographs={photographs!r}"
         )
-    loaded = [_load(name, grayscale) for name in names]
+    loaded = [load_photograph(name, grayscale) for name in names]
     pool = [photo for photo in loaded if photo is not None]
     if not pool:
         raise ValueError(
@@ -110,38 +103,27 @@ def sample_photographs(
         box = augment.sample_crop_boxes(
             rng, 1, photo.shape[0], photo.shape[1], scale=scale
         )
-        top, left, rows, cols = box[0].astype("int64")
-        crop = photo[top : top + rows, left : left + cols]
-        # Resampling costs grow with the crop's size: average whole blocks
-        # down to about twice the output first (itself an antialiasing
-        # filter), then let the antialiased resize do the rest.
-        crop = _block_mean(crop, min(rows // (2 * height), cols // (2 * width)))
         images[index] = augment.crop_and_resize(
-            crop[None],
-            [(0, 0, crop.shape[0], crop.shape[1])],
-            (height, width),
-            flip=[rng.random() < 0.5],
+            photo[None], box, (height, width), flip=[rng.random() < 0.5]
         )[0]
     return np.clip(images, 0.0, 1.0)
 
 
-def _block_mean(image, factor):
-    """Averages non-overlapping `factor` x `factor` blocks of an HWC image."""
-    if factor <= 1:
-        return image
-    rows = image.shape[0] // factor
-    cols = image.shape[1] // factor
-    blocks = image[: rows * factor, : cols * factor].reshape(
-        rows, factor, cols, factor, image.shape[-1]
-    )
-    return blocks.mean(axis=(1, 3))
-
-
 @functools.lru_cache(maxsize=None)
-def _load(name, grayscale):
-    """Loads a photograph as float32 HWC in [0, 1], or None if unavailable.
+def load_photograph(name, grayscale=False):
+    """Loads one of scikit-image's sample photographs, or None if unavailable.
 
-    The result has 1 channel if `grayscale` else 3.
+    Args:
+        name: A function name in `skimage.data` (e.g. `"astronaut"`).
+        grayscale: Whether to return one channel instead of three (grey
+            photographs are repeated over three channels otherwise).
+
+    Returns:
+        A float32 `(height, width, channels)` array in [0, 1], or `None`
+        when this scikit-image build cannot provide the photograph offline.
+
+    Raises:
+        ImportError: If scikit-image is not installed.
     """
     skimage = _import_skimage()
     try:

@@ -24,17 +24,12 @@ import sys
 import keras
 import numpy as np
 
+from keras_practise import backend
+
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png")
 # Single images from unbatched streams are grouped so that sampling works on
 # chunks rather than on one item at a time.
 _CHUNK_SIZE = 256
-
-
-def to_numpy(value):
-    """Converts a numpy, TF, torch or JAX value to a numpy array."""
-    if hasattr(value, "detach"):  # A torch tensor, possibly on an accelerator.
-        value = value.detach().cpu()
-    return np.asarray(value)
 
 
 def split_element(element):
@@ -76,7 +71,7 @@ def as_image_batch(images, allow_single=True):
     Raises:
         ValueError: if the rank or dtype is not that of images.
     """
-    images = to_numpy(images)
+    images = backend.to_numpy(images)
     if allow_single and images.ndim == 3:
         images = images[None]
     if images.ndim != 4:
@@ -101,7 +96,7 @@ def as_labels(labels, count):
     Raises:
         ValueError: if the labels are not `count` class indices.
     """
-    labels = to_numpy(labels)
+    labels = backend.to_numpy(labels)
     if labels.ndim == 0:
         labels = labels[None]
     elif count == 1 and labels.ndim == 1 and labels.size > 1:
@@ -140,7 +135,7 @@ def stream_chunks(elements):
 
     for element in elements:
         images, labels = split_element(element)
-        single = to_numpy(images).ndim == 3
+        single = backend.to_numpy(images).ndim == 3
         images = as_image_batch(images)
         labels = None if labels is None else as_labels(labels, len(images))
         if images_run and (not single or (labels is None) != (labels_run[0] is None)):

@@ -23,7 +23,11 @@ from keras import ops
 
 from keras_practise.data import augment
 from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.graph import layer_kinds
 from keras_practise.graph import surgery
+from keras_practise.graph import taps
+from keras_practise.utils import progress
+from keras_practise.utils import validation
 
 SynthesizedImages = collections.namedtuple(
     "SynthesizedImages", ["images", "labels"]
@@ -59,9 +63,9 @@ def gaussian_noise(num_images, image_size, channels=3, mean=0.0, std=1.0, seed=0
     noise = keras_practise.gaussian_noise(50, 224)  # (50, 224, 224, 3)
     ```
     """
-    num_images = _positive_int(num_images, "num_images")
+    num_images = validation.check_int("num_images", num_images)
     height, width = augment.as_size(image_size)
-    channels = _positive_int(channels, "channels")
+    channels = validation.check_int("channels", channels)
     if std < 0:
         raise ValueError(f"`std` must be >= 0. Received: std={std}")
     rng = np.random.default_rng(seed)
@@ -170,9 +174,9 @@ def synthesize_images(
     keras_practise.save_images(images, "/tmp/synth", value_range=(0, 255))
     ```
     """
-    num_images = _positive_int(num_images, "num_images")
-    steps = _positive_int(steps, "steps")
-    batch_size = min(_positive_int(batch_size, "batch_size"), num_images)
+    num_images = validation.check_int("num_images", num_images)
+    steps = validation.check_int("steps", steps)
+    batch_size = min(validation.check_int("batch_size", batch_size), num_images)
     for name, weight in (
         ("bn_weight", bn_weight),
         ("class_weight", class_weight),
@@ -214,7 +218,7 @@ def synthesize_images(
     rng = np.random.default_rng(seed)
     batches = []
     num_batches = -(-num_images // batch_size)
-    progbar = keras.utils.Progbar(num_batches, verbose=1 if verbose else 0)
+    progbar = progress.progbar(num_batches, verbose, unit_name="batch")
     for index in range(num_batches):
         # The last batch is filled up to full size and cut afterwards, so
         # that every batch reuses the one traced training step.
@@ -264,7 +268,7 @@ def bn_statistics_loss(teacher, images, batch_size=64):
     ```
     """
     view, moments = _inversion_view(teacher, with_logits=False)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = validation.check_int("batch_size", batch_size)
     images = np.asarray(images, dtype="float32")
     sums = [0.0] * len(moments)
     squares = [0.0] * len(moments)
@@ -502,9 +506,9 @@ def _inversion_view(teacher, with_logits):
         return tensor
 
     before = {bn.name: functools.partial(record, bn) for bn in bn_layers}
-    output_node = graph.nodes[graph.producer[id(graph.outputs[0])]]
+    output_node = taps.output_node(teacher)
     output_layer = output_node.layer
-    if with_logits and _ends_in_softmax(output_layer):
+    if with_logits and layer_kinds.is_softmax(output_layer):
         # Stop at the softmax layer's input; a layer that applies the
         # softmax as its activation is then repeated without it.
         copy = surgery.rewrite(
@@ -541,13 +545,6 @@ def _inversion_view(teacher, with_logits):
         for _, axis, bn in recorded
     ]
     return view, moments
-
-
-def _ends_in_softmax(layer):
-    """Whether `layer` is a softmax or has a softmax activation."""
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return getattr(layer, "activation", None) is keras.activations.softmax
 
 
 def _input_shape(input_shape, image_size):
@@ -593,15 +590,3 @@ def _target_labels(labels, num_images, num_classes):
             f"[{labels.min()}, {labels.max()}]"
         )
     return labels.astype("int32")
-
-
-def _positive_int(value, name):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < 1
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)

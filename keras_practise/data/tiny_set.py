@@ -24,8 +24,9 @@ import os
 import keras
 import numpy as np
 
+from keras_practise.data import augment
 from keras_practise.data import sources as data_sources
-from keras_practise.data.augment import as_size
+from keras_practise.utils import validation
 
 _RESIZE_BATCH = 256
 _ACCEPTED = (
@@ -178,14 +179,6 @@ class _Sampler:
                 )
 
 
-def _check_count(name, value):
-    if value is not None and (not isinstance(value, (int, np.integer))
-                              or isinstance(value, bool) or value < 1):
-        raise ValueError(
-            f"`{name}` must be a positive int or None. Received: {name}={value}"
-        )
-
-
 def _resolve(data, split, data_dir):
     """Returns an indexed source, or `(description, elements)` for a stream."""
     if isinstance(data, (str, os.PathLike)):
@@ -311,9 +304,7 @@ def _stack_images(images, image_size):
             part = members[start:start + _RESIZE_BATCH]
             batch = np.stack([images[i] for i in part]).astype(np.float32)
             if shape[:2] != image_size:
-                # Crop to the target aspect ratio first, so nothing is stretched.
-                batch = keras.ops.convert_to_numpy(keras.ops.image.resize(
-                    batch, image_size, antialias=True, crop_to_aspect_ratio=True))
+                batch = augment.resize(batch, image_size)
             out[part] = batch
     return out
 
@@ -369,9 +360,9 @@ def load_tiny_set(data, num_samples=None, per_class=None, seed=0, image_size=Non
     one_shot = load_tiny_set((x_train, y_train), per_class=1, seed=2021)
     ```
     """
-    _check_count("num_samples", num_samples)
-    _check_count("per_class", per_class)
-    _check_count("max_scan", max_scan)
+    validation.check_int("num_samples", num_samples, allow_none=True)
+    validation.check_int("per_class", per_class, allow_none=True)
+    validation.check_int("max_scan", max_scan, allow_none=True)
     if num_samples is not None and per_class is not None:
         raise ValueError(
             "Pass num_samples or per_class, not both. "
@@ -380,7 +371,7 @@ def load_tiny_set(data, num_samples=None, per_class=None, seed=0, image_size=Non
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed}")
     if image_size is not None:
-        image_size = as_size(image_size)
+        image_size = augment.as_size(image_size)
     if preprocess is not None and not callable(preprocess):
         raise TypeError(
             f"`preprocess` must be callable. Received: preprocess={preprocess!r}"

@@ -7,6 +7,7 @@ import numpy as np
 from keras_practise.data import augment
 from keras_practise.data import tiny_set as tiny_set_lib
 from keras_practise.graph import input_size
+from keras_practise.utils import validation
 
 # Views in the training bank when the caller does not say.
 _DEFAULT_BANK = 2048
@@ -86,11 +87,7 @@ def prepare_views(
         augment_views = min(
             _MAX_VIEWS_PER_IMAGE, max(1, math.ceil(_DEFAULT_BANK / len(images)))
         )
-    if augment_views < 0:
-        raise ValueError(
-            "`augment_views` must be >= 0. "
-            f"Received: augment_views={augment_views}"
-        )
+    validation.check_int("augment_views", augment_views, 0)
     if augment_views == 0:
         train_views, repeats = eval_views, 1
     else:

@@ -16,7 +16,6 @@ import contextlib
 import sys
 
 
-
 def _accuracy(model, images, labels):
     import numpy as np
 

@@ -32,6 +32,10 @@ import os
 
 import numpy as np
 
+from keras_practise.data import augment
+from keras_practise.data import natural_images
+from keras_practise.utils import validation
+
 NUM_CLASSES = 30
 COLOUR_NAMES = ("red", "green", "blue")
 CLASS_NAMES = tuple(
@@ -104,18 +108,18 @@ def _digit_pools():
 @functools.lru_cache(maxsize=1)
 def _background_banks():
     """Returns `{split: bank}`, each float32 `(photos, rows, cols, 3)`."""
-    from skimage import data as skdata
-    from skimage import transform
-
     photos = []
     for name in _COLOUR_PHOTOS + _GREY_PHOTOS:
-        photo = np.asarray(getattr(skdata, name)(), dtype="float32") / 255.0
-        if photo.ndim == 2:
-            photo = np.repeat(photo[..., None], 3, axis=-1)
+        photo = natural_images.load_photograph(name)
+        if photo is None:
+            raise ImportError(
+                f"The digits task needs scikit-image's {name!r} photograph, "
+                "which this scikit-image build cannot provide offline."
+            )
         photos.append(
-            transform.resize(
-                photo[..., :3], (_BANK_SIZE, _BANK_SIZE), anti_aliasing=True
-            ).astype("float32")
+            augment.resize(
+                photo[None], _BANK_SIZE, crop_to_aspect_ratio=False
+            )[0]
         )
     bank = np.stack(photos)
     cut = int(round(_TRAIN_FRACTION * _BANK_SIZE))
@@ -358,14 +362,7 @@ def load_cluttered_digits(
         ("seed", seed, 0),
         ("image_size", image_size, 16),
     ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(
-                f"`{name}` must be an integer. Received: {name}={value!r}"
-            )
-        if value < low:
-            raise ValueError(
-                f"`{name}` must be at least {low}. Received: {name}={value}"
-            )
+        validation.check_int(name, value, low)
     digits, digit_labels = _digit_pools()[split]
     bank = _background_banks()[split]
     rng = np.random.default_rng([int(seed), _SPLITS.index(split)])

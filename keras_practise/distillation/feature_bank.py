@@ -54,9 +54,9 @@ class FeatureBank:
                 )
         return self._prefix[key]
 
-    def release(self, keep=()):
-        """Frees cached prefix activations except the cuts named in `keep`."""
-        self._prefix = {k: v for k, v in self._prefix.items() if k[0] in keep}
+    def release(self):
+        """Frees the cached prefix activations (recovery needs none of them)."""
+        self._prefix = {}
 
 
 def build_bank(

@@ -23,6 +23,10 @@ import math
 import keras
 import numpy as np
 
+from keras_practise.graph import taps
+from keras_practise.utils import progress
+from keras_practise.utils import validation
+
 MODES = ("adaptors", "mimic", "mimic_ce", "ce")
 
 
@@ -54,17 +58,8 @@ class TrainConfig:
     verbose: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(
-                f"`steps` must be a positive integer. Received: steps={self.steps}"
-            )
-        if self.batch_size is not None and (
-            not isinstance(self.batch_size, int) or self.batch_size < 1
-        ):
-            raise ValueError(
-                "`batch_size` must be a positive integer or None. "
-                f"Received: batch_size={self.batch_size}"
-            )
+        validation.check_int("steps", self.steps)
+        validation.check_int("batch_size", self.batch_size, allow_none=True)
         if self.learning_rate <= 0:
             raise ValueError(
                 "`learning_rate` must be positive. "
@@ -166,7 +161,8 @@ def fit(model, x, targets, losses, config, loss_weights=None):
         loss_weights=loss_weights,
     )
     curve = _LossCurve()
-    model.fit(data, epochs=1, verbose=config.verbose, callbacks=[curve])
+    verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
+    model.fit(data, epochs=1, verbose=verbose, callbacks=[curve, *logging])
     return curve.curve
 
 
@@ -178,8 +174,7 @@ def feature_mse(model, x, targets, batch_size=64):
 
 def classification_loss(model):
     """Sparse cross-entropy matching whether `model` ends in a softmax."""
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    from_logits = activation is not keras.activations.softmax
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return keras.losses.SparseCategoricalCrossentropy(
+        from_logits=not taps.ends_in_softmax(model)
+    )
 

@@ -28,6 +28,7 @@ import keras
 
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import layer_kinds
+from keras_practise.utils import text_table
 
 _STAGE_POSITION = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
 
@@ -88,9 +89,6 @@ class _Unit:
     depthwise: bool = False
     # A depthwise conv waits for the pointwise conv that completes it.
     awaits_pointwise: bool = False
-
-    def last(self, graph):
-        return graph.nodes[self.node_indices[-1]]
 
 
 def _split_units(graph):
@@ -413,8 +411,4 @@ def blocks_table(blocks):
                 f"{block.param_count:,}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths))
-        for row in rows
-    )
+    return text_table.format_table(rows)

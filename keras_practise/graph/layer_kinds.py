@@ -43,3 +43,10 @@ def is_conv(layer):
 def is_1x1(layer):
     """Whether a conv layer's kernel is 1x1."""
     return tuple(layer.kernel_size) == (1, 1)
+
+
+def is_softmax(layer):
+    """Whether `layer` is a softmax or applies one as its activation."""
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return getattr(layer, "activation", None) is keras.activations.softmax

@@ -52,3 +52,19 @@ def frozen_prefix_cut(model, changed_layers):
         if position <= first:
             best = tensor
     return best
+
+
+def output_node(model):
+    """The flat-graph node that produces `model`'s (first) output."""
+    graph = flat_graph.FlatGraph(model)
+    return graph.nodes[graph.producer[id(graph.outputs[0])]]
+
+
+def ends_in_softmax(model):
+    """Whether `model` outputs probabilities: its last layer is a softmax.
+
+    That is a `keras.layers.Softmax` layer or a layer with a softmax
+    activation (`Dense(activation="softmax")`, `Activation("softmax")`),
+    also when it sits in a nested model.
+    """
+    return layer_kinds.is_softmax(output_node(model).layer)

@@ -3,8 +3,8 @@ basic-block ResNet builder also used by the CIFAR ResNets.
 
 Layer names follow `keras.applications.ResNet50`, so block prefixes read
 `conv{stage}_block{j}`: `conv3_block2_1_conv` is the first conv of the second
-block of the second stage. Every other module that finds blocks by name
-(block discovery, surgery, reports) relies on this naming.
+block of the second stage. Blocks are found from the graph's topology, not
+from these names; the names make reports read like keras.applications'.
 """
 
 import os

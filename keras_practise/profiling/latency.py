@@ -16,6 +16,9 @@ import keras
 import numpy as np
 
 from keras_practise import backend
+from keras_practise.utils import progress as progress_lib
+from keras_practise.utils import text_table
+from keras_practise.utils import validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,21 +122,22 @@ class LatencyComparison:
         """
         first = self.results[self.reference]
         ratios, reductions = self.ratios, self.reductions
-        width = max(len("model"), *(len(name) for name in self.results))
-        lines = [
+        rows = [("model", "median ms", "p10-p90 ms", "ratio", "reduction")]
+        for name, result in self.results.items():
+            rows.append((
+                name,
+                f"{result.median_ms:.2f}",
+                f"{result.p10_ms:.2f}-{result.p90_ms:.2f}",
+                f"{ratios[name]:.3f}",
+                f"{reductions[name]:.1%}",
+            ))
+        header = (
             f"backend={first.backend}  device={first.device}  "
             f"batch_size={first.batch_size}  input_shape={first.input_shape}  "
-            f"runs={first.runs}",
-            f"{'model':<{width}}  {'median ms':>10}  {'p10-p90 ms':>17}  "
-            f"{'ratio':>6}  {'reduction':>9}",
-        ]
-        for name, result in self.results.items():
-            spread = f"{result.p10_ms:.2f}-{result.p90_ms:.2f}"
-            lines.append(
-                f"{name:<{width}}  {result.median_ms:>10.2f}  {spread:>17}  "
-                f"{ratios[name]:>6.3f}  {reductions[name]:>9.1%}"
-            )
-        return "\n".join(lines)
+            f"runs={first.runs}"
+        )
+        table = text_table.format_table(rows, right_aligned=(1, 2, 3, 4))
+        return header + "\n" + table
 
     def __str__(self):
         return self.table()
@@ -238,9 +242,9 @@ def compare_latency(
     ```
     """
     models = _named_models(models)
-    _check_positive_int("batch_size", batch_size, minimum=1)
-    _check_positive_int("runs", runs, minimum=1)
-    _check_positive_int("warmup", warmup, minimum=0)
+    validation.check_int("batch_size", batch_size, 1)
+    validation.check_int("runs", runs, 1)
+    validation.check_int("warmup", warmup, 0)
 
     shapes = {name: _input_shapes(m, input_shape) for name, m in models.items()}
     reference_shapes = next(iter(shapes.values()))
@@ -260,7 +264,7 @@ def compare_latency(
             model(x, training=False)
     infers = {name: backend.compile_inference(m) for name, m in models.items()}
 
-    progbar = keras.utils.Progbar(warmup + runs) if progress else None
+    progbar = progress_lib.progbar(warmup + runs) if progress else None
     names = list(infers)
     times = {name: [] for name in names}
     for round_index in range(warmup + runs):
@@ -318,18 +322,6 @@ def _named_models(models):
                 f"{name}={model!r} of type {type(model).__name__}"
             )
     return named
-
-
-def _check_positive_int(name, value, minimum):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. Received: "
-            f"{name}={value!r}"
-        )
 
 
 def _symbolic_inputs(model):

@@ -11,6 +11,7 @@ import math
 import keras
 
 from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.utils import text_table
 
 _CONV_LAYERS = (
     keras.layers.Conv1D,
@@ -84,22 +85,10 @@ class MacsReport:
         ]
         total_params = sum(row.params for row in self.rows)
         footer = ("Total", "", "", f"{self.total:,}", f"{total_params:,}")
-        widths = [
-            max(len(line[i]) for line in [header, footer, *lines])
-            for i in range(len(header))
-        ]
-
-        def fmt(line):
-            # Names and shapes left-aligned, numbers right-aligned.
-            cells = [
-                cell.ljust(w) if i < 3 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(line, widths))
-            ]
-            return "  ".join(cells).rstrip()
-
-        rule = "-" * len(fmt(tuple("-" * w for w in widths)))
-        return "\n".join(
-            [fmt(header), rule, *map(fmt, lines), rule, fmt(footer)]
+        return text_table.format_table(
+            [header, *lines, footer],
+            right_aligned=(3, 4),
+            rules_after=(0, len(lines)),
         )
 
     def __str__(self):

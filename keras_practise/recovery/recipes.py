@@ -1,7 +1,7 @@
 """Recovery recipes: training the pruned network back to the teacher.
 
 Each recipe drops the chosen blocks, inserts identity adaptors around the
-holes, trains with the engine in `finetune.py`, and folds the adaptors away,
+holes, trains with the engine in `distillation/trainer.py`, and folds the adaptors away,
 so the result is a plain model with exactly the layers of `drop_blocks`.
 
 Recipes (`METHODS`):
@@ -24,12 +24,12 @@ Recipes (`METHODS`):
 import keras
 
 from keras_practise.distillation import adaptors as adaptors_lib
-from keras_practise.graph import blocks as blocks_lib
 from keras_practise.distillation import feature_bank
-from keras_practise.graph import taps
 from keras_practise.distillation import trainer as finetune
-from keras_practise.recovery import fold
+from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import surgery
+from keras_practise.graph import taps
+from keras_practise.recovery import fold
 
 METHODS = ("mimic", "mimic_ce", "ce", "stagewise", "none")
 LABELLED_METHODS = ("mimic_ce", "ce")

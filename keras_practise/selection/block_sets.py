@@ -2,9 +2,8 @@
 
 import warnings
 
-from keras_practise.profiling import latency as latency_lib
-from keras_practise.profiling import macs as macs_lib
-from keras_practise.graph import surgery
+from keras_practise.selection import savings as savings_lib
+from keras_practise.utils import validation
 
 
 def combined_reduction(model, blocks, source="measured", batch_size=8, runs=20):
@@ -20,13 +19,7 @@ def combined_reduction(model, blocks, source="measured", batch_size=8, runs=20):
     Returns:
         The reduction as a fraction of the original.
     """
-    pruned = surgery.drop_blocks(model, blocks)
-    if source == "macs":
-        return 1 - macs_lib.count_macs(pruned) / macs_lib.count_macs(model)
-    result = latency_lib.compare_latency(
-        {"original": model, "pruned": pruned}, batch_size=batch_size, runs=runs
-    )
-    return result.reductions["pruned"]
+    return savings_lib.savings(model, [blocks], source, batch_size, runs)[0]
 
 
 def select_blocks(
@@ -66,11 +59,7 @@ def select_blocks(
         check_drop(drop, len(candidates))
         chosen = ranked[:drop]
         return sorted(chosen, key=lambda b: order[b.name]), None
-    if not 0 < latency_target < 1:
-        raise ValueError(
-            "`latency_target` is a fraction of the latency to remove, in "
-            f"(0, 1). Received: latency_target={latency_target}"
-        )
+    validation.check_fraction("latency_target", latency_target)
     chosen, reduction = [], 0.0
     for block in ranked:
         chosen.append(block)
@@ -88,10 +77,7 @@ def select_blocks(
 
 def check_drop(drop, available):
     """Raises `ValueError` unless `1 <= drop <= available`."""
-    if not isinstance(drop, int) or isinstance(drop, bool) or drop < 1:
-        raise ValueError(
-            f"`drop` must be a positive integer. Received: drop={drop!r}"
-        )
+    validation.check_int("drop", drop)
     if drop > available:
         raise ValueError(
             f"`drop` is larger than the number of droppable blocks "

@@ -19,16 +19,15 @@ import time
 import keras
 
 from keras_practise.distillation import adaptors as adaptors_lib
-from keras_practise.graph import blocks as blocks_lib
 from keras_practise.distillation import feature_bank
-from keras_practise.graph import input_size
-from keras_practise.graph import taps
 from keras_practise.distillation import trainer as finetune
-from keras_practise.profiling import latency as latency_lib
-from keras_practise.profiling import macs as macs_lib
+from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import surgery
-
-LATENCY_SOURCES = ("measured", "macs")
+from keras_practise.graph import taps
+from keras_practise.selection import savings as savings_lib
+from keras_practise.utils import progress
+from keras_practise.utils import text_table
+from keras_practise.utils import validation
 
 
 @dataclasses.dataclass
@@ -86,10 +85,7 @@ class RecoverabilityReport(list):
                     str(ranks[id(s)]),
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join(
-            "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows
-        )
+        return text_table.format_table(rows)
 
     def __str__(self):
         return self.table()
@@ -113,27 +109,9 @@ def latency_reductions(model, candidates, source="measured", batch_size=8, runs=
         that saves nothing measurable gets a very high score, not a division
         by zero).
     """
-    if source not in LATENCY_SOURCES:
-        raise ValueError(
-            f"`latency` must be one of {LATENCY_SOURCES}. Received: {source!r}"
-        )
-    if source == "macs":
-        # Dropping a block keeps every other shape, so it saves exactly the
-        # MACs of its own layers: no pruned copy needs building.
-        report = macs_lib.count_macs(model, per_layer=True)
-        per_name = {}
-        for row in report.rows:
-            per_name[row.name] = per_name.get(row.name, 0) + row.macs
-        values = [
-            sum(per_name.get(name, 0) for name in set(b.layer_names)) / report.total
-            for b in candidates
-        ]
-    else:
-        pruned = {b.name: surgery.drop_blocks(model, [b]) for b in candidates}
-        result = latency_lib.compare_latency(
-            {"original": model, **pruned}, batch_size=batch_size, runs=runs
-        )
-        values = [result.reductions[b.name] for b in candidates]
+    values = savings_lib.savings(
+        model, [[b] for b in candidates], source, batch_size, runs
+    )
     return [max(v, 1e-4) for v in values]
 
 
@@ -176,7 +154,7 @@ def score_blocks(model, candidates, bank, config, latency="measured", verbose=1)
     """Scores `candidates` (see `recoverability`) on a prepared feature bank."""
     reductions = latency_reductions(model, candidates, latency)
     report = RecoverabilityReport()
-    progbar = keras.utils.Progbar(len(candidates), verbose=verbose, unit_name="block")
+    progbar = progress.progbar(len(candidates), verbose, unit_name="block")
     for i, (block, reduction) in enumerate(zip(candidates, reductions)):
         mse, initial, seconds, count = score_block(model, block, bank, config)
         report.append(
@@ -247,17 +225,13 @@ def recoverability(
     print(report)
     ```
     """
-    candidates = blocks_lib.find_blocks(model)
-    if not candidates:
-        raise ValueError(
-            f"Model {model.name!r} has no droppable blocks (identity residual "
-            "blocks or shape-preserving convs)."
-        )
-    fixed = input_size.fixed_size_model(model, image_size)
-    if fixed is not model:
-        model, candidates = fixed, blocks_lib.find_blocks(fixed)
-    if blocks is not None:
-        candidates = blocks_lib.resolve_blocks(model, blocks, candidates)
+    validation.check_int("steps", steps)
+    validation.check_int("batch_size", batch_size, allow_none=True)
+    model, candidates, chosen = candidates_lib.working_copy(
+        model, image_size, blocks
+    )
+    if chosen is not None:
+        candidates = chosen
     bank, _ = feature_bank.build_bank(
         model,
         data,

@@ -1,4 +1,4 @@
-"""Tests for keras_practise.natural_images: crops of bundled photographs."""
+"""Tests for keras_practise.data.natural_images: crops of bundled photographs."""
 
 import sys
 
@@ -61,9 +61,9 @@ def test_invalid_arguments():
 
 
 def test_missing_scikit_image_names_the_extra(monkeypatch):
-    natural_images._load.cache_clear()
+    natural_images.load_photograph.cache_clear()
     for name in ("skimage", "skimage.color", "skimage.data", "skimage.util"):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r"keras-practise\[extras\]"):
         natural_images.sample_photographs(1)
-    natural_images._load.cache_clear()
+    natural_images.load_photograph.cache_clear()

@@ -1,4 +1,4 @@
-"""Tests for keras_practise.synthesis: DeepInversion and Gaussian noise."""
+"""Tests for keras_practise.data.synthesis: DeepInversion and Gaussian noise."""
 
 import os
 

@@ -1,12 +1,12 @@
-"""Tests for keras_practise.adaptors: placement and identity insertion."""
+"""Tests for keras_practise.distillation.adaptors: placement and identity insertion."""
 
 import keras
 import numpy as np
 import pytest
 
+from keras_practise import models
 from keras_practise.distillation import adaptors
 from keras_practise.graph import blocks as blocks_lib
-from keras_practise import models
 from keras_practise.graph import surgery
 
 

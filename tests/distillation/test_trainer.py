@@ -1,4 +1,4 @@
-"""Tests for keras_practise.finetune: the training engine."""
+"""Tests for keras_practise.distillation.trainer: the training engine."""
 
 import keras
 import numpy as np

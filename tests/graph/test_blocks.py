@@ -1,10 +1,10 @@
-"""Tests for keras_practise.blocks: topological block discovery."""
+"""Tests for keras_practise.graph.blocks: topological block discovery."""
 
 import keras
 import pytest
 
-from keras_practise.graph import blocks as blocks_lib
 from keras_practise import models
+from keras_practise.graph import blocks as blocks_lib
 from tests import tiny_models
 
 APPLICATIONS = [

@@ -1,4 +1,4 @@
-"""Tests for keras_practise.surgery: dropping blocks from a model."""
+"""Tests for keras_practise.graph.surgery: dropping blocks from a model."""
 
 import os
 

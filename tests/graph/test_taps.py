@@ -1,9 +1,10 @@
-"""Tests for keras_practise.features: teacher taps and prefix cuts."""
+"""Tests for keras_practise.graph.taps: teacher taps and prefix cuts."""
 
 import keras
+import pytest
 
+from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import flat_graph
-
 from keras_practise.graph import taps
 from tests import tiny_models
 
@@ -33,3 +34,38 @@ def test_prefix_cut_is_the_last_main_path_tensor_before_a_change():
     cut = taps.frozen_prefix_cut(model, ["s1_block3_1_conv"])
     assert flat_graph.tensor_key(cut) == "s1_block2_out"
     assert taps.frozen_prefix_cut(model, ["stem_conv"]) is model.inputs[0]
+
+
+def _head(kind):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    if kind == "softmax_layer":
+        x = keras.layers.Softmax()(keras.layers.Dense(3)(x))
+    elif kind == "softmax_activation_layer":
+        x = keras.layers.Activation("softmax")(keras.layers.Dense(3)(x))
+    elif kind == "dense_softmax":
+        x = keras.layers.Dense(3, activation="softmax")(x)
+    else:
+        x = keras.layers.Dense(3)(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("softmax_layer", True),
+        ("softmax_activation_layer", True),
+        ("dense_softmax", True),
+        ("logits", False),
+    ],
+)
+def test_ends_in_softmax(kind, expected):
+    model = _head(kind)
+    assert taps.ends_in_softmax(model) is expected
+    # The same head inside a classifier that nests the model.
+    inputs = keras.Input((8, 8, 3))
+    nested = keras.Model(inputs, model(inputs))
+    assert taps.ends_in_softmax(nested) is expected
+    loss = finetune.classification_loss(nested)
+    assert loss.from_logits is (not expected)

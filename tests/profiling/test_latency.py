@@ -1,4 +1,4 @@
-"""Tests for keras_practise.latency: statistics, interleaved comparison."""
+"""Tests for keras_practise.profiling.latency: statistics, interleaved comparison."""
 
 import keras
 import pytest
@@ -133,16 +133,16 @@ def test_progress_bar_is_shown(capsys):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        ({"runs": 0}, "runs=0"),
-        ({"batch_size": 0}, "batch_size=0"),
-        ({"batch_size": 2.5}, "batch_size=2.5"),
-        ({"warmup": -1}, "warmup=-1"),
+        ({"runs": 0}, ValueError, "runs=0"),
+        ({"batch_size": 0}, ValueError, "batch_size=0"),
+        ({"batch_size": 2.5}, TypeError, "batch_size=2.5"),
+        ({"warmup": -1}, ValueError, "warmup=-1"),
     ],
 )
-def test_bad_arguments_raise(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_arguments_raise(kwargs, error, match):
+    with pytest.raises(error, match=match):
         latency.measure_latency(_conv_net(1), **kwargs)
 
 

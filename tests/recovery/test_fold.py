@@ -1,4 +1,4 @@
-"""Tests for keras_practise.fold: adaptors merge exactly into convs."""
+"""Tests for keras_practise.recovery.fold: adaptors merge exactly into convs."""
 
 import os
 
@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_practise.distillation import adaptors
-from keras_practise.graph import blocks as blocks_lib
-from keras_practise.distillation import trainer as finetune
-from keras_practise.recovery import fold
 from keras_practise import models
+from keras_practise.distillation import adaptors
+from keras_practise.distillation import trainer as finetune
+from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import surgery
+from keras_practise.recovery import fold
 
 
 def test_folded_conv_weights_match_conv_then_adaptor():

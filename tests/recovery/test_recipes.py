@@ -1,15 +1,15 @@
-"""Tests for keras_practise.recovery: the recovery recipes."""
+"""Tests for keras_practise.recovery.recipes: the recovery recipes."""
 
 import numpy as np
 import pytest
 
-from keras_practise.graph import blocks as blocks_lib
-from keras_practise.distillation import feature_bank
-from keras_practise.graph import taps
-from keras_practise.distillation import trainer as finetune
-from keras_practise.recovery import recipes as recovery
-from keras_practise.graph import surgery
 from keras_practise.data.tiny_set import TinySet
+from keras_practise.distillation import feature_bank
+from keras_practise.distillation import trainer as finetune
+from keras_practise.graph import blocks as blocks_lib
+from keras_practise.graph import surgery
+from keras_practise.graph import taps
+from keras_practise.recovery import recipes as recovery
 from tests import tiny_models
 
 

@@ -1,10 +1,10 @@
-"""Tests for keras_practise.selection."""
+"""Tests for keras_practise.selection.block_sets."""
 
 import pytest
 
 from keras_practise.graph import blocks as blocks_lib
-from keras_practise.selection import recoverability as scoring
 from keras_practise.selection import block_sets as selection
+from keras_practise.selection import recoverability as scoring
 from tests import tiny_models
 
 
@@ -49,20 +49,20 @@ def test_latency_target_adds_blocks_until_reached():
 
 
 @pytest.mark.parametrize(
-    "kwargs,match",
+    "kwargs,error,match",
     [
-        (dict(drop=4), "larger than the number"),
-        (dict(drop=0), "positive integer"),
-        (dict(drop=1.5), "positive integer"),
-        (dict(drop=None), "exactly one"),
-        (dict(drop=1, latency_target=0.2), "exactly one"),
-        (dict(latency_target=1.5), "in \\(0, 1\\)"),
+        (dict(drop=4), ValueError, "larger than the number"),
+        (dict(drop=0), ValueError, "positive integer"),
+        (dict(drop=1.5), TypeError, "positive integer"),
+        (dict(drop=None), ValueError, "exactly one"),
+        (dict(drop=1, latency_target=0.2), ValueError, "exactly one"),
+        (dict(latency_target=1.5), ValueError, "in \\(0, 1\\)"),
     ],
 )
-def test_bad_arguments(kwargs, match):
+def test_bad_arguments(kwargs, error, match):
     model = tiny_models.tiny_resnet()
     candidates = blocks_lib.find_blocks(model)
     report = _report(candidates, [1.0, 2.0, 3.0], [0.1, 0.1, 0.1])
     kwargs.setdefault("drop", None)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         selection.select_blocks(model, candidates, report, **kwargs)

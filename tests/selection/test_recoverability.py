@@ -1,16 +1,17 @@
-"""Tests for keras_practise.scoring (recoverability)."""
+"""Tests for keras_practise.selection.recoverability."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_practise.graph import blocks as blocks_lib
 from keras_practise.distillation import feature_bank
-from keras_practise.graph import taps
 from keras_practise.distillation import trainer as finetune
-from keras_practise.profiling import macs
-from keras_practise.selection import recoverability as scoring
+from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import surgery
+from keras_practise.graph import taps
+from keras_practise.profiling import macs
+from keras_practise.selection import block_sets as selection_lib
+from keras_practise.selection import recoverability as scoring
 from tests import tiny_models
 
 
@@ -113,3 +114,12 @@ def test_recoverability_of_a_size_agnostic_model():
         augment_views=1, image_size=(16, 16),
     )
     assert [s.block for s in report] == [b.name for b in blocks_lib.find_blocks(model)]
+
+
+def test_macs_saving_of_a_set_equals_that_of_the_dropped_model():
+    model = tiny_models.tiny_resnet()
+    candidates = blocks_lib.find_blocks(model)
+    together = selection_lib.combined_reduction(model, candidates[:2], source="macs")
+    dropped = surgery.drop_blocks(model, candidates[:2])
+    expected = 1 - macs.count_macs(dropped) / macs.count_macs(model)
+    assert together == pytest.approx(expected, rel=1e-9)
