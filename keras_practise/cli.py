@@ -40,6 +40,7 @@ import keras_practise
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.recovery import recipes as recovery
+from keras_practise.utils import model_io
 
 PROG = "keras-practise"
 # Each backend's package has the backend's name.
@@ -164,7 +165,9 @@ def _add_compress(commands, common):
         ),
     )
     command.set_defaults(run=_run_compress)
-    command.add_argument("model", help="trained model, a .keras file")
+    command.add_argument(
+        "model", help="trained model, a .keras file or a KerasHub preset folder"
+    )
     command.add_argument(
         "--out", required=True,
         help="where to save the compressed model (a .keras file)",
@@ -273,7 +276,7 @@ def _add_blocks(commands, common):
         description="List the blocks of MODEL that compress can drop.",
     )
     command.set_defaults(run=_run_blocks)
-    command.add_argument("model", help="a .keras file")
+    command.add_argument("model", help="a .keras file or a KerasHub preset folder")
 
 
 def _add_latency(commands, common):
@@ -286,7 +289,7 @@ def _add_latency(commands, common):
         ),
     )
     command.set_defaults(run=_run_latency)
-    command.add_argument("models", nargs="+", metavar="MODEL", help=".keras files")
+    command.add_argument("models", nargs="+", metavar="MODEL", help=".keras files or KerasHub preset folders")
     command.add_argument(
         "--batch-size", type=_int_at_least(1), default=64,
         help="examples per timed call (default: 64)",
@@ -309,14 +312,7 @@ def _add_latency(commands, common):
 
 
 def _load_model(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Model file not found. Received: {path!r}")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Loading fails in many ways; all mean bad input.
-        raise ValueError(
-            f"Could not load a Keras model from {path!r}: {error}"
-        ) from error
+    return model_io.load_model(path)
 
 
 def _load_data(data):
@@ -455,9 +451,7 @@ def _run_blocks(args):
     found = keras_practise.find_blocks(model)
     if not found:
         raise ValueError(
-            f"Model {model.name!r} has no droppable blocks: it needs identity "
-            f"residual blocks or shape-preserving convolutions. Received: "
-            f"{args.model!r}"
+            f"{blocks_lib.no_blocks_reason(model)} Received: {args.model!r}"
         )
     return blocks_lib.blocks_table(found)
 

@@ -159,6 +159,7 @@ def compress(
     synthesis_steps=1000,
     verbose=1,
     return_report=False,
+    callbacks=None,
 ):
     """Makes `model` faster by dropping blocks and recovering from a tiny set.
 
@@ -200,6 +201,9 @@ def compress(
             when `data` is `None`.
         verbose: 0 silent, 1 progress bars, 2 also prints the report.
         return_report: Also return the `CompressionReport`.
+        callbacks: Keras callbacks passed to every training `fit`: the
+            adaptor training of each candidate and the recovery (e.g.
+            `CSVLogger`, `TensorBoard`, `EarlyStopping(monitor="loss")`).
 
     Returns:
         The compressed Functional `keras.Model` (saves to `.keras` and reloads
@@ -229,10 +233,7 @@ def compress(
     graph_lib.check_graph_model(model)
     candidates = blocks_lib.find_blocks(model)
     if not candidates:
-        raise ValueError(
-            f"Model {model.name!r} has no droppable blocks: it needs identity "
-            "residual blocks or shape-preserving convolutions."
-        )
+        raise ValueError(blocks_lib.no_blocks_reason(model))
     chosen = None
     if blocks is not None:
         chosen = blocks_lib.resolve_blocks(model, blocks, candidates)
@@ -240,9 +241,12 @@ def compress(
             raise ValueError(f"No blocks to drop. Received: blocks={blocks!r}")
     elif latency_target is None:
         selection.check_drop(drop, len(candidates))
-    config = finetune.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    config = finetune.TrainConfig(
+        steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks
+    )
     recover_config = finetune.TrainConfig(
-        steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose
+        steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose,
+        callbacks=callbacks,
     )
     recovery.check_method(method, True)
     # A size-agnostic model is worked on at `image_size`; the result gets the

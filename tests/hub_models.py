@@ -65,16 +65,21 @@ def mobilenet_v3():
 
 
 def cspnet():
-    """CSPNet with dark blocks."""
+    """CSPNet with Darknet stages (residual dark blocks on the main path).
+
+    In `"csp"` stages the residual blocks run on one half of a split and are
+    merged back by concatenation: they are not on the main path, so only
+    each stage's 1x1 transition conv is a candidate there.
+    """
     return keras_hub.models.CSPNetBackbone(
         stem_filters=8,
         stem_kernel_size=3,
         stem_strides=1,
-        stackwise_depth=[1, 2],
+        stackwise_depth=[2, 2],
         stackwise_strides=[1, 2],
         stackwise_num_filters=[16, 32],
         block_type="dark_block",
-        stage_type="csp",
+        stage_type="dark",
         image_shape=(SIZE, SIZE, 3),
     )
 

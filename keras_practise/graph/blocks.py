@@ -366,6 +366,46 @@ def find_blocks(model):
     return _analyse(model)[1]
 
 
+def no_blocks_reason(model):
+    """Why `model` has no droppable block, as a sentence for an error.
+
+    Counts what the main path holds instead: residual blocks that open a
+    stage or have a projection shortcut, convolutions and block layers that
+    change the shape, and merges of parallel branches (Inception, CSPNet's
+    split stages), whose insides are not searched.
+
+    Args:
+        model: A Functional or Sequential `keras.Model`.
+
+    Returns:
+        A message naming the model and what its main path holds.
+    """
+    graph = graph_lib.FlatGraph(model)
+    counts = {}
+    for unit in _split_units(graph):
+        counts[unit.kind] = counts.get(unit.kind, 0) + 1
+    found = [
+        f"{counts[kind]} {text}"
+        for kind, text in (
+            ("residual", "residual blocks, each opening a stage or with a "
+             "projection shortcut"),
+            ("conv", "convolution units that change the shape"),
+            ("layer", "block layers that change the shape"),
+            ("merge", "merges of parallel branches, whose insides are not "
+             "searched"),
+        )
+        if counts.get(kind)
+    ]
+    return (
+        f"Model {model.name!r} has no droppable blocks: a droppable block is "
+        "a residual block with an identity shortcut that does not open a "
+        "stage, a shape-preserving convolution (or depthwise-separable pair), "
+        "or a shape-preserving block layer. Its main path has "
+        + ("; ".join(found) if found else "no such units")
+        + f" ({len(graph.nodes)} layer calls)."
+    )
+
+
 def resolve_blocks(model, blocks, candidates=None):
     """Turns names, `stage.position` labels or `Block`s into `model`'s blocks.
 

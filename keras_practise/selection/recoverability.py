@@ -209,6 +209,7 @@ def recoverability(
     image_size=None,
     augment_views=None,
     verbose=1,
+    callbacks=None,
 ):
     """Scores each candidate block by how well the network recovers without it.
 
@@ -231,6 +232,8 @@ def recoverability(
         augment_views: Augmented views per image in the training bank.
             Defaults to enough for about 2048 views (at most 32 per image).
         verbose: 0 silent, 1 progress bar over blocks.
+        callbacks: Keras callbacks passed to each candidate's adaptor
+            `fit` (e.g. `keras.callbacks.CSVLogger`).
 
     Returns:
         A `RecoverabilityReport`: a list of `BlockScore`s in network order;
@@ -247,12 +250,10 @@ def recoverability(
     print(report)
     ```
     """
+    finetune.check_callbacks(callbacks)
     candidates = blocks_lib.find_blocks(model)
     if not candidates:
-        raise ValueError(
-            f"Model {model.name!r} has no droppable blocks (identity residual "
-            "blocks or shape-preserving convs)."
-        )
+        raise ValueError(blocks_lib.no_blocks_reason(model))
     fixed = input_size.fixed_size_model(model, image_size)
     if fixed is not model:
         model, candidates = fixed, blocks_lib.find_blocks(fixed)
@@ -266,5 +267,7 @@ def recoverability(
         image_size=image_size,
         augment_views=augment_views,
     )
-    config = finetune.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    config = finetune.TrainConfig(
+        steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks
+    )
     return score_blocks(model, candidates, bank, config, latency, verbose)
