@@ -18,5 +18,7 @@ from keras_practise.profiling.macs import count_macs
 from keras_practise.profiling.macs import count_params
 from keras_practise.selection.recoverability import recoverability
 from keras_practise.graph.surgery import drop_blocks
+from keras_practise.export import ExportResult
+from keras_practise.export import export
 
 __version__ = "0.1.0"

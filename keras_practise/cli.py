@@ -40,6 +40,7 @@ import keras_practise
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.recovery import recipes as recovery
+from keras_practise.export import exporter
 from keras_practise.utils import model_io
 
 PROG = "keras-practise"
@@ -171,6 +172,13 @@ def _add_compress(commands, common):
     command.add_argument(
         "--out", required=True,
         help="where to save the compressed model (a .keras file)",
+    )
+    command.add_argument(
+        "--export", choices=sorted(exporter.FORMATS),
+        help=(
+            "also export the compressed model beside --out (small.onnx, "
+            "small.tflite, small.xml, small_saved_model/), checked in its runtime"
+        ),
     )
     command.add_argument(
         "--data",
@@ -434,6 +442,9 @@ def _run_compress(args):
         latency_batch_size=args.latency_batch_size,
         verbose=0 if args.quiet else 1,
         return_report=True,
+        export=None if args.export is None else (
+            args.export, exporter.path_beside(args.out, args.export)
+        ),
     )
     with _staged(outputs) as temporary:
         small.save(temporary[0])

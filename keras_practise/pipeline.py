@@ -24,6 +24,7 @@ from keras_practise.recovery import recipes as recovery
 from keras_practise.selection import block_sets as selection
 from keras_practise.graph import surgery
 from keras_practise.data import synthesis
+from keras_practise.export import exporter
 
 
 @dataclasses.dataclass
@@ -44,6 +45,8 @@ class CompressionReport:
         phase_seconds: Wall time per phase.
         tiny_set: Source, size, seed and the drawn indices or files.
         settings: The arguments that shaped the run.
+        exported: The `ExportResult` of `export=` as a dict (file, format,
+            size, max abs difference in its runtime), or `None`.
     """
 
     blocks: list
@@ -60,6 +63,7 @@ class CompressionReport:
     phase_seconds: dict
     tiny_set: dict
     settings: dict
+    exported: dict = None
 
     def table(self):
         """The before/after table (and the candidate scores) as text."""
@@ -79,6 +83,8 @@ class CompressionReport:
                              self.latency_ms, "{:.2f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        if self.exported:
+            lines.append(f"exported {exporter.ExportResult(**self.exported)}")
         lines.append(
             "phases: "
             + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
@@ -160,6 +166,7 @@ def compress(
     verbose=1,
     return_report=False,
     callbacks=None,
+    export=None,
 ):
     """Makes `model` faster by dropping blocks and recovering from a tiny set.
 
@@ -204,6 +211,10 @@ def compress(
         callbacks: Keras callbacks passed to every training `fit`: the
             adaptor training of each candidate and the recovery (e.g.
             `CSVLogger`, `TensorBoard`, `EarlyStopping(monitor="loss")`).
+        export: Also export the result for a runtime: a `.onnx`, `.tflite`
+            or `.xml` (OpenVINO) path, or a `(format, path)` pair (see
+            `keras_practise.export`). The file is checked in its runtime on
+            the tiny set and recorded in the report.
 
     Returns:
         The compressed Functional `keras.Model` (saves to `.keras` and reloads
@@ -231,6 +242,7 @@ def compress(
     phases = {}
     started = time.perf_counter()
     graph_lib.check_graph_model(model)
+    export_target = None if export is None else exporter.resolve_target(export)
     candidates = blocks_lib.find_blocks(model)
     if not candidates:
         raise ValueError(blocks_lib.no_blocks_reason(model))
@@ -342,6 +354,13 @@ def compress(
     )
     if teacher is not model:
         compressed = surgery.rewrite(compressed, input_shape=input_shape)
+    if export_target is not None:
+        t = time.perf_counter()
+        path, format = export_target
+        report.exported = dataclasses.asdict(exporter.export(
+            compressed, path, format, sample=tiny_set.images[:8]
+        ))
+        phases["export"] = time.perf_counter() - t
     if verbose >= 2:
         print(report.table())
     return (compressed, report) if return_report else compressed
