@@ -192,8 +192,10 @@ def compress(
         num_samples: Images to draw from `data` (or to synthesise).
         per_class: Images per class to draw instead (1 = "1-shot").
         seed: Seed of the draw, augmentation and training order.
-        latency: `"measured"` or `"macs"`: how a block's latency saving is
-            assessed for its score.
+        latency: How a block's latency saving is assessed for its score:
+            `"measured"` (Keras), `"macs"`, a runtime (`"onnxruntime"`,
+            `"litert"`, `"openvino"`) or a callable `f(model) ->
+            milliseconds` (see `recoverability`).
         image_size: Input size for models with a dynamic input shape: the
             tiny set, scores, MACs and latency use this size, and the
             returned model accepts any size again, like `model`.
@@ -243,6 +245,7 @@ def compress(
     started = time.perf_counter()
     graph_lib.check_graph_model(model)
     export_target = None if export is None else exporter.resolve_target(export)
+    scoring.check_latency_source(latency)
     candidates = blocks_lib.find_blocks(model)
     if not candidates:
         raise ValueError(blocks_lib.no_blocks_reason(model))

@@ -85,7 +85,12 @@ def _size(path, format):
     return size
 
 
-def _write(model, path, format):
+def write(model, path, format):
+    """Writes `model` in `format` to `path`, unchecked (see `export`).
+
+    Raises:
+        ImportError: If the converter the format needs is missing.
+    """
     keras_format, _, needs = FORMATS[format]
     backend = keras.backend.backend()
     for module in needs.get(backend, []):
@@ -173,7 +178,7 @@ def export(model, path, format="onnx", sample=None, tolerance=1e-3):
     )
     try:
         staged = os.path.join(staging, os.path.basename(path))
-        _write(model, staged, format)
+        write(model, staged, format)
         actual = runtimes.run_exported(staged, format, sample)
         if actual.shape != expected.shape:
             raise ValueError(

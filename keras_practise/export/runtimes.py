@@ -28,46 +28,79 @@ def require(module, extra):
         ) from error
 
 
-def _run_onnx(path, x):
+def _load_onnx(path, threads):
     ort = require(*RUNTIMES["onnx"])
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        path, options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
 
 
-def _run_litert(path, x):
+def _load_litert(path, threads):
     interpreter_lib = require(*RUNTIMES["litert"])
-    interpreter = interpreter_lib.Interpreter(model_path=path)
+    interpreter = interpreter_lib.Interpreter(model_path=path, num_threads=threads)
     detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    output = interpreter.get_output_details()[0]["index"]
+    shape = [None]
+
+    def run(x):
+        if shape[0] != x.shape:  # Resizing re-plans memory: only on change.
+            interpreter.resize_tensor_input(detail["index"], x.shape)
+            interpreter.allocate_tensors()
+            shape[0] = x.shape
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(output)
+
+    return run
 
 
-def _run_saved_model(path, x):
+def _load_saved_model(path, threads):
     tf = require(*RUNTIMES["saved_model"])
-    # The loaded object owns the variables: keep it alive while it runs.
+    # The loaded object owns the variables: the closure keeps it alive.
     loaded = tf.saved_model.load(path)
-    return np.asarray(loaded.serve(x))
+    return lambda x: np.asarray(loaded.serve(x))
 
 
-def _run_openvino(path, x):
+def _load_openvino(path, threads):
     ov = require(*RUNTIMES["openvino"])
     # OpenVINO runs in bfloat16 by default on CPUs that support it (AMX,
     # AVX512-BF16): differences of ~1e-2 there. The check wants float32.
-    compiled = ov.Core().compile_model(
-        path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-    )
-    return np.asarray(compiled(x)[0])
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(path, "CPU", config)
+    return lambda x: np.asarray(compiled(x)[0])
 
 
-_RUNNERS = {
-    "onnx": _run_onnx,
-    "litert": _run_litert,
-    "saved_model": _run_saved_model,
-    "openvino": _run_openvino,
+_LOADERS = {
+    "onnx": _load_onnx,
+    "litert": _load_litert,
+    "saved_model": _load_saved_model,
+    "openvino": _load_openvino,
 }
+
+
+def load_runner(path, format, threads=None):
+    """Loads an exported model in its runtime, once, for repeated calls.
+
+    Args:
+        path: The exported file (a folder for `"saved_model"`).
+        format: One of `exporter.FORMATS`.
+        threads: Number of CPU threads the runtime may use. Defaults to the
+            runtime's own choice.
+
+    Returns:
+        A function `f(x)` from a float32 numpy batch to the first output.
+
+    Raises:
+        ImportError: If the runtime is not installed (names the extra).
+    """
+    return _LOADERS[format](path, threads)
 
 
 def run_exported(path, format, x):
@@ -75,7 +108,7 @@ def run_exported(path, format, x):
 
     Args:
         path: The exported file (a folder for `"saved_model"`).
-        format: One of `FORMATS`.
+        format: One of `exporter.FORMATS`.
         x: A float32 numpy batch.
 
     Returns:
@@ -84,4 +117,5 @@ def run_exported(path, format, x):
     Raises:
         ImportError: If the runtime is not installed (names the extra).
     """
-    return np.asarray(_RUNNERS[format](path, np.asarray(x, dtype="float32")))
+    runner = load_runner(path, format)
+    return np.asarray(runner(np.asarray(x, dtype="float32")))

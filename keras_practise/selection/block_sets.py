@@ -13,7 +13,8 @@ def combined_reduction(model, blocks, source="measured", batch_size=8, runs=20):
     Args:
         model: The original model.
         blocks: `Block`s of `model`.
-        source: `"measured"` or `"macs"`.
+        source: `"measured"`, `"macs"`, a runtime name or a callable (see
+            `recoverability.latency_reductions`).
         batch_size: Batch size of the latency measurement.
         runs: Timed runs per model.
 
@@ -23,10 +24,9 @@ def combined_reduction(model, blocks, source="measured", batch_size=8, runs=20):
     pruned = surgery.drop_blocks(model, blocks)
     if source == "macs":
         return 1 - macs_lib.count_macs(pruned) / macs_lib.count_macs(model)
-    result = latency_lib.compare_latency(
-        {"original": model, "pruned": pruned}, batch_size=batch_size, runs=runs
-    )
-    return result.reductions["pruned"]
+    return latency_lib.latency_reductions(
+        {"original": model, "pruned": pruned}, source, batch_size, runs
+    )["pruned"]
 
 
 def select_blocks(

@@ -25,6 +25,7 @@ from keras_practise.graph import input_size
 from keras_practise.graph import taps
 from keras_practise.distillation import trainer as finetune
 from keras_practise.profiling import latency as latency_lib
+from keras_practise.profiling import runtime_latency
 from keras_practise.profiling import macs as macs_lib
 from keras_practise.graph import surgery
 
@@ -95,6 +96,22 @@ class RecoverabilityReport(list):
         return self.table()
 
 
+def check_latency_source(source):
+    """Raises unless `source` is a `LATENCY_SOURCES` entry, a runtime name
+    (`"onnxruntime"`, `"litert"`, `"openvino"`, whose package must be
+    installed) or a callable `f(model) -> milliseconds`."""
+    if callable(source) or source in LATENCY_SOURCES:
+        return
+    if source in runtime_latency.RUNTIMES:
+        runtime_latency.check_runtime(source)
+        return
+    raise ValueError(
+        f"`latency` must be one of {LATENCY_SOURCES}, a runtime "
+        f"{sorted(runtime_latency.RUNTIMES)} or a callable "
+        f"`f(model) -> milliseconds`. Received: {source!r}"
+    )
+
+
 def latency_reductions(model, candidates, source="measured", batch_size=8, runs=20):
     """Fraction of latency (or MACs) saved by dropping each candidate alone.
 
@@ -104,7 +121,10 @@ def latency_reductions(model, candidates, source="measured", batch_size=8, runs=
     Args:
         model: The original model.
         candidates: `Block`s of `model`.
-        source: `"measured"` (wall-clock on the active device) or `"macs"`.
+        source: `"measured"` (wall-clock in Keras on the active device),
+            `"macs"`, a runtime (`"onnxruntime"`, `"litert"`, `"openvino"`:
+            each model exported once and timed there) or a callable
+            `f(model) -> milliseconds`.
         batch_size: Batch size of the latency measurement.
         runs: Timed runs per model.
 
@@ -113,10 +133,7 @@ def latency_reductions(model, candidates, source="measured", batch_size=8, runs=
         that saves nothing measurable gets a very high score, not a division
         by zero).
     """
-    if source not in LATENCY_SOURCES:
-        raise ValueError(
-            f"`latency` must be one of {LATENCY_SOURCES}. Received: {source!r}"
-        )
+    check_latency_source(source)
     if source == "macs":
         # Dropping a block keeps every other shape, so it saves exactly the
         # MACs of its own layers: no pruned copy needs building.
@@ -130,10 +147,10 @@ def latency_reductions(model, candidates, source="measured", batch_size=8, runs=
         ]
     else:
         pruned = {b.name: surgery.drop_blocks(model, [b]) for b in candidates}
-        result = latency_lib.compare_latency(
-            {"original": model, **pruned}, batch_size=batch_size, runs=runs
+        result = latency_lib.latency_reductions(
+            {"original": model, **pruned}, source, batch_size, runs
         )
-        values = [result.reductions[b.name] for b in candidates]
+        values = [result[b.name] for b in candidates]
     return [max(v, 1e-4) for v in values]
 
 
@@ -186,7 +203,7 @@ def score_blocks(model, candidates, bank, config, latency="measured", verbose=1)
                 mse=mse,
                 initial_mse=initial,
                 latency_reduction=reduction,
-                latency_source=latency,
+                latency_source=runtime_latency.describe(latency),
                 score=mse / reduction,
                 params=block.param_count,
                 seconds=seconds,
@@ -225,8 +242,12 @@ def recoverability(
         batch_size: Batch size. Defaults to `min(64, number of views)`.
         num_samples: Number of images drawn from `data`. Defaults to all.
         seed: Seed of the tiny-set draw, the augmentation and batch order.
-        latency: `"measured"` (wall-clock latency on the active device) or
-            `"macs"` (a MACs-based estimate). Defaults to `"measured"`.
+        latency: `"measured"` (wall-clock latency in Keras on the active
+            device), `"macs"` (a MACs-based estimate), a runtime the model
+            will be deployed on (`"onnxruntime"`, `"litert"`, `"openvino"`:
+            each candidate-dropped model is exported once and timed there,
+            interleaved with the original), or a callable `f(model) ->
+            milliseconds` for any other device. Defaults to `"measured"`.
         image_size: Input size `(height, width)` for models with a dynamic
             input shape.
         augment_views: Augmented views per image in the training bank.
@@ -251,6 +272,7 @@ def recoverability(
     ```
     """
     finetune.check_callbacks(callbacks)
+    check_latency_source(latency)
     candidates = blocks_lib.find_blocks(model)
     if not candidates:
         raise ValueError(blocks_lib.no_blocks_reason(model))
