@@ -126,13 +126,17 @@ class LatencyComparison:
         Returns:
             A string with one row per model: median, p10-p90 range, ratio
             to the reference and latency reduction, under a header that
-            names the backend, device, batch size and run count.
+            names the backend (or runtime and threads), device, batch size
+            and run count.
         """
         first = self.results[self.reference]
         ratios, reductions = self.ratios, self.reductions
         width = max(len("model"), *(len(name) for name in self.results))
+        where = f"backend={first.backend}"
+        if first.runtime != "keras":
+            where = f"runtime={first.runtime}  threads={first.threads or 'default'}"
         lines = [
-            f"backend={first.backend}  device={first.device}  "
+            f"{where}  device={first.device}  "
             f"batch_size={first.batch_size}  input_shape={first.input_shape}  "
             f"runs={first.runs}",
             f"{'model':<{width}}  {'median ms':>10}  {'p10-p90 ms':>17}  "
