@@ -41,6 +41,7 @@ from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.recovery import recipes as recovery
 from keras_practise.export import exporter
+from keras_practise.profiling import runtime_latency
 from keras_practise.utils import model_io
 
 PROG = "keras-practise"
@@ -243,10 +244,13 @@ def _add_compress(commands, common):
         help="augmented views per image (0: the images themselves)",
     )
     command.add_argument(
-        "--latency", choices=("measured", "macs"), default="measured",
+        "--latency",
+        choices=("measured", "macs", *sorted(runtime_latency.RUNTIMES)),
+        default="measured",
         help=(
-            "how a block's latency saving is assessed: timed on this machine "
-            "or estimated from MACs (default: measured)"
+            "how a block's latency saving is assessed: timed in Keras on this "
+            "machine, estimated from MACs, or timed in the runtime the model "
+            "ships in (onnxruntime, litert, openvino) (default: measured)"
         ),
     )
     command.add_argument(
@@ -313,6 +317,15 @@ def _add_latency(commands, common):
     command.add_argument(
         "--image-size", nargs="+", action=_ImageSizeAction, metavar="SIZE",
         help="H W or HxW: input size for models that accept any size",
+    )
+    command.add_argument(
+        "--runtime", choices=("keras", *sorted(runtime_latency.RUNTIMES)),
+        default="keras",
+        help="where to time the models: Keras, or exported to a runtime",
+    )
+    command.add_argument(
+        "--threads", type=_int_at_least(1),
+        help="CPU threads of a --runtime other than keras (default: its own)",
     )
     command.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar on stderr"
@@ -483,6 +496,8 @@ def _run_latency(args):
         runs=args.runs,
         warmup=args.warmup,
         progress=not args.quiet,
+        runtime=args.runtime,
+        threads=args.threads,
     )
     return comparison.table()
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import keras_practise
+from keras_practise import cli
 from keras_practise.graph import surgery
 from keras_practise.profiling import latency as latency_lib
 from tests import tiny_models
@@ -75,3 +76,14 @@ def test_compress_with_onnxruntime_latency(model):
 def test_bad_latency_source_fails_before_training(model):
     with pytest.raises(ValueError, match="callable"):
         keras_practise.compress(model, tiny_models.images(8), latency="flops")
+
+
+def test_cli_latency_in_a_runtime(model, tmp_path, capsys):
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    status = cli.main([
+        "latency", path, "--runtime", "openvino", "--threads", "1",
+        "--batch-size", "1", "--runs", "2", "--warmup", "1", "--quiet",
+    ])
+    assert status == 0
+    assert "runtime=openvino  threads=1" in capsys.readouterr().out
