@@ -13,6 +13,8 @@ from keras_practise.data.synthesis import save_images
 from keras_practise.data.synthesis import synthesize_images
 from keras_practise.data.tiny_set import TinySet
 from keras_practise.data.tiny_set import load_tiny_set
+from keras_practise.export import ExportResult
+from keras_practise.export import export
 from keras_practise.graph.blocks import Block
 from keras_practise.graph.blocks import find_blocks
 from keras_practise.graph.surgery import drop_blocks

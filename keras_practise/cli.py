@@ -38,10 +38,13 @@ import numpy as np
 
 import keras_practise
 from keras_practise import pipeline
+from keras_practise.export import exporter
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import candidates
 from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.profiling import runtime_latency
 from keras_practise.recovery import recipes as recovery
+from keras_practise.utils import model_io
 
 PROG = "keras-practise"
 # Each backend's package has the backend's name.
@@ -139,10 +142,19 @@ def _add_compress(commands, common):
         ),
     )
     command.set_defaults(run=_run_compress)
-    command.add_argument("model", help="trained model, a .keras file")
+    command.add_argument(
+        "model", help="trained model, a .keras file or a KerasHub preset folder"
+    )
     command.add_argument(
         "--out", required=True,
         help="where to save the compressed model (a .keras file)",
+    )
+    command.add_argument(
+        "--export", choices=sorted(exporter.FORMATS),
+        help=(
+            "also export the compressed model beside --out (small.onnx, "
+            "small.tflite, small.xml, small_saved_model/), checked in its runtime"
+        ),
     )
     command.add_argument(
         "--data",
@@ -207,10 +219,13 @@ def _add_compress(commands, common):
         help="augmented views per image (0: the images themselves)",
     )
     command.add_argument(
-        "--latency", choices=("measured", "macs"), default="measured",
+        "--latency",
+        choices=("measured", "macs", *sorted(runtime_latency.RUNTIMES)),
+        default="measured",
         help=(
-            "how a block's latency saving is assessed: timed on this machine "
-            "or estimated from MACs (default: measured)"
+            "how a block's latency saving is assessed: timed in Keras on this "
+            "machine, estimated from MACs, or timed in the runtime the model "
+            "ships in (onnxruntime, litert, openvino) (default: measured)"
         ),
     )
     command.add_argument(
@@ -248,7 +263,7 @@ def _add_blocks(commands, common):
         description="List the blocks of MODEL that compress can drop.",
     )
     command.set_defaults(run=_run_blocks)
-    command.add_argument("model", help="a .keras file")
+    command.add_argument("model", help="a .keras file or a KerasHub preset folder")
 
 
 def _add_latency(commands, common):
@@ -261,7 +276,7 @@ def _add_latency(commands, common):
         ),
     )
     command.set_defaults(run=_run_latency)
-    command.add_argument("models", nargs="+", metavar="MODEL", help=".keras files")
+    command.add_argument("models", nargs="+", metavar="MODEL", help=".keras files or KerasHub preset folders")
     command.add_argument(
         "--batch-size", type=int, default=64,
         help="examples per timed call (default: 64)",
@@ -279,19 +294,21 @@ def _add_latency(commands, common):
         help="H W or HxW: input size for models that accept any size",
     )
     command.add_argument(
+        "--runtime", choices=("keras", *sorted(runtime_latency.RUNTIMES)),
+        default="keras",
+        help="where to time the models: Keras, or exported to a runtime",
+    )
+    command.add_argument(
+        "--threads", type=int,
+        help="CPU threads of a --runtime other than keras (default: its own)",
+    )
+    command.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar on stderr"
     )
 
 
 def _load_model(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Model file not found. Received: {path!r}")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Loading fails in many ways; all mean bad input.
-        raise ValueError(
-            f"Could not load a Keras model from {path!r}: {error}"
-        ) from error
+    return model_io.load_model(path)
 
 
 def _load_data(data):
@@ -406,6 +423,9 @@ def _run_compress(args):
         data_dir=args.data_dir,
         latency_batch_size=args.latency_batch_size,
         verbose=0 if args.quiet else 1,
+        export=None if args.export is None else (
+            args.export, exporter.path_beside(args.out, args.export)
+        ),
     )
     # The same checks as the API, before the model and data are loaded.
     pipeline.check_settings(settings)
@@ -447,6 +467,8 @@ def _run_latency(args):
         runs=args.runs,
         warmup=args.warmup,
         progress=not args.quiet,
+        runtime=args.runtime,
+        threads=args.threads,
     )
     return comparison.table()
 

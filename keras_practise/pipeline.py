@@ -15,6 +15,7 @@ from keras_practise.data import tiny_set as data_lib
 from keras_practise.data import views
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
+from keras_practise.export import exporter
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import flat_graph as graph_lib
@@ -48,6 +49,8 @@ class CompressionReport:
         phase_seconds: Wall time per phase.
         tiny_set: Source, size, seed and the drawn indices or files.
         settings: The arguments that shaped the run.
+        exported: The `ExportResult` of `export=` as a dict (file, format,
+            size, max abs difference in its runtime), or `None`.
     """
 
     blocks: list
@@ -64,6 +67,7 @@ class CompressionReport:
     phase_seconds: dict
     tiny_set: dict
     settings: dict
+    exported: dict = None
 
     def table(self):
         """The before/after table (and the candidate scores) as text."""
@@ -82,6 +86,8 @@ class CompressionReport:
             rows.append(_row(f"latency ms (batch {self.latency_batch_size})",
                              self.latency_ms, "{:.2f}"))
         lines.append(text_table.format_table(rows))
+        if self.exported:
+            lines.append(f"exported {exporter.ExportResult(**self.exported)}")
         lines.append(
             "phases: "
             + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
@@ -199,6 +205,8 @@ def compress(
     synthesis_steps=1000,
     verbose=1,
     return_report=False,
+    callbacks=None,
+    export=None,
 ):
     """Makes `model` faster by dropping blocks and recovering from a tiny set.
 
@@ -224,8 +232,10 @@ def compress(
         num_samples: Images to draw from `data` (or to synthesise).
         per_class: Images per class to draw instead (1 = "1-shot").
         seed: Seed of the draw, augmentation and training order.
-        latency: `"measured"` or `"macs"`: how a block's latency saving is
-            assessed for its score.
+        latency: How a block's latency saving is assessed for its score:
+            `"measured"` (Keras), `"macs"`, a runtime (`"onnxruntime"`,
+            `"litert"`, `"openvino"`) or a callable `f(model) ->
+            milliseconds` (see `recoverability`).
         image_size: Input size for models with a dynamic input shape: the
             tiny set, scores, MACs and latency use this size, and the
             returned model accepts any size again, like `model`.
@@ -240,6 +250,13 @@ def compress(
             when `data` is `None`.
         verbose: 0 silent, 1 progress bars, 2 also prints the report.
         return_report: Also return the `CompressionReport`.
+        callbacks: Keras callbacks passed to every training `fit`: the
+            adaptor training of each candidate and the recovery (e.g.
+            `CSVLogger`, `TensorBoard`, `EarlyStopping(monitor="loss")`).
+        export: Also export the result for a runtime: a `.onnx`, `.tflite`
+            or `.xml` (OpenVINO) path, or a `(format, path)` pair (see
+            `keras_practise.export`). The file is checked in its runtime on
+            the tiny set and recorded in the report.
 
     Returns:
         The compressed Functional `keras.Model` (saves to `.keras` and reloads
@@ -276,6 +293,7 @@ def compress(
     check_settings(settings)
     phases = {}
     started = time.perf_counter()
+    export_target = None if export is None else exporter.resolve_target(export)
     # A size-agnostic model is worked on at `image_size`; the result gets the
     # user's input signature back at the end.
     input_shape = graph_lib.input_shape(model)[1:]
@@ -284,9 +302,12 @@ def compress(
     )
     if chosen is None and latency_target is None:
         selection.check_drop(drop, len(candidates))
-    config = finetune.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    config = finetune.TrainConfig(
+        steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks
+    )
     recover_config = finetune.TrainConfig(
-        steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose
+        steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose,
+        callbacks=callbacks,
     )
 
     if data is None:
@@ -367,6 +388,13 @@ def compress(
     )
     if teacher is not model:
         compressed = surgery.rewrite(compressed, input_shape=input_shape)
+    if export_target is not None:
+        t = time.perf_counter()
+        path, format = export_target
+        report.exported = dataclasses.asdict(exporter.export(
+            compressed, path, format, sample=tiny_set.images[:8]
+        ))
+        phases["export"] = time.perf_counter() - t
     if verbose >= 2:
         print(report.table())
     return (compressed, report) if return_report else compressed

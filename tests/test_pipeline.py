@@ -154,3 +154,16 @@ def test_size_agnostic_model_keeps_its_signature():
     assert small.input_shape == (None, None, None, 3)
     assert report.macs[1] < report.macs[0]
     assert small.predict(np.zeros((1, 24, 24, 3), "float32"), verbose=0).shape == (1, 4)
+
+
+def test_backbone_called_on_its_own_input_compresses():
+    base = tiny_models.tiny_resnet()
+    features = keras.Model(base.input, base.get_layer("s2_block2_out").output)
+    head = keras.layers.GlobalAveragePooling2D(name="pool")
+    model = keras.Model(features.input, head(features(features.input)))
+    assert [b.label for b in keras_practise.find_blocks(model)] == ["1.2", "1.3", "2.2"]
+    small = keras_practise.compress(
+        model, _data(labels=False), drop=1, steps=2, finetune_steps=2,
+        latency="macs", verbose=0, latency_batch_size=0,
+    )
+    assert keras_practise.count_params(small) < keras_practise.count_params(model)

@@ -21,6 +21,7 @@ _EXPECTED = {
     "out_of_domain.py": ("recovered from photographs", None),
     "data_free.py": ("data-free compressed", "synthetic/digits_00000.png"),
     "latency.py": ("block 1.2: 4,718,592 MACs (11.6%)", None),
+    "deploy.py": ("ONNX Runtime latency saved:", "small.onnx"),
 }
 _HEADER_FIELDS = ("Title:", "Author: keras_practise", "Description:")
 

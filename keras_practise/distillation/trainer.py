@@ -45,6 +45,10 @@ class TrainConfig:
         beta: Weight of the feature MSE in `"mimic_ce"` mode.
         seed: Seed of the batch order.
         verbose: 0 silent, 1 progress bar.
+        callbacks: Keras callbacks added to every `fit` run with this
+            config (`CSVLogger`, `TensorBoard`, `EarlyStopping` on `"loss"`,
+            `BackupAndRestore`, ...). The same objects are reused across
+            runs, as Keras does across `fit` calls.
     """
 
     steps: int = 1000
@@ -56,6 +60,7 @@ class TrainConfig:
     beta: float = 100.0
     seed: int = 0
     verbose: int = 0
+    callbacks: tuple = ()
 
     def __post_init__(self):
         validation.check_int("steps", self.steps)
@@ -65,6 +70,27 @@ class TrainConfig:
                 "`learning_rate` must be positive. "
                 f"Received: learning_rate={self.learning_rate}"
             )
+        self.callbacks = check_callbacks(self.callbacks)
+
+
+def check_callbacks(callbacks):
+    """Returns `callbacks` as a tuple of `keras.callbacks.Callback`s.
+
+    Raises:
+        TypeError: If an entry is not a Keras callback.
+    """
+    if callbacks is None:
+        return ()
+    if isinstance(callbacks, keras.callbacks.Callback):
+        callbacks = [callbacks]
+    callbacks = tuple(callbacks)
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise TypeError(
+                "`callbacks` must be `keras.callbacks.Callback` instances. "
+                f"Received: {callback!r} of type {type(callback).__name__}"
+            )
+    return callbacks
 
 
 class _RandomBatches(keras.utils.PyDataset):
@@ -162,7 +188,10 @@ def fit(model, x, targets, losses, config, loss_weights=None):
     )
     curve = _LossCurve()
     verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
-    model.fit(data, epochs=1, verbose=verbose, callbacks=[curve, *logging])
+    model.fit(
+        data, epochs=1, verbose=verbose,
+        callbacks=[curve, *logging, *config.callbacks],
+    )
     return curve.curve
 
 

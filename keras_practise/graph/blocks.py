@@ -17,7 +17,10 @@ when removing it leaves every shape unchanged:
 * a plain conv unit whose output shape equals its input shape: a single
   ordinary convolution (VGG's `block1_conv2`), or a depthwise-separable pair,
   a depthwise conv and its 1x1 pointwise conv (MobileNet's `conv_pw_7`) or one
-  `SeparableConv2D`.
+  `SeparableConv2D`;
+* a single layer of a kind these rules do not know (a library's block layer,
+  such as KerasHub's MobileNetV3 `InvertedResidualBlock`) that has weights and
+  whose output shape equals its input shape: the layer is the block.
 """
 
 import dataclasses
@@ -42,8 +45,9 @@ class Block:
             (`conv2_block2`, `block_4`, `block1_conv2`).
         stage: 1-based stage index (ResNet's conv2_x is stage 1).
         position: 1-based position of the block within its stage.
-        kind: `"residual"` (identity-shortcut block) or `"conv"` (plain
-            shape-preserving conv unit).
+        kind: `"residual"` (identity-shortcut block), `"conv"` (plain
+            shape-preserving conv unit) or `"layer"` (one shape-preserving
+            block layer of another library, e.g. KerasHub).
         layers: The layers that make up the block, in call order.
         input: The block's input tensor (a `KerasTensor` of the model).
         output: The block's output tensor; dropping the block feeds `input`
@@ -80,7 +84,7 @@ class Block:
 
 @dataclasses.dataclass(eq=False)
 class _Unit:
-    kind: str  # "residual", "merge", "conv" or "pool"
+    kind: str  # "residual", "merge", "conv", "layer" or "pool"
     node_indices: list
     input: object
     output: object = None
@@ -181,9 +185,26 @@ def _split_units(graph):
             units.append(_Unit(kind="pool", node_indices=[index], input=cut))
         elif isinstance(layer, layer_kinds.HEAD):
             break
+        elif _is_block_layer(graph.nodes[index]):
+            current, pending = None, []
+            units.append(
+                _Unit(kind="layer", node_indices=[index], input=cut, output=output)
+            )
         else:
             current, pending = None, []
     return units
+
+
+def _is_block_layer(flat_node):
+    """A layer with weights, one input, and no known kind: a library's block."""
+    layer = flat_node.layer
+    return (
+        not isinstance(layer, keras.Model)
+        and layer.__class__.__module__.split(".")[0] != "keras"
+        and graph_lib.weight_count(layer) > 0
+        and len(flat_node.inputs) == 1
+        and len(flat_node.outputs) == 1
+    )
 
 
 def _channels(tensor):
@@ -191,7 +212,7 @@ def _channels(tensor):
 
 
 def _counts_for_stages(unit, residual_mode, graph):
-    if unit.kind == "residual":
+    if unit.kind in ("residual", "layer"):
         return True
     if unit.kind != "conv":
         return False
@@ -271,7 +292,10 @@ def _analyse(model):
             and unit.identity
             and position > 1
             and tuple(unit.input.shape[1:]) == tuple(unit.output.shape[1:])
-        ) or _is_plain_candidate(unit, graph)
+        ) or _is_plain_candidate(unit, graph) or (
+            unit.kind == "layer"
+            and tuple(unit.input.shape[1:]) == tuple(unit.output.shape[1:])
+        )
         if not droppable:
             continue
         layers = [graph.nodes[i].layer for i in unit.node_indices]
@@ -279,6 +303,8 @@ def _analyse(model):
         if unit.kind == "residual":
             merge = next(l for l in layers if graph_lib.is_add(l))
             name = _block_name(layers, merge)
+        elif unit.kind == "layer":
+            name = layers[0].name
         else:
             # The pointwise conv names a depthwise-separable pair.
             name = _unit_convs(unit, graph)[-1].name
@@ -287,7 +313,7 @@ def _analyse(model):
                 name=name,
                 stage=stage,
                 position=position,
-                kind="residual" if unit.kind == "residual" else "conv",
+                kind=unit.kind if unit.kind in ("residual", "layer") else "conv",
                 layers=tuple(layers),
                 input=unit.input,
                 output=unit.output,
@@ -336,6 +362,46 @@ def find_blocks(model):
     ```
     """
     return _analyse(model)[1]
+
+
+def no_blocks_reason(model):
+    """Why `model` has no droppable block, as a sentence for an error.
+
+    Counts what the main path holds instead: residual blocks that open a
+    stage or have a projection shortcut, convolutions and block layers that
+    change the shape, and merges of parallel branches (Inception, CSPNet's
+    split stages), whose insides are not searched.
+
+    Args:
+        model: A Functional or Sequential `keras.Model`.
+
+    Returns:
+        A message naming the model and what its main path holds.
+    """
+    graph = graph_lib.FlatGraph(model)
+    counts = {}
+    for unit in _split_units(graph):
+        counts[unit.kind] = counts.get(unit.kind, 0) + 1
+    found = [
+        f"{counts[kind]} {text}"
+        for kind, text in (
+            ("residual", "residual blocks, each opening a stage or with a "
+             "projection shortcut"),
+            ("conv", "convolution units that change the shape"),
+            ("layer", "block layers that change the shape"),
+            ("merge", "merges of parallel branches, whose insides are not "
+             "searched"),
+        )
+        if counts.get(kind)
+    ]
+    return (
+        f"Model {model.name!r} has no droppable blocks: a droppable block is "
+        "a residual block with an identity shortcut that does not open a "
+        "stage, a shape-preserving convolution (or depthwise-separable pair), "
+        "or a shape-preserving block layer. Its main path has "
+        + ("; ".join(found) if found else "no such units")
+        + f" ({len(graph.nodes)} layer calls)."
+    )
 
 
 def resolve_blocks(model, blocks, candidates=None):

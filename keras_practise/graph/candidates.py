@@ -27,11 +27,7 @@ def require_blocks(model):
     flat_graph.check_graph_model(model)
     candidates = blocks_lib.find_blocks(model)
     if not candidates:
-        raise ValueError(
-            f"Model {model.name!r} has no droppable blocks: it needs identity "
-            "residual blocks or shape-preserving convolutions (ordinary or "
-            "depthwise-separable) after the first of a stage."
-        )
+        raise ValueError(blocks_lib.no_blocks_reason(model))
     return candidates
 
 

@@ -119,10 +119,13 @@ class FlatGraph:
         self._index()
 
     def canonical(self, tensor):
-        """Returns the canonical tensor that `tensor` stands for."""
-        while id(tensor) in self._alias:
-            tensor = self._alias[id(tensor)]
-        return tensor
+        """Returns the canonical tensor that `tensor` stands for.
+
+        Raises:
+            ValueError: If the aliases form a cycle (a graph this class
+                cannot read); never loops.
+        """
+        return _follow(tensor, self._alias, "nested-model tensor aliases")
 
     def _expand(self, function, seen_models):
         depths = sorted(function._nodes_by_depth, reverse=True)
@@ -159,10 +162,17 @@ class FlatGraph:
                 f"{len(outer_inputs)} tensors but has {len(inner.inputs)} inputs."
             )
         for inner_input, outer_input in zip(inner.inputs, outer_inputs):
-            self._alias[id(inner_input)] = self.canonical(outer_input)
+            outer_input = self.canonical(outer_input)
+            # `keras.Model(base.input, head(base(base.input)))` calls the
+            # nested model on its own input tensor: that tensor is already
+            # canonical, and aliasing it to itself would make a cycle.
+            if outer_input is not inner_input:
+                self._alias[id(inner_input)] = outer_input
         self._expand(inner, seen_models)
         for outer_output, inner_output in zip(node.outputs, inner.outputs):
-            self._alias[id(outer_output)] = self.canonical(inner_output)
+            inner_output = self.canonical(inner_output)
+            if inner_output is not outer_output:
+                self._alias[id(outer_output)] = inner_output
 
     def _index(self):
         self.producer = {}
@@ -216,6 +226,24 @@ class FlatGraph:
             if len(live) == 1:
                 cuts.append((index + 1, next(iter(live.values()))))
         return cuts
+
+
+def _follow(tensor, links, what, stop=()):
+    """Follows `links` (`id(tensor)` -> tensor) from `tensor` to its end.
+
+    Stops early at a tensor whose id is in `stop`. A chain longer than the
+    number of links can only be a cycle: it ends in a `ValueError` rather than
+    an endless loop.
+    """
+    for _ in range(len(links) + 1):
+        if id(tensor) in stop or id(tensor) not in links:
+            return tensor
+        tensor = links[id(tensor)]
+    raise ValueError(
+        f"keras_practise cannot read this graph: its {what} form a cycle at "
+        f"tensor {getattr(tensor, 'name', tensor)!r}. Please report the model "
+        "architecture (e.g. `model.summary()`)."
+    )
 
 
 def is_add(operation):
@@ -299,9 +327,9 @@ def replay(
         new_inputs.append(new_input)
 
     def value_of(tensor):
-        tensor = graph.canonical(tensor)
-        while id(tensor) not in values and id(tensor) in substitutes:
-            tensor = substitutes[id(tensor)]
+        tensor = _follow(
+            graph.canonical(tensor), substitutes, "block substitutes", stop=values
+        )
         return values.get(id(tensor))
 
     for flat_node in graph.nodes:

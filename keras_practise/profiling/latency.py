@@ -10,12 +10,14 @@ on a busy machine.
 """
 
 import dataclasses
+import tempfile
 import time
 
 import keras
 import numpy as np
 
 from keras_practise import backend
+from keras_practise.profiling import runtime_latency
 from keras_practise.utils import progress as progress_lib
 from keras_practise.utils import text_table
 from keras_practise.utils import validation
@@ -40,6 +42,10 @@ class LatencyResult:
         backend: The Keras backend that ran the model.
         device: Name of the device, from `backend.device_name()`.
         times_ms: Every timed run, in order.
+        runtime: Where it ran: `"keras"`, `"onnxruntime"`, `"litert"` or
+            `"openvino"`.
+        threads: CPU threads given to a non-Keras runtime (`None`: its
+            default).
     """
 
     median_ms: float
@@ -55,9 +61,12 @@ class LatencyResult:
     backend: str
     device: str
     times_ms: tuple = dataclasses.field(repr=False)
+    runtime: str = "keras"
+    threads: int = None
 
     @classmethod
-    def from_times(cls, times_ms, batch_size, input_shape):
+    def from_times(cls, times_ms, batch_size, input_shape, runtime="keras",
+                   threads=None):
         """Summarises raw run times measured on the current backend."""
         times = np.asarray(times_ms, dtype="float64")
         p10, median, p90 = np.percentile(times, [10, 50, 90])
@@ -75,6 +84,8 @@ class LatencyResult:
             backend=keras.backend.backend(),
             device=backend.device_name(),
             times_ms=tuple(float(t) for t in times),
+            runtime=runtime,
+            threads=threads,
         )
 
 
@@ -118,7 +129,8 @@ class LatencyComparison:
         Returns:
             A string with one row per model: median, p10-p90 range, ratio
             to the reference and latency reduction, under a header that
-            names the backend, device, batch size and run count.
+            names the backend (or runtime and threads), device, batch size
+            and run count.
         """
         first = self.results[self.reference]
         ratios, reductions = self.ratios, self.reductions
@@ -131,8 +143,11 @@ class LatencyComparison:
                 f"{ratios[name]:.3f}",
                 f"{reductions[name]:.1%}",
             ))
+        where = f"backend={first.backend}"
+        if first.runtime != "keras":
+            where = f"runtime={first.runtime}  threads={first.threads or 'default'}"
         header = (
-            f"backend={first.backend}  device={first.device}  "
+            f"{where}  device={first.device}  "
             f"batch_size={first.batch_size}  input_shape={first.input_shape}  "
             f"runs={first.runs}"
         )
@@ -151,6 +166,8 @@ def measure_latency(
     warmup=5,
     seed=0,
     progress=False,
+    runtime="keras",
+    threads=None,
 ):
     """Measures the inference latency of one model on random input.
 
@@ -167,6 +184,9 @@ def measure_latency(
         seed: Seed of the random input. Defaults to `0`.
         progress: Whether to show a `keras.utils.Progbar`. Defaults to
             `False`.
+        runtime: `"keras"`, `"onnxruntime"`, `"litert"` or `"openvino"`
+            (see `compare_latency`).
+        threads: CPU threads of a non-Keras runtime.
 
     Returns:
         A `LatencyResult`.
@@ -192,6 +212,8 @@ def measure_latency(
         warmup=warmup,
         seed=seed,
         progress=progress,
+        runtime=runtime,
+        threads=threads,
     )
     return comparison.results["model"]
 
@@ -204,6 +226,8 @@ def compare_latency(
     warmup=5,
     seed=0,
     progress=False,
+    runtime="keras",
+    threads=None,
 ):
     """Measures several models interleaved on the same input.
 
@@ -224,6 +248,11 @@ def compare_latency(
         seed: Seed of the random input. Defaults to `0`.
         progress: Whether to show a `keras.utils.Progbar`. Defaults to
             `False`.
+        runtime: Where the models run: `"keras"` (the active backend) or
+            `"onnxruntime"`, `"litert"`, `"openvino"` (each model exported
+            once to a temporary file and timed in that runtime's session).
+        threads: CPU threads of a non-Keras runtime (`1` is what a small
+            edge device offers). Defaults to the runtime's choice.
 
     Returns:
         A `LatencyComparison`; `print` it for a table.
@@ -242,9 +271,11 @@ def compare_latency(
     ```
     """
     models = _named_models(models)
+    runtime_latency.check_runtime(runtime)
     validation.check_int("batch_size", batch_size, 1)
     validation.check_int("runs", runs, 1)
     validation.check_int("warmup", warmup, 0)
+    validation.check_int("threads", threads, allow_none=True)
 
     shapes = {name: _input_shapes(m, input_shape) for name, m in models.items()}
     reference_shapes = next(iter(shapes.values()))
@@ -262,8 +293,33 @@ def compare_latency(
         if not model.built:
             # JAX's stateless call needs the variables to exist already.
             model(x, training=False)
-    infers = {name: backend.compile_inference(m) for name, m in models.items()}
+    with tempfile.TemporaryDirectory(prefix="keras_practise_latency_") as folder:
+        if runtime != "keras":
+            x = np.asarray(keras.ops.convert_to_numpy(x), dtype="float32")
+            infers = {
+                name: runtime_latency.runtime_inference(m, runtime, x, folder, threads)
+                for name, m in models.items()
+            }
+        else:
+            infers = {
+                name: backend.compile_inference(m) for name, m in models.items()
+            }
+        times = _interleaved_times(infers, x, runs, warmup, progress)
 
+    reported_shape = (
+        reference_shapes[0] if len(reference_shapes) == 1 else reference_shapes
+    )
+    return LatencyComparison(
+        results={
+            name: LatencyResult.from_times(
+                times[name], batch_size, reported_shape, runtime, threads
+            )
+            for name in times
+        }
+    )
+
+
+def _interleaved_times(infers, x, runs, warmup, progress):
     progbar = progress_lib.progbar(warmup + runs) if progress else None
     names = list(infers)
     times = {name: [] for name in names}
@@ -275,18 +331,41 @@ def compare_latency(
                 times[name].append(elapsed_ms)
         if progbar is not None:
             progbar.update(round_index + 1)
+    return times
 
-    reported_shape = (
-        reference_shapes[0] if len(reference_shapes) == 1 else reference_shapes
-    )
-    return LatencyComparison(
-        results={
-            name: LatencyResult.from_times(
-                times[name], batch_size, reported_shape
-            )
-            for name in names
-        }
-    )
+
+def latency_reductions(models, source, batch_size=8, runs=20):
+    """Fraction of latency that each model after the first saves against it.
+
+    Args:
+        models: A dict of name -> `keras.Model`; the first is the original.
+        source: `"measured"` (Keras), a runtime name (`"onnxruntime"`,
+            `"litert"`, `"openvino"`), or a callable `f(model) ->
+            milliseconds` for any other device or harness.
+        batch_size: Batch size of the measurement (not used by a callable).
+        runs: Timed rounds (not used by a callable).
+
+    Returns:
+        A dict of name -> reduction for every model but the first.
+
+    Raises:
+        ValueError: If a callable returns a non-finite or non-positive time.
+    """
+    names = list(models)
+    if callable(source):
+        times = {}
+        for name, model in models.items():
+            value = source(model)
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(
+                    "The latency callable must return a positive number of "
+                    f"milliseconds. Received: {value!r} for {name}"
+                )
+            times[name] = float(value)
+        return {n: 1 - times[n] / times[names[0]] for n in names[1:]}
+    runtime = "keras" if source == "measured" else source
+    result = compare_latency(models, batch_size=batch_size, runs=runs, runtime=runtime)
+    return {n: result.reductions[n] for n in names[1:]}
 
 
 def _time_call(infer, x):

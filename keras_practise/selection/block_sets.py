@@ -12,7 +12,8 @@ def combined_reduction(model, blocks, source="measured", batch_size=8, runs=20):
     Args:
         model: The original model.
         blocks: `Block`s of `model`.
-        source: `"measured"` or `"macs"`.
+        source: `"measured"`, `"macs"`, a runtime name or a callable (see
+            `recoverability.latency_reductions`).
         batch_size: Batch size of the latency measurement.
         runs: Timed runs per model.
 

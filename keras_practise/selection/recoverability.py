@@ -24,6 +24,7 @@ from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import surgery
 from keras_practise.graph import taps
+from keras_practise.profiling import runtime_latency
 from keras_practise.selection import savings as savings_lib
 from keras_practise.utils import progress
 from keras_practise.utils import text_table
@@ -100,7 +101,10 @@ def latency_reductions(model, candidates, source="measured", batch_size=8, runs=
     Args:
         model: The original model.
         candidates: `Block`s of `model`.
-        source: `"measured"` (wall-clock on the active device) or `"macs"`.
+        source: `"measured"` (wall-clock in Keras on the active device),
+            `"macs"`, a runtime (`"onnxruntime"`, `"litert"`, `"openvino"`:
+            each model exported once and timed there) or a callable
+            `f(model) -> milliseconds`.
         batch_size: Batch size of the latency measurement.
         runs: Timed runs per model.
 
@@ -164,7 +168,7 @@ def score_blocks(model, candidates, bank, config, latency="measured", verbose=1)
                 mse=mse,
                 initial_mse=initial,
                 latency_reduction=reduction,
-                latency_source=latency,
+                latency_source=runtime_latency.describe(latency),
                 score=mse / reduction,
                 params=block.param_count,
                 seconds=seconds,
@@ -187,6 +191,7 @@ def recoverability(
     image_size=None,
     augment_views=None,
     verbose=1,
+    callbacks=None,
 ):
     """Scores each candidate block by how well the network recovers without it.
 
@@ -202,13 +207,19 @@ def recoverability(
         batch_size: Batch size. Defaults to `min(64, number of views)`.
         num_samples: Number of images drawn from `data`. Defaults to all.
         seed: Seed of the tiny-set draw, the augmentation and batch order.
-        latency: `"measured"` (wall-clock latency on the active device) or
-            `"macs"` (a MACs-based estimate). Defaults to `"measured"`.
+        latency: `"measured"` (wall-clock latency in Keras on the active
+            device), `"macs"` (a MACs-based estimate), a runtime the model
+            will be deployed on (`"onnxruntime"`, `"litert"`, `"openvino"`:
+            each candidate-dropped model is exported once and timed there,
+            interleaved with the original), or a callable `f(model) ->
+            milliseconds` for any other device. Defaults to `"measured"`.
         image_size: Input size `(height, width)` for models with a dynamic
             input shape.
         augment_views: Augmented views per image in the training bank.
             Defaults to enough for about 2048 views (at most 32 per image).
         verbose: 0 silent, 1 progress bar over blocks.
+        callbacks: Keras callbacks passed to each candidate's adaptor
+            `fit` (e.g. `keras.callbacks.CSVLogger`).
 
     Returns:
         A `RecoverabilityReport`: a list of `BlockScore`s in network order;
@@ -225,6 +236,8 @@ def recoverability(
     print(report)
     ```
     """
+    finetune.check_callbacks(callbacks)
+    savings_lib.check_source(latency)
     validation.check_int("steps", steps)
     validation.check_int("batch_size", batch_size, allow_none=True)
     model, candidates, chosen = candidates_lib.working_copy(
@@ -240,5 +253,7 @@ def recoverability(
         image_size=image_size,
         augment_views=augment_views,
     )
-    config = finetune.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    config = finetune.TrainConfig(
+        steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks
+    )
     return score_blocks(model, candidates, bank, config, latency, verbose)

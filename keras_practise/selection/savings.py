@@ -7,17 +7,32 @@ a set of blocks (a latency target).
 from keras_practise.graph import surgery
 from keras_practise.profiling import latency as latency_lib
 from keras_practise.profiling import macs as macs_lib
+from keras_practise.profiling import runtime_latency
 
 LATENCY_SOURCES = ("measured", "macs")
 
 
 def check_source(source):
-    """Raises `ValueError` unless `source` is one of `LATENCY_SOURCES`."""
-    if source not in LATENCY_SOURCES:
-        raise ValueError(
-            f"`latency` must be one of {LATENCY_SOURCES}. Received: "
-            f"latency={source!r}"
-        )
+    """Raises unless `source` is a way this library can assess a saving.
+
+    That is one of `LATENCY_SOURCES`, a runtime name (`"onnxruntime"`,
+    `"litert"`, `"openvino"`, whose package must be installed) or a callable
+    `f(model) -> milliseconds`.
+
+    Raises:
+        ValueError: If `source` is none of these.
+        ImportError: If the runtime's package is missing.
+    """
+    if callable(source) or source in LATENCY_SOURCES:
+        return
+    if source in runtime_latency.RUNTIMES:
+        runtime_latency.check_runtime(source)
+        return
+    raise ValueError(
+        f"`latency` must be one of {LATENCY_SOURCES}, a runtime "
+        f"{sorted(runtime_latency.RUNTIMES)} or a callable "
+        f"`f(model) -> milliseconds`. Received: latency={source!r}"
+    )
 
 
 def savings(model, groups, source="measured", batch_size=8, runs=20):
@@ -32,7 +47,9 @@ def savings(model, groups, source="measured", batch_size=8, runs=20):
         model: The original model.
         groups: A list of lists of `Block`s of `model`; each list is dropped
             together.
-        source: `"measured"` (wall-clock on the active device) or `"macs"`.
+        source: `"macs"`, `"measured"` (wall-clock in Keras on the active
+            device), a runtime name (the pruned copies exported and timed
+            there) or a callable `f(model) -> milliseconds`.
         batch_size: Batch size of the latency measurement.
         runs: Timed runs per model.
 
@@ -57,10 +74,10 @@ def savings(model, groups, source="measured", batch_size=8, runs=20):
         f"drop {i}": surgery.drop_blocks(model, group)
         for i, group in enumerate(groups)
     }
-    result = latency_lib.compare_latency(
-        {"original": model, **pruned}, batch_size=batch_size, runs=runs
+    result = latency_lib.latency_reductions(
+        {"original": model, **pruned}, source, batch_size, runs
     )
-    return [result.reductions[f"drop {i}"] for i in range(len(groups))]
+    return [result[f"drop {i}"] for i in range(len(groups))]
 
 
 def _layer_names(group):

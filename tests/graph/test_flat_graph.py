@@ -114,3 +114,47 @@ def test_input_shape_of_functional_and_sequential_models():
     assert graph.input_shape(sequential) == (None, 5, 7, 2)
     with pytest.raises(TypeError, match="Expected a `keras.Model`"):
         graph.input_shape("not a model")
+
+
+def test_nested_model_called_on_its_own_input_is_expanded():
+    # `keras.Model(base.input, head(base(base.input)))`, as KerasHub's image
+    # classifiers build themselves: once an endless loop.
+    base = tiny_models.tiny_resnet()
+    features = keras.Model(base.input, base.get_layer("s2_block2_out").output)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(
+        features(features.input)
+    )
+    model = keras.Model(features.input, keras.layers.Dense(2, name="head")(pooled))
+    flat = graph.FlatGraph(model)
+    assert flat.nodes[0].inputs[0] is flat.inputs[0]
+    assert [layer.name for layer in flat.layers()][-2:] == ["pool", "head"]
+    copy = graph.replay(
+        flat, lambda flat_node, args, kwargs: flat_node.layer(*args, **kwargs)
+    )
+    x = tiny_models.images(2)
+    np.testing.assert_allclose(
+        copy.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_alias_cycle_is_an_error_not_a_loop():
+    flat = graph.FlatGraph(tiny_models.tiny_resnet())
+    a, b = flat.nodes[0].outputs[0], flat.nodes[1].outputs[0]
+    flat._alias[id(a)] = b
+    flat._alias[id(b)] = a
+    with pytest.raises(ValueError, match="cycle"):
+        flat.canonical(a)
+
+
+def test_substitute_cycle_is_an_error_not_a_loop():
+    flat = graph.FlatGraph(tiny_models.tiny_resnet())
+    skipped = flat.nodes[3:5]
+    a, b = skipped[0].outputs[0], skipped[1].outputs[0]
+
+    def call_node(flat_node, args, kwargs):
+        if flat_node in skipped:
+            return None
+        return flat_node.layer(*args, **kwargs)
+
+    with pytest.raises(ValueError, match="cycle"):
+        graph.replay(flat, call_node, substitutes={id(a): b, id(b): a})
