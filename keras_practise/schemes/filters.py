@@ -217,3 +217,23 @@ def l1_pruned(model, keep, layers=None):
         for name in fractions
     }
     return surgery.rewrite(flat, replace=replace, weights=weights, name=model.name)
+
+
+def _resnet34_li_b():
+    """Li et al.'s ResNet-34-pruned-B, the few-shot papers' "ResNet-34-50%".
+
+    The first conv of the basic blocks, skipping the sensitive blocks 1, 4,
+    7, 8 and 13-16 (layers 2, 8, 14, 16, 26, 28, 30, 32), pruning 50%, 60%
+    and 40% of the filters in stages 1, 2 and 3.
+    """
+    keep = {}
+    index = 0
+    for stage, (blocks, fraction) in enumerate(((3, 0.5), (4, 0.4), (6, 0.6), (3, 1.0))):
+        for block in range(1, blocks + 1):
+            index += 1
+            if index not in (1, 4, 7, 8, 13, 14, 15, 16):
+                keep[f"conv{stage + 2}_block{block}_1_conv"] = fraction
+    return keep
+
+
+RESNET34_LI_B = _resnet34_li_b()
