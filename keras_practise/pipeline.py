@@ -24,6 +24,7 @@ from keras_practise.recovery import recipes as recovery
 from keras_practise.selection import block_sets as selection
 from keras_practise.graph import surgery
 from keras_practise.data import synthesis
+from keras_practise import schemes
 
 
 @dataclasses.dataclass
@@ -159,6 +160,8 @@ def compress(
     synthesis_steps=1000,
     verbose=1,
     return_report=False,
+    scheme="blocks",
+    **scheme_options,
 ):
     """Makes `model` faster by dropping blocks and recovering from a tiny set.
 
@@ -200,6 +203,13 @@ def compress(
             when `data` is `None`.
         verbose: 0 silent, 1 progress bars, 2 also prints the report.
         return_report: Also return the `CompressionReport`.
+        scheme: `"blocks"` (this pipeline) or a layer-wise scheme of
+            `keras_practise.schemes` (`"filters"`, `"decouple"`,
+            `"lowrank"`, `"sparse"`), which then gets `steps` (per layer),
+            the data arguments and `**scheme_options` (e.g. `keep=0.5`,
+            `rank=3`, `energy=0.4`, `sparsity=0.9`); see
+            `schemes.compress_with_scheme`.
+        **scheme_options: Arguments of the layer-wise schemes.
 
     Returns:
         The compressed Functional `keras.Model` (saves to `.keras` and reloads
@@ -224,6 +234,19 @@ def compress(
     small.save("small.keras")
     ```
     """
+    if scheme == "blocks" and scheme_options:
+        raise TypeError(
+            "Block dropping takes no layer-wise scheme arguments. Received: "
+            f"{sorted(scheme_options)} with scheme='blocks'"
+        )
+    if scheme != "blocks":
+        return schemes.compress_with_scheme(
+            model, data, scheme=scheme, steps=steps, batch_size=batch_size,
+            num_samples=num_samples, per_class=per_class, seed=seed,
+            image_size=image_size, augment_views=augment_views,
+            preprocess=preprocess, data_dir=data_dir, verbose=verbose,
+            return_report=return_report, **scheme_options,
+        )
     phases = {}
     started = time.perf_counter()
     graph_lib.check_graph_model(model)

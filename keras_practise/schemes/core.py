@@ -17,6 +17,7 @@ folded network computes what the trained one computed.
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -27,6 +28,9 @@ from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import layer_kinds
 from keras_practise.graph import surgery
 from keras_practise.recovery import fold as fold_lib
+
+# Batch size of the forward passes that compute activations.
+_BATCH = 64
 
 # Layers a feature map passes on its way from one conv to the next without
 # mixing channels.
@@ -179,6 +183,9 @@ class StepRecord:
         mse_trained: The same after training.
         fold_error: Max abs difference between the trained student and the
             folded network on the eval views (exactness check).
+        batchnorm: `"updated"` (trained in training mode, statistics set to
+            the data's, as in the paper), `"frozen"` (kept in inference mode
+            because updating them did worse) or `"none"`.
         curve: `(step, loss)` pairs of the training.
     """
 
@@ -187,6 +194,7 @@ class StepRecord:
     mse_init: float
     mse_trained: float
     fold_error: float
+    batchnorm: str
     curve: list
 
 
@@ -206,7 +214,7 @@ def last_cut(model, layer_name):
     return cut
 
 
-def activations(model, tensors, x, batch_size=64):
+def activations(model, tensors, x, batch_size=_BATCH):
     """`model`'s values of `tensors` on `x` (a list of arrays)."""
     if len(tensors) == 1 and tensors[0] is graph_lib.FlatGraph(model).inputs[0]:
         return [x]
@@ -227,7 +235,7 @@ def _mse(model, x, targets, batch_size):
     )
 
 
-def recalibrate_batchnorm(model, names, x, batch_size=64):
+def recalibrate_batchnorm(model, names, x, batch_size=_BATCH):
     """Sets the moving statistics of BatchNorm layers to their data statistics.
 
     Trained in training mode, a step's BatchNorm normalises by batch
@@ -249,6 +257,46 @@ def recalibrate_batchnorm(model, names, x, batch_size=64):
         layer.moving_variance.assign(value.var(axis=axes))
 
 
+def _probe(model, x, tensors):
+    return activations(model, tensors, x)
+
+
+def _norms(model, names):
+    return [
+        n
+        for n in names
+        if n in {layer.name for layer in model.layers}
+        and isinstance(model.get_layer(n), keras.layers.BatchNormalization)
+    ]
+
+
+def _train_step(current, step, cut, inputs, targets, config, freeze_norms):
+    """Trains one step's student; returns it with its MSE before and after."""
+    student = surgery.rewrite(
+        current,
+        start=cut,
+        outputs=[current.get_layer(t).output for t in step.targets],
+        **step.student,
+    )
+    mse_init = _mse(student, inputs["eval"], targets["eval"], _BATCH)
+    curve = []
+    if config is not None:
+        norms = _norms(current, step.trainable)
+        trainable = [n for n in step.trainable if not (freeze_norms and n in norms)]
+        trainer.set_trainable(student, "adaptors", trainable)
+        curve = trainer.fit(
+            student,
+            inputs["train"],
+            targets["train"],
+            [keras.losses.MeanSquaredError()] * len(step.targets),
+            config,
+        )
+        if not freeze_norms:
+            recalibrate_batchnorm(student, norms, inputs["train"], _BATCH)
+    mse_trained = _mse(student, inputs["eval"], targets["eval"], _BATCH)
+    return student, mse_init, mse_trained, curve
+
+
 def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
     """Compresses `teacher` layer by layer in network order.
 
@@ -266,40 +314,28 @@ def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
     Returns:
         A tuple `(compressed_model, [StepRecord, ...])`.
     """
-    batch_size = 64
+    batch_size = _BATCH
     current = teacher
     records = []
     for name in layer_names:
-        step = make_step(
-            current,
-            name,
-            lambda tensors, model=current: activations(
-                model, tensors, views["train"], batch_size
-            ),
-        )
+        probe = functools.partial(_probe, current, views["train"])
+        step = make_step(current, name, probe)
         cut = last_cut(current, name)
         inputs = {s: activations(current, [cut], v, batch_size)[0] for s, v in views.items()}
         target_tensors = [teacher.get_layer(t).output for t in step.targets]
         targets = {s: activations(teacher, target_tensors, v, batch_size) for s, v in views.items()}
-        student = surgery.rewrite(
-            current,
-            start=cut,
-            outputs=[current.get_layer(t).output for t in step.targets],
-            **step.student,
-        )
-        mse_init = _mse(student, inputs["eval"], targets["eval"], batch_size)
-        curve = []
-        if config is not None:
-            trainer.set_trainable(student, "adaptors", step.trainable)
-            curve = trainer.fit(
-                student,
-                inputs["train"],
-                targets["train"],
-                [keras.losses.MeanSquaredError()] * len(step.targets),
-                config,
-            )
-            recalibrate_batchnorm(student, step.trainable, inputs["train"], batch_size)
-        mse_trained = _mse(student, inputs["eval"], targets["eval"], batch_size)
+        trained = _train_step(current, step, cut, inputs, targets, config, False)
+        student, mse_init, mse_trained, curve = trained
+        batchnorm = "updated" if _norms(current, step.trainable) else "none"
+        if config is not None and mse_trained > mse_init and batchnorm == "updated":
+            # Statistics of a tiny set that the teacher's do not match (other
+            # domain, untrained statistics) can make updating them hurt:
+            # train again with them frozen and keep the better result.
+            retry = make_step(current, name, probe)
+            again = _train_step(current, retry, cut, inputs, targets, config, True)
+            if again[2] < mse_trained:
+                step, batchnorm = retry, "frozen"
+                student, _, mse_trained, curve = again
         current = surgery.rewrite(current, **step.fold(student))
         folded = surgery.rewrite(
             current,
@@ -315,7 +351,9 @@ def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
             )
         )
         records.append(
-            StepRecord(name, step.detail, mse_init, mse_trained, fold_error, curve)
+            StepRecord(
+                name, step.detail, mse_init, mse_trained, fold_error, batchnorm, curve
+            )
         )
         if verbose:
             print(

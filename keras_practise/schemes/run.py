@@ -54,7 +54,7 @@ class SchemeReport:
         for r in self.steps:
             lines.append(
                 f"  {r.layer}: {r.detail} next-map MSE {r.mse_init:.4g} -> "
-                f"{r.mse_trained:.4g}, fold error {r.fold_error:.2g}"
+                f"{r.mse_trained:.4g} (BatchNorm {r.batchnorm}), fold error {r.fold_error:.2g}"
             )
         lines.append(f"params {self.params[0]:,} -> {self.params[1]:,}")
         lines.append(f"MACs {self.macs[0]:,} -> {self.macs[1]:,}")
