@@ -58,18 +58,17 @@ def decoupled_kernels(kernel, rank):
     return depthwise.astype("float32"), pointwise.astype("float32")
 
 
-def decouple_step(model, conv_name, rank):
-    """The step that decouples `conv_name` into depthwise + pointwise.
+def decoupled_layers(conv, rank):
+    """The depthwise and pointwise layers that replace `conv`.
 
     Args:
-        model: The current flat model.
-        conv_name: A name from `candidates(model)`.
+        conv: A foldable KxK `Conv2D` (built).
         rank: Depthwise filters per input channel.
 
     Returns:
-        A `core.Step`.
+        `[depthwise, pointwise]`, built; the pointwise conv carries `conv`'s
+        name, bias and activation.
     """
-    conv = model.get_layer(conv_name)
     weights = conv.get_weights()
     cin = conv.input.shape[-1]
     depthwise_kernel, pointwise_kernel = decoupled_kernels(weights[0], rank)
@@ -81,7 +80,7 @@ def decouple_step(model, conv_name, rank):
         depth_multiplier=rank,
         dilation_rate=conv.dilation_rate,
         use_bias=False,
-        name=f"{conv_name}_dw",
+        name=f"{conv.name}_dw",
     )
     depthwise.build((None, None, None, cin))
     depthwise.set_weights([depthwise_kernel])
@@ -94,10 +93,25 @@ def decouple_step(model, conv_name, rank):
         padding="valid",
         dilation_rate=(1, 1),
     )
+    return [depthwise, pointwise]
+
+
+def decouple_step(model, conv_name, rank):
+    """The step that decouples `conv_name` into depthwise + pointwise.
+
+    Args:
+        model: The current flat model.
+        conv_name: A name from `candidates(model)`.
+        rank: Depthwise filters per input channel.
+
+    Returns:
+        A `core.Step`.
+    """
+    layers = decoupled_layers(model.get_layer(conv_name), rank)
     return core.replacement_step(
         model,
         conv_name,
-        [depthwise, pointwise],
+        layers,
         trainable=(conv_name,),
-        detail={"rank": rank},
+        detail={"rank": layers[0].depth_multiplier},
     )

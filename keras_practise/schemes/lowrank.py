@@ -54,6 +54,43 @@ def energy_rank(eigenvalues, energy):
     return min(rank, len(eigenvalues))
 
 
+def lowrank_layers(conv, mean, basis):
+    """The reduced KxK conv and the 1x1 conv that replace `conv`.
+
+    Args:
+        conv: A foldable `Conv2D` without a fused activation (built).
+        mean: Mean of its responses, `(filters,)`.
+        basis: Orthonormal principal directions, `(filters, rank)`.
+
+    Returns:
+        `[reduce, expand]`, built; `expand` carries `conv`'s name.
+    """
+    weights = conv.get_weights()
+    rank = basis.shape[1]
+    reduce = core.layer_like(
+        conv,
+        [(weights[0].astype("float64") @ basis).astype("float32")]
+        + [(b.astype("float64") @ basis).astype("float32") for b in weights[1:]],
+        conv.input.shape[-1],
+        name=f"{conv.name}_reduce",
+        filters=rank,
+    )
+    expand = core.layer_like(
+        conv,
+        [
+            basis.T[None, None].astype("float32"),
+            (mean - basis @ (basis.T @ mean)).astype("float32"),
+        ],
+        rank,
+        kernel_size=(1, 1),
+        strides=(1, 1),
+        padding="valid",
+        dilation_rate=(1, 1),
+        use_bias=True,
+    )
+    return [reduce, expand]
+
+
 def lowrank_step(model, conv_name, responses, energy=0.4, rank=None):
     """The step that decomposes `conv_name` by PCA of its `responses`.
 
@@ -69,7 +106,6 @@ def lowrank_step(model, conv_name, responses, energy=0.4, rank=None):
         A `core.Step`.
     """
     conv = model.get_layer(conv_name)
-    weights = conv.get_weights()
     mean, eigenvalues, vectors = principal_components(responses)
     if rank is None:
         count = energy_rank(eigenvalues, energy)
@@ -78,33 +114,11 @@ def lowrank_step(model, conv_name, responses, energy=0.4, rank=None):
     else:
         count = rank
     count = min(count, conv.filters)
-    basis = vectors[:, :count]
-    reduce = core.layer_like(
-        conv,
-        [(weights[0].astype("float64") @ basis).astype("float32")]
-        + [(b.astype("float64") @ basis).astype("float32") for b in weights[1:]],
-        conv.input.shape[-1],
-        name=f"{conv_name}_reduce",
-        filters=count,
-    )
-    expand = core.layer_like(
-        conv,
-        [
-            basis.T[None, None].astype("float32"),
-            (mean - basis @ (basis.T @ mean)).astype("float32"),
-        ],
-        count,
-        kernel_size=(1, 1),
-        strides=(1, 1),
-        padding="valid",
-        dilation_rate=(1, 1),
-        use_bias=True,
-    )
     kept = eigenvalues[:count].sum() / max(eigenvalues.sum(), 1e-30)
     return core.replacement_step(
         model,
         conv_name,
-        [reduce, expand],
+        lowrank_layers(conv, mean, vectors[:, :count]),
         trainable=(conv_name,),
         detail={"rank": (conv.filters, count), "energy": round(float(kept), 4)},
     )
