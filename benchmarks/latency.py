@@ -81,6 +81,10 @@ _PAPER = {
     "ResNet-50-A": _PaperRow(("1.2",), 25.49, 3.87, 342, 11.21),
     "ResNet-50-B": _PaperRow(("1.2", "2.2"), 25.21, 3.65, 324, 10.65),
     "ResNet-50-C": _PaperRow(("1.2", "2.2", "3.2"), 24.09, 3.43, 312, 10.20),
+    # Layer-wise schemes (nothing dropped), measured by benchmarks/schemes.py.
+    "ResNet-34-50%": _PaperRow((), 19.25, 2.80, 145, 5.21),
+    "ResNet-50-DW-PW": _PaperRow((), 18.11, 2.89, 407, 12.85),
+    "ResNet-50-LRD": _PaperRow((), 16.65, 2.66, 371, 10.63),
     "MobileNetV2": _PaperRow((), 3.50, 0.301, 126, 3.90),
     "MobileNetV2-D": _PaperRow(
         ("3.2", "4.2", "5.2", "6.2"), 3.00, 0.241, 108, 3.27

@@ -38,6 +38,7 @@ import numpy as np
 
 import keras_practise
 from keras_practise import pipeline
+from keras_practise import schemes
 from keras_practise.export import exporter
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import candidates
@@ -66,6 +67,20 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _number(text):
+    """An integer when `text` is one (a count), else a float (a fraction)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number (e.g. 3 or 0.2), received {text!r}"
+        ) from None
 
 
 def _block_list(text):
@@ -186,6 +201,22 @@ def _add_compress(commands, common):
             "stage.position labels, e.g. 1.2,2.2 (see the blocks command)"
         ),
     )
+    command.add_argument(
+        "--scheme", choices=("blocks",) + schemes.SCHEMES, default="blocks",
+        help=(
+            "blocks (default), or a layer-wise scheme recovered by 1x1 "
+            "adaptors: filters (--keep), decouple (--rank), lowrank "
+            "(--energy or --rank), sparse (--sparsity); --steps is then per "
+            "layer and block options are ignored"
+        ),
+    )
+    command.add_argument("--keep", type=float, help="filters: kept fraction (0.5)")
+    command.add_argument(
+        "--rank", type=_number,
+        help="decouple: filters per channel (3); lowrank: kept fraction or count",
+    )
+    command.add_argument("--energy", type=float, help="lowrank: PCA energy (0.4)")
+    command.add_argument("--sparsity", type=float, help="sparse: zeros (0.9)")
     command.add_argument(
         "--method", choices=recovery.METHODS, default="mimic",
         help="recovery recipe (default: mimic, label-free feature mimicking)",
@@ -406,6 +437,24 @@ def _run_compress(args):
             args.report, "--report", {"the model": args.model, "--out": args.out}
         )
         outputs.append(args.report)
+    if args.scheme != "blocks":
+        preprocess = _preprocess_function(args.preprocess)
+        model = _load_model(args.model)
+        data = _load_data(args.data)
+        options = {
+            k: getattr(args, k)
+            for k in ("keep", "rank", "energy", "sparsity")
+            if getattr(args, k) is not None
+        }
+        small, report = keras_practise.compress(
+            model, data=data, scheme=args.scheme, steps=args.steps,
+            batch_size=args.batch_size, num_samples=args.num_samples,
+            per_class=args.per_class, seed=args.seed,
+            image_size=args.image_size, augment_views=args.augment_views,
+            preprocess=preprocess, data_dir=args.data_dir,
+            verbose=0 if args.quiet else 1, return_report=True, **options,
+        )
+        return _save_compressed(args, outputs, small, report)
     settings = dict(
         drop=args.drop,
         latency_target=args.latency_target,
@@ -435,6 +484,10 @@ def _run_compress(args):
     small, report = keras_practise.compress(
         model, data=data, preprocess=preprocess, return_report=True, **settings
     )
+    return _save_compressed(args, outputs, small, report)
+
+
+def _save_compressed(args, outputs, small, report):
     with _staged(outputs) as temporary:
         small.save(temporary[0])
         if args.report is not None:

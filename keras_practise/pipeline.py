@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from keras_practise import schemes
 from keras_practise.data import synthesis
 from keras_practise.data import tiny_set as data_lib
 from keras_practise.data import views
@@ -207,6 +208,8 @@ def compress(
     return_report=False,
     callbacks=None,
     export=None,
+    scheme="blocks",
+    **scheme_options,
 ):
     """Makes `model` faster by dropping blocks and recovering from a tiny set.
 
@@ -257,6 +260,13 @@ def compress(
             or `.xml` (OpenVINO) path, or a `(format, path)` pair (see
             `keras_practise.export`). The file is checked in its runtime on
             the tiny set and recorded in the report.
+        scheme: `"blocks"` (this pipeline) or a layer-wise scheme of
+            `keras_practise.schemes` (`"filters"`, `"decouple"`,
+            `"lowrank"`, `"sparse"`), which then gets `steps` (per layer),
+            the data arguments and `**scheme_options` (e.g. `keep=0.5`,
+            `rank=3`, `energy=0.4`, `sparsity=0.9`); see
+            `schemes.compress_with_scheme`.
+        **scheme_options: Arguments of the layer-wise schemes.
 
     Returns:
         The compressed Functional `keras.Model` (saves to `.keras` and reloads
@@ -281,6 +291,19 @@ def compress(
     small.save("small.keras")
     ```
     """
+    if scheme == "blocks" and scheme_options:
+        raise TypeError(
+            "Block dropping takes no layer-wise scheme arguments. Received: "
+            f"{sorted(scheme_options)} with scheme='blocks'"
+        )
+    if scheme != "blocks":
+        return schemes.compress_with_scheme(
+            model, data, scheme=scheme, steps=steps, batch_size=batch_size,
+            num_samples=num_samples, per_class=per_class, seed=seed,
+            image_size=image_size, augment_views=augment_views,
+            preprocess=preprocess, data_dir=data_dir, verbose=verbose,
+            return_report=return_report, **scheme_options,
+        )
     settings = {
         "drop": drop, "latency_target": latency_target, "method": method,
         "steps": steps, "finetune_steps": finetune_steps,

@@ -146,15 +146,26 @@ def find_sites(model, blocks):
     return [site for _, site in sorted(sites.values(), key=lambda s: s[0])]
 
 
-def _identity_adaptor(site):
-    layer = keras.layers.Conv2D(
-        site.channels, 1, use_bias=False, name=site.adaptor_name
-    )
-    layer.build((None, None, None, site.channels))
-    layer.set_weights(
-        [np.eye(site.channels, dtype="float32")[None, None, :, :]]
-    )
+def linear_adaptor(name, matrix):
+    """A bias-free 1x1 `Conv2D` that maps channels by `matrix`.
+
+    Args:
+        name: Layer name.
+        matrix: `(in_channels, out_channels)` array; the identity gives an
+            identity adaptor, a column selection keeps some channels.
+
+    Returns:
+        A built `keras.layers.Conv2D`.
+    """
+    matrix = np.asarray(matrix, dtype="float32")
+    layer = keras.layers.Conv2D(matrix.shape[1], 1, use_bias=False, name=name)
+    layer.build((None, None, None, matrix.shape[0]))
+    layer.set_weights([matrix[None, None, :, :]])
     return layer
+
+
+def _identity_adaptor(site):
+    return linear_adaptor(site.adaptor_name, np.eye(site.channels))
 
 
 def insert_adaptors(model, blocks, sites=None, outputs=None, start=None):

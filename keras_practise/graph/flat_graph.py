@@ -270,9 +270,16 @@ def weight_count(operation):
     return sum(math.prod(w.shape) for w in getattr(operation, "weights", []))
 
 
-def clone_layer(layer, name=None):
-    """Returns an unbuilt copy of `layer` (same config, optional new name)."""
+def clone_layer(layer, name=None, **overrides):
+    """Returns an unbuilt copy of `layer` (same config, optional new name).
+
+    Args:
+        layer: The layer to copy.
+        name: Optional new name.
+        **overrides: Config entries to change, e.g. `filters=32`.
+    """
     config = layer.get_config()
+    config.update(overrides)
     if name is not None:
         config["name"] = name
     return layer.__class__.from_config(config)

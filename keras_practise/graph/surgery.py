@@ -15,6 +15,7 @@ def rewrite(
     after=None,
     bypass=(),
     weights=None,
+    replace=None,
     start=None,
     outputs=None,
     name=None,
@@ -35,6 +36,11 @@ def rewrite(
         weights: Optional dict mapping a layer name to the weights its copy
             gets instead of the original's (e.g. a conv with adaptors folded
             in).
+        replace: Optional dict mapping a layer name to a callable
+            `tensor -> tensor` that computes the layer's (single-input)
+            call instead; the layer itself is not copied, so the callable
+            may create new layers, even one of the same name (e.g. a conv
+            with fewer filters).
         start: Optional tensor of `model` that becomes the input of the new
             model; the layers before it are left out.
         outputs: Optional list of tensors of `model` to output instead of
@@ -50,6 +56,7 @@ def rewrite(
     after = after or {}
     bypass = set(bypass)
     weights = weights or {}
+    replace = replace or {}
     graph = graph_lib.FlatGraph(model)
     dropped = {id(layer) for block in drop for layer in block.layers}
     substitutes = {
@@ -66,6 +73,9 @@ def rewrite(
             return None
         if layer.name in bypass:
             return args[0]
+        if layer.name in replace:
+            used_names.add(layer.name)
+            return replace[layer.name](args[0])
         if id(layer) in clones:
             new_layer = clones[id(layer)]
         else:

@@ -13,7 +13,8 @@ from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.graph import surgery
 
 
-def _matrix(adaptor):
+def adaptor_matrix(adaptor):
+    """The `(in_channels, out_channels)` matrix of a 1x1 adaptor layer."""
     return keras.ops.convert_to_numpy(adaptor.kernel)[0, 0]
 
 
@@ -56,7 +57,7 @@ def fold_adaptors(student, sites, name=None):
     """
     matrices = {}
     for site in sites:
-        matrices.setdefault(site.conv, {})[site.side] = _matrix(
+        matrices.setdefault(site.conv, {})[site.side] = adaptor_matrix(
             student.get_layer(site.adaptor_name)
         )
     weights = {

@@ -1,0 +1,428 @@
+"""The layer-wise engine that every compression scheme shares.
+
+The earlier PRACTISE paper (Sections 3.1-3.3) recovers any scheme that
+compresses a network layer by layer the same way: the compressed layer gets
+trainable 1x1 convolutions around it, only those (and the BatchNorm between
+them, whose statistics are updated) train to make the *next* feature map
+match the teacher's, and then they fold into the neighbouring convolutions.
+
+A scheme describes one layer's step as a `Step`: how the layer looks while it
+trains (a `surgery.rewrite` of the current network), which layers train,
+which feature maps to mimic, and how to fold the trained layers into the
+compressed form. `run_steps` does the rest, in network order: each step
+starts from the network with all earlier steps already folded (so its input
+carries their remaining error, which the step can correct), trains on a
+sub-network from the last cut before the layer, folds, and checks that the
+folded network computes what the trained one computed.
+"""
+
+import dataclasses
+import functools
+
+import keras
+import numpy as np
+
+from keras_practise.distillation import adaptors as adaptors_lib
+from keras_practise.distillation import trainer
+from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.graph import layer_kinds
+from keras_practise.graph import surgery
+from keras_practise.recovery import fold as fold_lib
+
+# Batch size of the forward passes that compute activations.
+_BATCH = 64
+
+# Layers a feature map passes on its way from one conv to the next without
+# mixing channels.
+_CHANNELWISE = layer_kinds.NORM_AND_ACTIVATION + layer_kinds.POOLING + (
+    keras.layers.ZeroPadding2D,
+)
+
+
+def is_foldable_conv(layer):
+    """Whether a 1x1 adaptor can fold into `layer` (a plain NHWC 2D conv)."""
+    return (
+        layer_kinds.is_conv(layer)
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+    )
+
+
+def has_linear_output(layer):
+    """Whether `layer` has no activation fused into it."""
+    return keras.activations.serialize(layer.activation) in ("linear", None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    """Where a conv's output map goes before channels get mixed again.
+
+    Attributes:
+        conv: Name of the conv producing the map.
+        between: Names of the channel-wise layers (BatchNorm, activations,
+            pooling, padding) the map passes, in call order.
+        consumers: Names of the foldable convs that read the map.
+        ends: Names of the layers whose outputs leave the chain elsewhere
+            (a residual add, a concatenation, the classifier, the model
+            output); empty when only convs read the map.
+    """
+
+    conv: str
+    between: tuple
+    consumers: tuple
+    ends: tuple
+
+    @property
+    def closed(self):
+        """Whether only convs read the map (it can shrink and be restored)."""
+        return bool(self.consumers) and not self.ends
+
+    @property
+    def targets(self):
+        """Layers whose outputs are the next feature map to mimic."""
+        return self.consumers + self.ends
+
+
+def follow(model, conv_name):
+    """Follows a conv's output through channel-wise layers (see `Chain`).
+
+    Args:
+        model: A flat Functional model (every layer called once).
+        conv_name: Name of the conv.
+
+    Returns:
+        A `Chain`.
+    """
+    graph = graph_lib.FlatGraph(model)
+    between, consumers, ends = [], [], []
+    outputs = {id(t) for t in graph.outputs}
+
+    def walk(tensor, producer):
+        readers = graph.consumers.get(id(tensor), [])
+        if not readers or id(tensor) in outputs:
+            ends.append(producer)
+        for index in readers:
+            layer = graph.nodes[index].layer
+            if is_foldable_conv(layer):
+                consumers.append(layer.name)
+            elif isinstance(layer, _CHANNELWISE) and len(graph.nodes[index].inputs) == 1:
+                between.append(layer.name)
+                walk(graph.nodes[index].outputs[0], layer.name)
+            elif producer not in ends:
+                ends.append(producer)
+
+    walk(model.get_layer(conv_name).output, conv_name)
+    return Chain(conv_name, tuple(between), tuple(consumers), tuple(ends))
+
+
+def layer_like(template, weights, input_channels, name=None, **overrides):
+    """A built copy of `template` with changed config and the given weights.
+
+    Args:
+        template: The layer to copy (e.g. a conv).
+        weights: Its new weights, in `get_weights()` order.
+        input_channels: Channels of the input it will be called on.
+        name: Optional new name.
+        **overrides: Config entries to change (e.g. `filters=32`).
+
+    Returns:
+        A built layer.
+    """
+    layer = graph_lib.clone_layer(template, name=name, **overrides)
+    layer.build((None, None, None, input_channels))
+    layer.set_weights(weights)
+    return layer
+
+
+def applier(*layers):
+    """A callable that applies `layers` in order (for `rewrite(replace=)`)."""
+
+    def apply(tensor):
+        for layer in layers:
+            tensor = layer(tensor)
+        return tensor
+
+    return apply
+
+
+@dataclasses.dataclass
+class Step:
+    """One layer's compression step.
+
+    Attributes:
+        layer: Name of the compressed layer.
+        student: Keyword arguments of `surgery.rewrite` (`replace`, `before`,
+            `after`, `weights`) that turn the current network into the
+            student of this step; the trainable layers it creates are
+            initialised so that the student equals the plainly compressed
+            layer.
+        trainable: Names of the layers that train (adaptors, pointwise
+            convs, and the BatchNorm layers between them).
+        targets: Names of the layers whose outputs the student mimics.
+        fold: Callable `trained_student -> rewrite kwargs` giving the
+            compressed form of the layer with the trained layers folded in.
+        detail: What the step kept (channels, rank, sparsity), for the report.
+    """
+
+    layer: str
+    student: dict
+    trainable: tuple
+    targets: tuple
+    fold: object
+    detail: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """What one step achieved.
+
+    Attributes:
+        layer: Name of the compressed layer.
+        detail: The step's `detail`.
+        mse_init: Next-feature-map MSE on the eval views before training.
+        mse_trained: The same after training.
+        fold_error: Max abs difference between the trained student and the
+            folded network on the eval views (exactness check).
+        batchnorm: `"updated"` (trained in training mode, statistics set to
+            the data's, as in the paper), `"frozen"` (kept in inference mode
+            because updating them did worse) or `"none"`.
+        curve: `(step, loss)` pairs of the training.
+    """
+
+    layer: str
+    detail: dict
+    mse_init: float
+    mse_trained: float
+    fold_error: float
+    batchnorm: str
+    curve: list
+
+
+def flat_copy(model):
+    """A flat Functional copy of `model` with unique layer names."""
+    return surgery.rewrite(model)
+
+
+def last_cut(model, layer_name):
+    """The last main-path tensor before `layer_name`'s call (start of a step)."""
+    graph = graph_lib.FlatGraph(model)
+    position = graph.producer[id(model.get_layer(layer_name).output)]
+    cut = graph.inputs[0]
+    for index, tensor in graph.cut_tensors():
+        if index <= position:
+            cut = tensor
+    return cut
+
+
+def activations(model, tensors, x, batch_size=_BATCH):
+    """`model`'s values of `tensors` on `x` (a list of arrays)."""
+    if len(tensors) == 1 and tensors[0] is graph_lib.FlatGraph(model).inputs[0]:
+        return [x]
+    return _predict(surgery.rewrite(model, outputs=list(tensors)), x, batch_size)
+
+
+def _predict(model, x, batch_size):
+    predictions = model.predict(x, batch_size=batch_size, verbose=0)
+    if not isinstance(predictions, (list, tuple)):
+        predictions = [predictions]
+    return predictions
+
+
+def _mse(model, x, targets, batch_size):
+    predictions = _predict(model, x, batch_size)
+    return float(
+        np.mean([np.mean((p - t) ** 2) for p, t in zip(predictions, targets)])
+    )
+
+
+def recalibrate_batchnorm(model, names, x, batch_size=_BATCH):
+    """Sets the moving statistics of BatchNorm layers to their data statistics.
+
+    Trained in training mode, a step's BatchNorm normalises by batch
+    statistics; its moving averages lag behind. Their exact values on the
+    training views make inference match what was trained.
+    """
+    norms = [
+        model.get_layer(n)
+        for n in names
+        if isinstance(model.get_layer(n), keras.layers.BatchNormalization)
+    ]
+    if not norms:
+        return
+    probe = keras.Model(model.inputs, [layer.input for layer in norms])
+    values = _predict(probe, x, batch_size)
+    for layer, value in zip(norms, values):
+        axes = tuple(range(value.ndim - 1))
+        layer.moving_mean.assign(value.mean(axis=axes))
+        layer.moving_variance.assign(value.var(axis=axes))
+
+
+def _probe(model, x, tensors):
+    return activations(model, tensors, x)
+
+
+def _norms(model, names):
+    return [
+        n
+        for n in names
+        if n in {layer.name for layer in model.layers}
+        and isinstance(model.get_layer(n), keras.layers.BatchNormalization)
+    ]
+
+
+def _train_step(current, step, cut, inputs, targets, config, freeze_norms):
+    """Trains one step's student; returns it with its MSE before and after."""
+    student = surgery.rewrite(
+        current,
+        start=cut,
+        outputs=[current.get_layer(t).output for t in step.targets],
+        **step.student,
+    )
+    mse_init = _mse(student, inputs["eval"], targets["eval"], _BATCH)
+    curve = []
+    if config is not None:
+        norms = _norms(current, step.trainable)
+        trainable = [n for n in step.trainable if not (freeze_norms and n in norms)]
+        trainer.set_trainable(student, "adaptors", trainable)
+        curve = trainer.fit(
+            student,
+            inputs["train"],
+            targets["train"],
+            [keras.losses.MeanSquaredError()] * len(step.targets),
+            config,
+        )
+        if not freeze_norms:
+            recalibrate_batchnorm(student, norms, inputs["train"], _BATCH)
+    mse_trained = _mse(student, inputs["eval"], targets["eval"], _BATCH)
+    return student, mse_init, mse_trained, curve
+
+
+def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
+    """Compresses `teacher` layer by layer in network order.
+
+    Args:
+        teacher: A flat Functional model (from `flat_copy`); not modified.
+        layer_names: Names of the layers to compress, in network order.
+        make_step: Callable `(current_model, layer_name, probe) -> Step`;
+            `probe(tensors)` returns the current model's values of `tensors`
+            on the training views (e.g. responses for a PCA).
+        views: Dict with `"train"` and `"eval"` NHWC arrays.
+        config: A `trainer.TrainConfig` for each step, or `None` to fold the
+            initial (untrained) step.
+        verbose: 0 silent, 1 one line per step.
+
+    Returns:
+        A tuple `(compressed_model, [StepRecord, ...])`.
+    """
+    batch_size = _BATCH
+    current = teacher
+    records = []
+    for name in layer_names:
+        probe = functools.partial(_probe, current, views["train"])
+        step = make_step(current, name, probe)
+        cut = last_cut(current, name)
+        inputs = {s: activations(current, [cut], v, batch_size)[0] for s, v in views.items()}
+        target_tensors = [teacher.get_layer(t).output for t in step.targets]
+        targets = {s: activations(teacher, target_tensors, v, batch_size) for s, v in views.items()}
+        trained = _train_step(current, step, cut, inputs, targets, config, False)
+        student, mse_init, mse_trained, curve = trained
+        batchnorm = "updated" if _norms(current, step.trainable) else "none"
+        if config is not None and mse_trained > mse_init and batchnorm == "updated":
+            # Statistics of a tiny set that the teacher's do not match (other
+            # domain, untrained statistics) can make updating them hurt:
+            # train again with them frozen and keep the better result.
+            retry = make_step(current, name, probe)
+            again = _train_step(current, retry, cut, inputs, targets, config, True)
+            if again[2] < mse_trained:
+                step, batchnorm = retry, "frozen"
+                student, _, mse_trained, curve = again
+        current = surgery.rewrite(current, **step.fold(student))
+        folded = surgery.rewrite(
+            current,
+            # The same cut: a layer the fold adds may create a later one.
+            start=current.get_layer(graph_lib.tensor_key(cut)).output,
+            outputs=[current.get_layer(t).output for t in step.targets],
+        )
+        fold_error = max(
+            float(np.max(np.abs(a - b)))
+            for a, b in zip(
+                _predict(student, inputs["eval"], batch_size),
+                _predict(folded, inputs["eval"], batch_size),
+            )
+        )
+        records.append(
+            StepRecord(
+                name, step.detail, mse_init, mse_trained, fold_error, batchnorm, curve
+            )
+        )
+        if verbose:
+            print(
+                f"{name}: {step.detail} next-map MSE {mse_init:.4g} -> "
+                f"{mse_trained:.4g}, fold error {fold_error:.2g}"
+            )
+    return current, records
+
+
+def copy_layer(layer):
+    """A built copy of a trained single-input layer, with its weights."""
+    return layer_like(layer, layer.get_weights(), layer.input.shape[-1])
+
+
+def replacement_step(model, conv_name, layers, trainable, detail, finalize=None):
+    """The step that replaces a conv by a small stack of new layers.
+
+    The conv's map keeps its channels, so besides the new layers' trainable
+    part only identity adaptors before the consuming convs (folded into
+    them afterwards) and the BatchNorm layers between train.
+
+    Args:
+        model: The current flat model.
+        conv_name: Name of the replaced conv.
+        layers: The new built layers, applied in order; the last one should
+            carry `conv_name` so that later steps and targets find the map.
+        trainable: Names of the new layers that train.
+        detail: The step's `detail`.
+        finalize: Optional callable `trained_layers -> layers` giving the
+            plain layers of the compressed form. Defaults to copies.
+
+    Returns:
+        A `Step`.
+    """
+    chain = follow(model, conv_name)
+    channels = model.get_layer(conv_name).filters
+    in_names = {
+        q: adaptors_lib.Site(q, adaptors_lib.BEFORE, channels).adaptor_name
+        for q in chain.consumers
+    }
+    norms = [
+        b
+        for b in chain.between
+        if isinstance(model.get_layer(b), keras.layers.BatchNormalization)
+    ]
+    names = [layer.name for layer in layers]
+    finalize = finalize or (lambda trained: [copy_layer(t) for t in trained])
+
+    def fold(trained):
+        compressed = finalize([trained.get_layer(n) for n in names])
+        weights = {b: trained.get_layer(b).get_weights() for b in norms}
+        for q, name in in_names.items():
+            weights[q] = fold_lib.folded_conv_weights(
+                model.get_layer(q),
+                before=fold_lib.adaptor_matrix(trained.get_layer(name)),
+            )
+        return dict(replace={conv_name: applier(*compressed)}, weights=weights)
+
+    return Step(
+        layer=conv_name,
+        student=dict(
+            replace={conv_name: applier(*layers)},
+            before={
+                q: adaptors_lib.linear_adaptor(name, np.eye(channels))
+                for q, name in in_names.items()
+            },
+        ),
+        trainable=(*trainable, *in_names.values(), *norms),
+        targets=chain.targets,
+        fold=fold,
+        detail=detail,
+    )

@@ -1,0 +1,239 @@
+"""Filter pruning recovered by PRACTISE (the earlier paper's Figures 2 and 4a/b).
+
+A conv's output map shrinks from C to N channels: the N filters with the
+largest L1 norm are kept (Li et al.'s criterion, the paper's starting point).
+While the map trains, the conv keeps all C filters and a 1x1 adaptor (C -> N,
+a column selection at first) follows it; the BatchNorm on the map keeps the
+kept channels' parameters; a 1x1 adaptor (N -> C, putting the kept channels
+back in place) precedes every conv reading the map. At initialisation this
+student computes exactly what the plainly pruned network computes. The two
+adaptors and the BatchNorm train to mimic the consuming convs' outputs, then
+the first adaptor folds into the producing conv (N filters) and the second
+into each consumer (N input channels).
+
+Maps that only convs read can shrink this way: inside residual blocks (the
+first conv of a basic block, the first two of a bottleneck) and along plain
+conv chains (VGG). Maps that reach a residual add are left alone.
+"""
+
+import keras
+import numpy as np
+
+from keras_practise.distillation import adaptors as adaptors_lib
+from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.graph import surgery
+from keras_practise.recovery import fold as fold_lib
+from keras_practise.schemes import core
+
+
+def prunable_maps(model):
+    """Names of the convs whose output map can shrink, in network order.
+
+    Args:
+        model: A flat Functional model.
+
+    Returns:
+        Names of foldable convs without a fused activation whose map reaches
+        only foldable convs through BatchNorm, activations, pooling or
+        padding.
+    """
+    names = []
+    for layer in model.layers:
+        if not (core.is_foldable_conv(layer) and core.has_linear_output(layer)):
+            continue
+        chain = core.follow(model, layer.name)
+        if chain.closed and all(
+            isinstance(model.get_layer(b), keras.layers.BatchNormalization)
+            or not graph_lib.weight_count(model.get_layer(b))
+            for b in chain.between
+        ):
+            names.append(layer.name)
+    return names
+
+
+def kept_count(channels, keep):
+    """Channels kept out of `channels` for a kept fraction `keep` (at least 1)."""
+    return max(1, int(round(channels * keep)))
+
+
+def l1_choice(kernel, count):
+    """Indices (sorted) of the `count` filters of `kernel` with the largest L1 norm."""
+    norms = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+    return np.sort(np.argsort(-norms, kind="stable")[:count])
+
+
+def filter_step(model, conv_name, keep):
+    """The step that shrinks `conv_name`'s output map to a fraction `keep`.
+
+    Args:
+        model: The current flat model.
+        conv_name: A name from `prunable_maps(model)`.
+        keep: Fraction of the filters kept, in (0, 1].
+
+    Returns:
+        A `core.Step`.
+    """
+    conv = model.get_layer(conv_name)
+    chain = core.follow(model, conv_name)
+    count = kept_count(conv.filters, keep)
+    kept = l1_choice(conv.get_weights()[0], count)
+    select = np.eye(conv.filters)[:, kept]
+    out_name = adaptors_lib.Site(conv_name, adaptors_lib.AFTER, count).adaptor_name
+    in_names = {
+        q: adaptors_lib.Site(q, adaptors_lib.BEFORE, count).adaptor_name
+        for q in chain.consumers
+    }
+    norms = [
+        b
+        for b in chain.between
+        if isinstance(model.get_layer(b), keras.layers.BatchNormalization)
+    ]
+    student = dict(
+        after={conv_name: adaptors_lib.linear_adaptor(out_name, select)},
+        before={
+            q: adaptors_lib.linear_adaptor(name, select.T)
+            for q, name in in_names.items()
+        },
+        weights={
+            b: [w[kept] for w in model.get_layer(b).get_weights()] for b in norms
+        },
+    )
+
+    def fold(trained):
+        matrix = fold_lib.adaptor_matrix(trained.get_layer(out_name))
+        pruned = core.layer_like(
+            conv,
+            fold_lib.folded_conv_weights(conv, after=matrix),
+            conv.input.shape[-1],
+            filters=count,
+        )
+        weights = {b: trained.get_layer(b).get_weights() for b in norms}
+        for q, name in in_names.items():
+            weights[q] = fold_lib.folded_conv_weights(
+                model.get_layer(q),
+                before=fold_lib.adaptor_matrix(trained.get_layer(name)),
+            )
+        return dict(replace={conv_name: core.applier(pruned)}, weights=weights)
+
+    return core.Step(
+        layer=conv_name,
+        student=student,
+        trainable=(out_name, *in_names.values(), *norms),
+        targets=chain.consumers,
+        fold=fold,
+        detail={"channels": (conv.filters, count)},
+    )
+
+
+def resolve_keep(model, keep, layers=None):
+    """Validates `keep` and `layers`, returning `{conv name: kept fraction}`.
+
+    Args:
+        model: The flat model.
+        keep: One fraction for every chosen map, or a dict mapping conv
+            names to fractions (then `layers` defaults to its keys).
+        layers: Optional conv names; defaults to every prunable map.
+
+    Returns:
+        An ordered dict (network order).
+
+    Raises:
+        ValueError: If a fraction is outside (0, 1] or a layer is not a
+            prunable map.
+        TypeError: If `keep` is neither a number nor a dict.
+    """
+    candidates = prunable_maps(model)
+    if isinstance(keep, dict):
+        layers = list(keep) if layers is None else layers
+        fractions = dict(keep)
+    elif isinstance(keep, (int, float)):
+        layers = candidates if layers is None else list(layers)
+        fractions = {name: keep for name in layers}
+    else:
+        raise TypeError(
+            "`keep` must be a fraction or a dict of fractions per conv. "
+            f"Received: keep={keep!r} of type {type(keep).__name__}"
+        )
+    unknown = [name for name in layers if name not in candidates]
+    if unknown:
+        raise ValueError(
+            f"Cannot prune the filters of {unknown}: only maps read by convs "
+            f"alone can shrink. Prunable: {candidates}"
+        )
+    missing = [name for name in layers if name not in fractions]
+    if missing:
+        raise ValueError(f"`keep` has no fraction for {missing}.")
+    for name in layers:
+        if not 0 < fractions[name] <= 1:
+            raise ValueError(
+                "Kept fractions must be in (0, 1]. Received: "
+                f"keep[{name!r}]={fractions[name]}"
+            )
+    order = {name: i for i, name in enumerate(candidates)}
+    return {name: fractions[name] for name in sorted(layers, key=order.get)}
+
+
+def l1_pruned(model, keep, layers=None):
+    """Prunes filters by L1 norm without recovery, in one rewrite.
+
+    The same network that `compress_with_scheme(..., scheme="filters",
+    steps=0)` returns (the paper's "before recovery" model), built without
+    the per-layer passes, so that counting a large model is quick.
+
+    Args:
+        model: A Functional or Sequential model; not modified.
+        keep: See `resolve_keep`.
+        layers: See `resolve_keep`.
+
+    Returns:
+        A new Functional model.
+    """
+    flat = core.flat_copy(model)
+    fractions = resolve_keep(flat, keep, layers)
+    weights = {
+        layer.name: layer.get_weights()
+        for layer in flat.layers
+        if graph_lib.weight_count(layer)
+    }
+    for name, fraction in fractions.items():
+        kernel = weights[name][0]
+        kept = l1_choice(kernel, kept_count(kernel.shape[-1], fraction))
+        weights[name] = [kernel[..., kept]] + [b[kept] for b in weights[name][1:]]
+        chain = core.follow(flat, name)
+        for b in chain.between:
+            if b in weights:
+                weights[b] = [w[kept] for w in weights[b]]
+        for q in chain.consumers:
+            weights[q] = [weights[q][0][:, :, kept, :]] + weights[q][1:]
+    replace = {
+        name: core.applier(
+            core.layer_like(
+                flat.get_layer(name),
+                weights[name],
+                weights[name][0].shape[2],
+                filters=weights[name][0].shape[-1],
+            )
+        )
+        for name in fractions
+    }
+    return surgery.rewrite(flat, replace=replace, weights=weights, name=model.name)
+
+
+def _resnet34_li_b():
+    """Li et al.'s ResNet-34-pruned-B, the few-shot papers' "ResNet-34-50%".
+
+    The first conv of the basic blocks, skipping the sensitive blocks 1, 4,
+    7, 8 and 13-16 (layers 2, 8, 14, 16, 26, 28, 30, 32), pruning 50%, 60%
+    and 40% of the filters in stages 1, 2 and 3.
+    """
+    keep = {}
+    index = 0
+    for stage, (blocks, fraction) in enumerate(((3, 0.5), (4, 0.4), (6, 0.6), (3, 1.0))):
+        for block in range(1, blocks + 1):
+            index += 1
+            if index not in (1, 4, 7, 8, 13, 14, 15, 16):
+                keep[f"conv{stage + 2}_block{block}_1_conv"] = fraction
+    return keep
+
+
+RESNET34_LI_B = _resnet34_li_b()

@@ -1,0 +1,246 @@
+"""`compress_with_scheme()`: the layer-wise schemes end to end, and their report.
+
+tiny set -> views and teacher -> layer by layer: compress, train the inserted
+1x1 convs to mimic the next feature map, fold -> a plain Functional model.
+"""
+
+import dataclasses
+import json
+import time
+
+from keras_practise.distillation import feature_bank
+from keras_practise.distillation import trainer
+from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.graph import input_size
+from keras_practise.graph import surgery
+from keras_practise.profiling import macs as macs_lib
+from keras_practise.schemes import core
+from keras_practise.schemes import decouple
+from keras_practise.schemes import filters
+from keras_practise.schemes import lowrank
+from keras_practise.schemes import sparse
+
+SCHEMES = ("filters", "decouple", "lowrank", "sparse")
+
+
+@dataclasses.dataclass
+class SchemeReport:
+    """What `compress_with_scheme()` did.
+
+    Attributes:
+        scheme: The scheme.
+        layers: Names of the compressed layers, in network order.
+        settings: The scheme's arguments.
+        params: `(before, after)` parameter counts.
+        macs: `(before, after)` multiply-accumulates per image.
+        sparsity: Fraction of zero kernel entries in the compressed convs
+            (`"sparse"` only, else `None`).
+        steps: One `core.StepRecord` per layer.
+        phase_seconds: Wall time per phase.
+    """
+
+    scheme: str
+    layers: list
+    settings: dict
+    params: tuple
+    macs: tuple
+    sparsity: float
+    steps: list
+    phase_seconds: dict
+
+    def table(self):
+        """The per-layer table and the totals as text."""
+        lines = [f"scheme {self.scheme} {self.settings}"]
+        for r in self.steps:
+            lines.append(
+                f"  {r.layer}: {r.detail} next-map MSE {r.mse_init:.4g} -> "
+                f"{r.mse_trained:.4g} (BatchNorm {r.batchnorm}), fold error {r.fold_error:.2g}"
+            )
+        lines.append(f"params {self.params[0]:,} -> {self.params[1]:,}")
+        lines.append(f"MACs {self.macs[0]:,} -> {self.macs[1]:,}")
+        if self.sparsity is not None:
+            lines.append(
+                f"zeros in the compressed kernels: {100 * self.sparsity:.1f}% "
+                "(dense runtimes do not run them faster)"
+            )
+        lines.append(
+            "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
+        )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+    def to_dict(self):
+        """A JSON-serialisable dict of the report."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def _plan(teacher, scheme, keep, layers, rank, energy, sparsity):
+    """Checks the scheme's arguments; returns `(layer names, make_step)`."""
+    if scheme == "filters":
+        fractions = filters.resolve_keep(teacher, keep, layers)
+        return list(fractions), lambda m, n, probe: filters.filter_step(
+            m, n, fractions[n]
+        )
+    candidates = {
+        "decouple": decouple.candidates,
+        "lowrank": lowrank.candidates,
+        "sparse": sparse.candidates,
+    }[scheme](teacher)
+    chosen = candidates if layers is None else list(layers)
+    unknown = [n for n in chosen if n not in candidates]
+    if unknown:
+        raise ValueError(
+            f"Scheme {scheme!r} cannot compress {unknown}. Candidates: {candidates}"
+        )
+    chosen = [n for n in candidates if n in chosen]
+    if scheme == "decouple":
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(
+                f"`rank` must be a positive integer for decoupling. Received: rank={rank!r}"
+            )
+        return chosen, lambda m, n, probe: decouple.decouple_step(m, n, rank)
+    if scheme == "lowrank":
+        if not 0 < energy <= 1:
+            raise ValueError(f"`energy` must be in (0, 1]. Received: energy={energy}")
+        if rank is not None and not (
+            (isinstance(rank, float) and 0 < rank <= 1)
+            or (isinstance(rank, int) and rank >= 1)
+        ):
+            raise ValueError(
+                "`rank` must be a fraction in (0, 1], a positive integer or None. "
+                f"Received: rank={rank!r}"
+            )
+        return chosen, lambda m, n, probe: lowrank.lowrank_step(
+            m, n, probe([m.get_layer(n).output])[0], energy, rank
+        )
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"`sparsity` must be in [0, 1). Received: sparsity={sparsity}")
+    return chosen, lambda m, n, probe: sparse.sparse_step(m, n, sparsity)
+
+
+def compress_with_scheme(
+    model,
+    data,
+    scheme="filters",
+    keep=0.5,
+    layers=None,
+    rank=None,
+    energy=0.4,
+    sparsity=0.9,
+    steps=200,
+    learning_rate=0.01,
+    batch_size=None,
+    num_samples=None,
+    per_class=None,
+    seed=0,
+    image_size=None,
+    augment_views=None,
+    preprocess=None,
+    data_dir=None,
+    verbose=1,
+    return_report=False,
+):
+    """Compresses `model` layer by layer with a scheme, recovered by PRACTISE.
+
+    Every compressed layer gets 1x1 convolutions around it; only those (and
+    the BatchNorm between them, in training mode, its statistics then set to
+    the data's) train to mimic the teacher's next feature map on the tiny
+    set; then they fold away. Labels are not used.
+
+    Args:
+        model: A trained Functional or Sequential `keras.Model`; not modified.
+        data: The tiny set (anything `compress()` accepts).
+        scheme: `"filters"` (keep a fraction of the filters of convs whose
+            map only convs read), `"decouple"` (KxK conv -> depthwise +
+            pointwise), `"lowrank"` (3x3 conv -> 3x3 conv with fewer filters
+            + 1x1, by PCA of its responses) or `"sparse"` (magnitude mask).
+        keep: `"filters"`: fraction of filters kept, one for all or a dict
+            per conv name. Defaults to `0.5`.
+        layers: Names of the convs to compress. Defaults to every candidate
+            of the scheme.
+        rank: `"decouple"`: depthwise filters per input channel (defaults
+            to `3`); `"lowrank"`: a fraction of the channels or a number of
+            components, instead of `energy`.
+        energy: `"lowrank"`: explained-variance ratio the kept components
+            must exceed. Defaults to `0.4` (the paper's).
+        sparsity: `"sparse"`: fraction of zeros per kernel. Defaults to `0.9`.
+        steps: Optimizer steps per layer; `0` folds the untrained
+            compression (the "before recovery" model).
+        learning_rate: SGD learning rate of the per-layer training.
+        batch_size: Batch size. Defaults to `min(64, number of views)`.
+        num_samples: Images to draw from `data`.
+        per_class: Images per class to draw instead.
+        seed: Seed of the draw, augmentation and batch order.
+        image_size: Input size for models with a dynamic input shape.
+        augment_views: Augmented views per image (see `views.prepare_views`).
+        preprocess: Callable applied to loaded images.
+        data_dir: Folder of prepared tensorflow-datasets datasets.
+        verbose: 0 silent, 1 one line per layer, 2 also the report.
+        return_report: Also return the `SchemeReport`.
+
+    Returns:
+        The compressed Functional `keras.Model`, or `(model, report)`.
+
+    Raises:
+        TypeError: If `model` is not a graph model or `keep` has a wrong type.
+        ValueError: If `scheme` is unknown, an argument is out of range, or a
+            layer cannot be compressed by the scheme (checked before any
+            training).
+
+    Example:
+
+    ```python
+    small, report = keras_practise.compress(
+        model, images, scheme="filters", keep=0.5, return_report=True
+    )
+    ```
+    """
+    started = time.perf_counter()
+    phases = {}
+    if scheme not in SCHEMES:
+        raise ValueError(f"Unknown scheme. Expected one of {SCHEMES}. Received: {scheme!r}")
+    graph_lib.check_graph_model(model)
+    if scheme == "decouple" and rank is None:
+        rank = 3
+    input_shape = graph_lib.input_shape(model)[1:]
+    teacher = core.flat_copy(input_size.fixed_size_model(model, image_size))
+    names, make_step = _plan(teacher, scheme, keep, layers, rank, energy, sparsity)
+    if not names:
+        raise ValueError(f"Model {model.name!r} has no layer that scheme {scheme!r} applies to.")
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"`steps` must be a non-negative integer. Received: steps={steps!r}")
+    config = None
+    if steps:
+        config = trainer.TrainConfig(
+            steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed
+        )
+    bank, _ = feature_bank.build_bank(
+        teacher, data, num_samples, per_class, seed, image_size, augment_views,
+        preprocess, data_dir,
+    )
+    phases["data"] = time.perf_counter() - started
+    t = time.perf_counter()
+    compressed, records = core.run_steps(
+        teacher, names, make_step, bank.views, config, verbose=verbose
+    )
+    phases["layers"] = time.perf_counter() - t
+    phases["total"] = time.perf_counter() - started
+    report = SchemeReport(
+        scheme=scheme,
+        layers=names,
+        settings={
+            "keep": keep, "rank": rank, "energy": energy, "sparsity": sparsity,
+            "steps": steps, "learning_rate": learning_rate, "seed": seed,
+        },
+        params=(macs_lib.count_params(teacher), macs_lib.count_params(compressed)),
+        macs=(macs_lib.count_macs(teacher), macs_lib.count_macs(compressed)),
+        sparsity=sparse.sparsity_of(compressed, names) if scheme == "sparse" else None,
+        steps=records,
+        phase_seconds=phases,
+    )
+    compressed = surgery.rewrite(compressed, name=model.name, input_shape=input_shape)
+    if verbose >= 2:
+        print(report.table())
+    return (compressed, report) if return_report else compressed

@@ -1,0 +1,152 @@
+"""Tests for keras_practise.schemes: filters, decouple, lowrank, sparse."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_practise import models
+from keras_practise.graph import surgery
+from keras_practise.profiling import macs
+from keras_practise.schemes import core
+from keras_practise.schemes import decouple
+from keras_practise.schemes import filters
+from keras_practise.schemes import lowrank
+from keras_practise.schemes import sparse
+from keras_practise.schemes import compress_with_scheme
+from tests import tiny_models
+
+_X = tiny_models.images(8)
+
+
+def _teacher():
+    """A tiny ResNet whose BatchNorm statistics are the data's (as if trained)."""
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            core.recalibrate_batchnorm(model, [layer.name], _X)
+    return model
+
+
+def _predict(model):
+    return model.predict(_X, verbose=0)
+
+
+def _student_at_init(model, step):
+    return surgery.rewrite(core.flat_copy(model), **step.student)
+
+
+def test_follow_finds_maps_read_by_convs_alone():
+    flat = core.flat_copy(_teacher())
+    assert filters.prunable_maps(flat) == [
+        f"{b}_1_conv" for b in ("s1_block1", "s1_block2", "s1_block3", "s2_block1", "s2_block2")
+    ]
+    chain = core.follow(flat, "s1_block1_2_conv")
+    assert chain.consumers == () and chain.ends == ("s1_block1_2_bn",)
+
+
+def test_filter_student_at_init_is_the_l1_pruned_network():
+    model = _teacher()
+    step = filters.filter_step(core.flat_copy(model), "s1_block2_1_conv", 0.5)
+    pruned = filters.l1_pruned(model, {"s1_block2_1_conv": 0.5})
+    np.testing.assert_allclose(
+        _predict(_student_at_init(model, step)), _predict(pruned), atol=1e-5
+    )
+    assert pruned.get_layer("s1_block2_1_conv").filters == 4
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m, n, r: decouple.decouple_step(m, n, rank=9),
+        lambda m, n, r: lowrank.lowrank_step(m, n, r, rank=1.0),
+        lambda m, n, r: sparse.sparse_step(m, n, sparsity=0.0),
+    ],
+    ids=["decouple-full-rank", "lowrank-full-rank", "sparse-no-zeros"],
+)
+def test_lossless_settings_leave_the_function_unchanged(make):
+    model = _teacher()
+    flat = core.flat_copy(model)
+    name = "s2_block1_1_conv"  # strided, so padding and strides are covered
+    responses = core.activations(flat, [flat.get_layer(name).output], _X)[0]
+    step = make(flat, name, responses)
+    np.testing.assert_allclose(
+        _predict(_student_at_init(model, step)), _predict(model), atol=1e-4
+    )
+
+
+def test_lowrank_energy_rank_follows_scikit_learn_rule():
+    eigenvalues = np.array([4.0, 3.0, 2.0, 1.0])  # ratios .4 .3 .2 .1
+    assert lowrank.energy_rank(eigenvalues, 0.4) == 2  # must exceed 0.4
+    assert lowrank.energy_rank(eigenvalues, 0.39) == 1
+    assert lowrank.energy_rank(eigenvalues, 1.0) == 4
+
+
+def test_magnitude_mask_zeros_the_smallest_entries():
+    kernel = np.arange(1, 11, dtype="float32").reshape(1, 1, 2, 5)
+    mask = sparse.magnitude_mask(kernel, 0.9)
+    assert mask.sum() == 1 and mask.ravel()[-1] == 1
+
+
+@pytest.mark.parametrize(
+    "scheme,kwargs",
+    [
+        ("filters", {"keep": 0.5, "layers": ["s1_block1_1_conv", "s2_block2_1_conv"]}),
+        ("decouple", {"layers": ["s1_block2_1_conv", "s1_block2_2_conv"]}),
+        ("lowrank", {"layers": ["s2_block2_1_conv"]}),
+        ("sparse", {"layers": ["s1_block3_1_conv", "s2_block1_0_conv"]}),
+    ],
+)
+def test_compress_with_scheme_end_to_end(scheme, kwargs, tmp_path):
+    model = _teacher()
+    original = [w.copy() for w in model.get_weights()]
+    small, report = compress_with_scheme(
+        model, _X, scheme=scheme, steps=3, verbose=0, return_report=True, **kwargs
+    )
+    for before, after in zip(original, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert all(r.fold_error <= 1e-4 for r in report.steps)
+    assert all(np.isfinite([r.mse_init, r.mse_trained]).all() for r in report.steps)
+    assert report.params == (macs.count_params(model), macs.count_params(small))
+    assert report.macs[1] == macs.count_macs(small)
+    assert report.params[1] < report.params[0] or scheme == "sparse"
+    assert not any("adaptor" in layer.name for layer in small.layers)
+    assert all(type(layer).__module__.startswith("keras.") for layer in small.layers)
+    if scheme == "filters":
+        assert small.get_layer("s1_block1_1_conv").filters == 4
+        assert small.get_layer("s2_block2_1_conv").filters == 8
+    if scheme == "sparse":
+        assert report.sparsity == pytest.approx(0.9, abs=0.01)
+        kernel = small.get_layer("s1_block3_1_conv").get_weights()[0]
+        assert np.mean(kernel == 0) >= 0.89
+    path = tmp_path / "small.keras"
+    small.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(_predict(reloaded), _predict(small), atol=1e-6)
+
+
+def test_bad_arguments_raise_before_training():
+    model = _teacher()
+    with pytest.raises(ValueError, match="Unknown scheme"):
+        compress_with_scheme(model, _X, scheme="quantize")
+    with pytest.raises(ValueError, match=r"keep\['s1_block1_1_conv'\]=1.5"):
+        compress_with_scheme(model, _X, scheme="filters", keep=1.5)
+    with pytest.raises(ValueError, match="only maps read by convs"):
+        compress_with_scheme(model, _X, scheme="filters", layers=["s1_block1_2_conv"])
+    with pytest.raises(TypeError, match="keep"):
+        compress_with_scheme(model, _X, scheme="filters", keep="half")
+    with pytest.raises(ValueError, match="sparsity"):
+        compress_with_scheme(model, _X, scheme="sparse", sparsity=1.0)
+
+
+def test_resnet34_filter_schemes_params_and_macs():
+    model = models.ResNet34(weights=None)
+    half = filters.l1_pruned(model, 0.5)
+    # Half the filters of the first conv of all 16 basic blocks.
+    assert macs.count_params(half) == pytest.approx(11.264e6, rel=1e-3)
+    assert macs.count_macs(half) == pytest.approx(1.9008e9, rel=1e-3)
+    li_b = filters.l1_pruned(model, filters.RESNET34_LI_B)
+    # The paper's 19.25 M / 2.80 G (torch counts: trainable weights only).
+    trainable = sum(int(np.prod(w.shape)) for w in li_b.trainable_weights)
+    assert trainable / 1e6 == pytest.approx(19.25, rel=0.015)
+    assert macs.count_macs(li_b) / 1e9 == pytest.approx(2.80, rel=0.01)
