@@ -17,7 +17,6 @@ from keras_practise.data import views
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
 from keras_practise.export import exporter
-from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import input_size

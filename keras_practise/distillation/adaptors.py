@@ -21,7 +21,6 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import layer_kinds
 from keras_practise.graph import surgery

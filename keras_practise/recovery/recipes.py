@@ -24,7 +24,6 @@ Recipes (`METHODS`):
 import keras
 
 from keras_practise.distillation import adaptors as adaptors_lib
-from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import surgery

@@ -16,13 +16,11 @@ behind it, and the teacher's targets are computed once for all candidates.
 import dataclasses
 import time
 
-import keras
 
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import candidates as candidates_lib
-from keras_practise.graph import surgery
 from keras_practise.graph import taps
 from keras_practise.profiling import runtime_latency
 from keras_practise.selection import savings as savings_lib
