@@ -11,6 +11,8 @@ every subset of blocks stays affordable on a CPU:
   depthwise, 1x1 linear projection, ReLU6), 16/24/32 channels.
 * `vgg`: plain Conv-BN-ReLU stacks separated by max pooling, no shortcuts.
 
+`tiny` (two candidates, 0.1 M MACs) only keeps the smoke test fast.
+
 They are trained on the cluttered-digits task by `harness.train_classifier`
 and cached as `.keras` files.
 """
@@ -98,7 +100,19 @@ def vgg():
     return _head(inputs, x, "vgg")
 
 
-BUILDERS = {"user_resnet": user_resnet, "mobilenet": mobilenet, "vgg": vgg}
+def tiny():
+    """Two droppable 8-channel convs: the smoke test's model."""
+    inputs = keras.Input(_INPUT_SHAPE)
+    x = keras.layers.MaxPooling2D(4, name="stem_pool")(inputs)
+    for conv in range(1, 4):
+        x = _conv_bn(x, 8, 3, 1, f"block1_conv{conv}")
+    return _head(inputs, x, "tiny")
+
+
+BUILDERS = {
+    "user_resnet": user_resnet, "mobilenet": mobilenet, "vgg": vgg,
+    "tiny": tiny,
+}
 
 
 def load_or_train(name, cache_dir, epochs, num_train, seed=0):

@@ -11,9 +11,9 @@ Definitions (all accuracies and regrets in percentage points):
 * regret at equal k: the best accuracy over all `k`-subsets minus the
   chosen subset's accuracy.
 * regret at equal latency: the best accuracy over every recovered subset
-  (of any size) whose measured latency saving is at least the chosen
-  subset's minus `tolerance`, minus the chosen subset's accuracy. The chosen
-  subset is one of them, so the regret is never negative.
+  (of any size) whose saving (MACs, or measured latency) is at least the
+  chosen subset's minus `tolerance`, minus the chosen subset's accuracy.
+  The chosen subset is one of them, so the regret is never negative.
 * random: the expectation over a uniform draw of a `k`-subset.
 * Spearman: rank correlation, over all `k`-subsets, between a per-subset
   prediction (higher = predicted to recover better: minus the sum of the
@@ -136,37 +136,48 @@ def subsets(blocks, k):
 def best_at_latency(accuracy, saving, key, tolerance):
     """Best accuracy among subsets saving at least `key`'s saving - tolerance."""
     floor = saving[key] - tolerance
-    return max(a for s, a in accuracy.items() if saving[s] >= floor)
+    return max(a for s, a in accuracy.items() if s in saving and saving[s] >= floor)
 
 
-def judge(m, accuracy, saving, ks, tolerance):
+def judge(m, accuracy, saving, ks, tolerance, partial=False):
     """Chosen subsets, regrets and correlations of every criterion.
 
     Args:
         m: `Measurements` for one model and tiny set.
         accuracy: Subset key -> recovered test accuracy (fraction), for every
             k-subset of every k in `ks`.
-        saving: Subset key -> measured latency saving (fraction).
+        saving: Subset key -> MACs or measured latency saving (fraction).
         ks: The numbers of dropped blocks.
         tolerance: Latency-saving tolerance of the equal-latency regret.
+        partial: Judge on the subsets that have ground truth only: best,
+            worst and random are over those, and a criterion whose choice
+            has none gets NaN accuracy and regrets.
 
     Returns:
-        A dict `k -> {"best": (key, acc), "worst": (key, acc), "random":
-        {...}, "oracle": {...}, criterion: {"subset", "accuracy", "regret_k",
-        "regret_latency"}, "spearman": {predictor: rho}}` with regrets in
-        fractions.
+        A dict `k -> {"best": (key, acc), "worst": (key, acc), "coverage":
+        (recovered, all), "random": {...}, criterion: {"subset",
+        "accuracy", "regret_k", "regret_latency"}, "spearman": {predictor:
+        rho}}` with accuracies and regrets as fractions.
+
+    Raises:
+        ValueError: If a subset lacks ground truth and `partial` is false.
     """
     result = {}
     for k in ks:
-        keys = subsets(m.blocks, k)
-        missing = [s for s in keys if s not in accuracy]
-        if missing:
-            raise ValueError(f"Ground truth lacks subsets {missing}")
+        every = subsets(m.blocks, k)
+        keys = [s for s in every if s in accuracy]
+        if len(keys) < len(every) and not partial:
+            raise ValueError(
+                f"Ground truth lacks subsets {sorted(set(every) - set(keys))}"
+            )
+        if not keys:
+            continue
         accs = np.array([accuracy[s] for s in keys])
         best = keys[int(accs.argmax())]
         row = {
             "best": (best, accuracy[best]),
             "worst": (keys[int(accs.argmin())], float(accs.min())),
+            "coverage": (len(keys), len(every)),
             "random": {
                 "subset": None,
                 "accuracy": float(accs.mean()),
@@ -179,18 +190,15 @@ def judge(m, accuracy, saving, ks, tolerance):
         }
         for name, choose in CRITERIA.items():
             key = subset_key(choose(m, k), m.blocks)
-            if key not in accuracy:
-                raise ValueError(
-                    f"{name} chose {key}, which has no ground truth; "
-                    f"candidates are {m.blocks}"
-                )
+            chosen = accuracy.get(key, float("nan"))
             row[name] = {
                 "subset": key,
-                "accuracy": accuracy[key],
-                "regret_k": float(accs.max() - accuracy[key]),
-                "regret_latency": best_at_latency(
-                    accuracy, saving, key, tolerance
-                ) - accuracy[key],
+                "accuracy": chosen,
+                "regret_k": float(accs.max() - chosen),
+                "regret_latency": (
+                    best_at_latency(accuracy, saving, key, tolerance) - chosen
+                    if key in accuracy else float("nan")
+                ),
             }
         row["spearman"] = {}
         for name, field in PREDICTORS.items():

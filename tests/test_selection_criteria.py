@@ -72,3 +72,15 @@ def test_judge_rejects_missing_ground_truth():
 
 def test_spearman_of_constant_is_nan():
     assert math.isnan(criteria.spearman([1, 1, 1], [0.1, 0.2, 0.3]))
+
+
+def test_judge_partial_ground_truth():
+    m = _measurements()
+    accuracy = {"a1+a2": 0.9, "b1+b2": 0.5}
+    row = criteria.judge(m, accuracy, dict.fromkeys(accuracy, 0.1), [2], 0.0,
+                         partial=True)[2]
+    assert row["coverage"] == (2, 6)
+    assert row["best"] == ("a1+a2", 0.9)
+    assert row["first k"]["regret_k"] == 0.0
+    # The library chose a1+b2, which was not recovered.
+    assert math.isnan(row["recoverability (library's set choice)"]["regret_k"])
