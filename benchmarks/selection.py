@@ -21,12 +21,18 @@ sources: after a library change the criteria are measured again and the
 ground truth is reused: re-judging costs three scorings per model and tiny
 set (recoverability, `compress(drop=k)` per k), not a recovery per subset.
 
-Command (the figures in docs/results.md):
+Command (the full benchmark; docs/results.md says which part of it has
+been run, with its wall time):
 
     KERAS_BACKEND=tensorflow nice -n 10 python -m benchmarks.selection \
         --models resnet20,user_resnet,mobilenet,vgg --drops 2,3 \
-        --runs 50:0,50:1,500:0 --steps 60 --finetune_steps 60 \
-        --cache_dir out/selection_cache --output out/selection.md
+        --runs 50:0,50:1,500:0 --steps 40 --finetune_steps 40 \
+        --test_images 500 --cache_dir out/selection_cache \
+        --output out/selection.md
+
+Models are independent: one process per model (`--models vgg`, ...) with
+the same cache fills it in parallel; `--partial` then judges whatever
+ground truth is cached.
 """
 
 import glob
@@ -51,15 +57,15 @@ _DROPS = flags.DEFINE_list("drops", ["2", "3"], "Numbers of blocks to drop.")
 _RUNS = flags.DEFINE_list(
     "runs", ["50:0", "50:1", "500:0"], "Tiny sets as size:seed pairs."
 )
-_STEPS = flags.DEFINE_integer("steps", 60, "Adaptor steps per candidate.")
+_STEPS = flags.DEFINE_integer("steps", 40, "Adaptor steps per candidate.")
 _FINETUNE_STEPS = flags.DEFINE_integer(
-    "finetune_steps", 60, "Recovery steps per subset (ground truth)."
+    "finetune_steps", 40, "Recovery steps per subset (ground truth)."
 )
 _SCORE_LATENCY = flags.DEFINE_enum(
     "score_latency", "macs", ["macs", "measured"],
     "Latency saving in the recoverability score (`latency=` of the library).",
 )
-_TEST_IMAGES = flags.DEFINE_integer("test_images", 1000, "Held-out test images.")
+_TEST_IMAGES = flags.DEFINE_integer("test_images", 500, "Held-out test images.")
 _TRAIN_EPOCHS = flags.DEFINE_integer(
     "train_epochs", 5, "Training epochs of the non-bundled models."
 )
