@@ -114,6 +114,11 @@ def settings():
         train_images=_TRAIN_IMAGES.value,
         latency_runs=_LATENCY_RUNS.value,
     )
+    if any(len(r) != 2 for r in values["runs"]) or min(values["drops"]) < 1:
+        raise app.UsageError(
+            "--runs takes size:seed pairs and --drops positive integers. "
+            f"Received: --runs={_RUNS.value} --drops={_DROPS.value}"
+        )
     if _SMOKE.value:
         values.update(
             drops=[1], runs=[(8, 0)], steps=1, finetune_steps=1,
