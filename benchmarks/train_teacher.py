@@ -2,7 +2,7 @@
 
 The bundled teacher `keras_practise/demo/assets/digits_resnet20.keras` came from:
 
-    KERAS_BACKEND=tensorflow python benchmarks/train_teacher.py \
+    KERAS_BACKEND=tensorflow python -m benchmarks.train_teacher \
         --model=resnet20 --epochs=6 --num_train=20000 --seed=0 \
         --out=keras_practise/demo/assets/digits_resnet20.keras
 
@@ -19,6 +19,7 @@ import keras
 from absl import app
 from absl import flags
 
+from benchmarks import harness
 from keras_practise import models
 from keras_practise.demo import digits
 
@@ -64,51 +65,18 @@ def train_teacher(
         A tuple `(model, test_accuracy)`; the model is a freshly built,
         uncompiled copy holding the trained weights.
     """
-    keras.utils.set_random_seed(seed)
-    x_train, y_train = digits.load_cluttered_digits(
-        "train", num_images=num_train, seed=seed
-    )
-    x_test, y_test = digits.load_cluttered_digits(
-        "test", num_images=num_test, seed=_TEST_SEED
-    )
 
     def build():
         return _BUILDERS[model_name](
             weights=None,
-            input_shape=x_train.shape[1:],
+            input_shape=(32, 32, 3),
             classes=digits.NUM_CLASSES,
         )
 
-    model = build()
-    steps_per_epoch = -(-num_train // batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=steps_per_epoch * max(epochs - 1, 1),
-        warmup_target=learning_rate,
-        warmup_steps=steps_per_epoch,
+    return harness.train_classifier(
+        build, epochs, num_train, num_test, batch_size, learning_rate, seed,
+        test_seed=_TEST_SEED,
     )
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            schedule, momentum=0.9, nesterov=True, weight_decay=5e-4
-        ),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=(x_test, y_test),
-        verbose=2,
-    )
-    # A fresh build drops the optimizer state and compile config, which keeps
-    # the asset small and loadable without our schedule on any backend.
-    teacher = build()
-    teacher.set_weights(model.get_weights())
-    predictions = teacher.predict(x_test, batch_size=256, verbose=0)
-    accuracy = float((predictions.argmax(axis=-1) == y_test).mean())
-    return teacher, accuracy
 
 
 def main(argv):

@@ -4,6 +4,7 @@ Each binary runs in a subprocess (`python -m benchmarks.X`), as users run
 it: the binaries define absl flags of the same names.
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -75,3 +76,24 @@ def test_train_teacher(tmp_path):
     teacher = keras.saving.load_model(str(out))
     assert not teacher.compiled
     assert teacher.output_shape == (None, digits.NUM_CLASSES)
+
+
+def test_selection(tmp_path):
+    output = tmp_path / "selection.md"
+    cache = tmp_path / "cache"
+    args = ["--smoke", "--models=tiny", f"--cache_dir={cache}",
+            f"--output={output}"]
+    _run("selection", *args)
+    text = output.read_text()
+    assert "| recoverability (library's set choice) |" in text
+    assert "| random (expected value) |" in text
+    assert "### tiny" in text
+    # Two candidates, drop 1: two subsets of ground truth, cached.
+    truth = list((cache / "truth").glob("*.json"))
+    assert len(truth) == 1 and len(json.loads(truth[0].read_text())) == 2
+    # A rerun reuses every cached measurement and gives the same tables.
+    stdout = _run("selection", *args)
+    assert "\n  recovered " not in stdout
+    assert output.read_text().split("wall time")[1].split("\n", 1)[1] == (
+        text.split("wall time")[1].split("\n", 1)[1]
+    )

@@ -1,0 +1,523 @@
+"""Does recoverability choose well? Every block subset recovered, as ground truth.
+
+For each model (the bundled ResNet-20 teacher and three small networks of
+other families trained here, see `benchmarks/architectures.py`) and each
+tiny set (`--runs`, `size:seed` pairs drawn from the digits train split),
+every `k`-subset of the six candidate blocks (`--drops`) is dropped and
+recovered with the default recipe (`compress(blocks=...)`, feature
+mimicking), and its test accuracy recorded; every subset's latency saving is
+measured once per model (interleaved) and its MACs counted. That is the
+ground truth. The selection criteria (`benchmarks/selection_criteria.py`),
+measured on the same tiny set, are then judged by their regret (best
+subset's accuracy minus the chosen one's) at equal `k` and at equal saving
+(MACs by default: measured latency of these 3-20 ms networks is noise on a
+shared CPU; `--saving=measured` uses it), and by the Spearman correlation
+of their per-subset prediction with the recovered accuracy.
+
+Everything expensive is cached under `--cache_dir`: trained models, ground
+truth per subset (written as it is measured, so an interrupted run resumes),
+latency per model, and the criteria, keyed by a hash of the library's
+sources: after a library change the criteria are measured again and the
+ground truth is reused: re-judging costs three scorings per model and tiny
+set (recoverability, `compress(drop=k)` per k), not a recovery per subset.
+
+Command (the full benchmark; docs/results.md says which part of it has
+been run, with its wall time):
+
+    KERAS_BACKEND=tensorflow nice -n 10 python -m benchmarks.selection \
+        --models resnet20,user_resnet,mobilenet,vgg --drops 2,3 \
+        --runs 50:0,50:1,500:0 --steps 40 --finetune_steps 40 \
+        --test_images 500 --cache_dir out/selection_cache \
+        --output out/selection.md
+
+Models are independent: one process per model (`--models vgg`, ...) with
+the same cache fills it in parallel; `--partial` then judges whatever
+ground truth is cached.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import architectures
+from benchmarks import harness
+from benchmarks import selection_criteria as criteria
+
+_MODELS = flags.DEFINE_list(
+    "models", ["resnet20", "user_resnet", "mobilenet", "vgg"],
+    "Models: resnet20 (the bundled teacher) or keys of "
+    "architectures.BUILDERS.",
+)
+_DROPS = flags.DEFINE_list("drops", ["2", "3"], "Numbers of blocks to drop.")
+_RUNS = flags.DEFINE_list(
+    "runs", ["50:0", "50:1", "500:0"], "Tiny sets as size:seed pairs."
+)
+_STEPS = flags.DEFINE_integer("steps", 40, "Adaptor steps per candidate.")
+_FINETUNE_STEPS = flags.DEFINE_integer(
+    "finetune_steps", 40, "Recovery steps per subset (ground truth)."
+)
+_SCORE_LATENCY = flags.DEFINE_enum(
+    "score_latency", "macs", ["macs", "measured"],
+    "Latency saving in the recoverability score (`latency=` of the library).",
+)
+_TEST_IMAGES = flags.DEFINE_integer("test_images", 500, "Held-out test images.")
+_TRAIN_EPOCHS = flags.DEFINE_integer(
+    "train_epochs", 5, "Training epochs of the non-bundled models."
+)
+_TRAIN_IMAGES = flags.DEFINE_integer(
+    "train_images", 12000, "Training images of the non-bundled models."
+)
+_LATENCY_BATCH = flags.DEFINE_integer("latency_batch_size", 8, "Latency batch.")
+_LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 10, "Timed latency rounds.")
+_SAVING = flags.DEFINE_enum(
+    "saving", "macs", ["macs", "measured"],
+    "Which saving the equal-latency regret compares: MACs (exact) or the "
+    "measured latency (noisy on a shared CPU).",
+)
+_TOLERANCE = flags.DEFINE_float(
+    "latency_tolerance", 0.0,
+    "Equal-latency regret: subsets saving at least the chosen one's saving "
+    "minus this fraction compete.",
+)
+_CACHE_DIR = flags.DEFINE_string(
+    "cache_dir", "out/selection_cache", "Cache of models and measurements."
+)
+_OUTPUT = flags.DEFINE_string("output", None, "Markdown file for the tables.")
+_PARTIAL = flags.DEFINE_bool(
+    "partial", False,
+    "Recover nothing new: judge on the cached ground truth only (best, worst "
+    "and random over the recovered subsets; choices without ground truth "
+    "show n/a). For interim tables while a full run is under way.",
+)
+_SMOKE = flags.DEFINE_bool(
+    "smoke", False,
+    "Tiny everything (one 8-image set, drop 1, 1 step, 32 test images, "
+    "models trained on 64 images for one epoch): checks the code path only.",
+)
+
+
+def settings():
+    """The flag values, with `--smoke` overriding them."""
+    values = dict(
+        models=_MODELS.value,
+        drops=[int(k) for k in _DROPS.value],
+        runs=[tuple(int(v) for v in r.split(":")) for r in _RUNS.value],
+        steps=_STEPS.value,
+        finetune_steps=_FINETUNE_STEPS.value,
+        test_images=_TEST_IMAGES.value,
+        train_epochs=_TRAIN_EPOCHS.value,
+        train_images=_TRAIN_IMAGES.value,
+        latency_runs=_LATENCY_RUNS.value,
+    )
+    if any(len(r) != 2 for r in values["runs"]) or min(values["drops"]) < 1:
+        raise app.UsageError(
+            "--runs takes size:seed pairs and --drops positive integers. "
+            f"Received: --runs={_RUNS.value} --drops={_DROPS.value}"
+        )
+    if _SMOKE.value:
+        values.update(
+            drops=[1], runs=[(8, 0)], steps=1, finetune_steps=1,
+            test_images=32, train_epochs=1, train_images=64, latency_runs=2,
+        )
+    return values
+
+
+def library_hash():
+    """A short hash of the library's sources: criteria are cached per hash."""
+    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "keras_practise")
+    digest = hashlib.sha1()
+    for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
+        digest.update(os.path.relpath(path, root).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:10]
+
+
+class JsonCache:
+    """A JSON dict on disk, saved after every update."""
+
+    def __init__(self, path):
+        self.path = path
+        self.data = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                self.data = json.load(f)
+
+    def set(self, key, value):
+        self.data[key] = value
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        harness.write_atomically(self.path, json.dumps(self.data, indent=1))
+
+
+def measure_latency(model, blocks, keys, cache):
+    """Latency and MACs saving of every subset, interleaved, cached."""
+    import keras_practise
+
+    if all(k in cache.data for k in keys):
+        return
+    by_name = {b.name: b for b in blocks}
+    pruned = {
+        key: keras_practise.drop_blocks(model, [by_name[n] for n in key.split("+")])
+        for key in keys
+    }
+    result = keras_practise.compare_latency(
+        {"original": model, **pruned},
+        batch_size=_LATENCY_BATCH.value, runs=settings()["latency_runs"],
+    )
+    macs = keras_practise.count_macs(model)
+    for key, small in pruned.items():
+        cache.set(key, {
+            "latency_reduction": result.reductions[key],
+            "median_ms": result.results[key].median_ms,
+            "original_ms": result.results["original"].median_ms,
+            "macs_reduction": 1 - keras_practise.count_macs(small) / macs,
+        })
+
+
+def recover_all(model, blocks, keys, images, seed, test, cache):
+    """Recovers every subset in `keys` with the default recipe, cached."""
+    import keras
+
+    import keras_practise
+
+    s = settings()
+    for key in keys:
+        if key in cache.data:
+            continue
+        start = time.perf_counter()
+        with harness.quiet():
+            small = keras_practise.compress(
+                model, images, blocks=key.split("+"),
+                finetune_steps=s["finetune_steps"], seed=seed,
+                latency_batch_size=0, verbose=0,
+            )
+        cache.set(key, {
+            "accuracy": harness.accuracy(small, *test),
+            "seconds": time.perf_counter() - start,
+        })
+        print(f"  recovered {key}: {100 * cache.data[key]['accuracy']:.2f}% "
+              f"({cache.data[key]['seconds']:.0f}s)", flush=True)
+        keras.utils.clear_session()
+
+
+def measure_criteria(model, blocks, images, seed, cache):
+    """The criteria's inputs: recoverability scores and the library's sets."""
+    import keras_practise
+
+    s = settings()
+    if "scores" not in cache.data:
+        with harness.quiet():
+            report = keras_practise.recoverability(
+                model, images, steps=s["steps"], seed=seed,
+                latency=_SCORE_LATENCY.value, verbose=0,
+            )
+        cache.set("scores", [
+            {"block": r.block, "score": r.score, "mse": r.mse,
+             "initial_mse": r.initial_mse} for r in report
+        ])
+    for k in s["drops"]:
+        if str(k) in cache.data:
+            continue
+        with harness.quiet():
+            _, report = keras_practise.compress(
+                model, images, drop=k, steps=s["steps"], finetune_steps=1,
+                seed=seed, latency=_SCORE_LATENCY.value,
+                latency_batch_size=0, verbose=0, return_report=True,
+            )
+        cache.set(str(k), report.blocks)
+    full = keras_practise.count_macs(model)
+    scores = {r["block"]: r for r in cache.data["scores"]}
+    return criteria.Measurements(
+        blocks=[b.name for b in blocks],
+        stages={b.name: b.stage for b in blocks},
+        score={b: scores[b]["score"] for b in scores},
+        mse={b: scores[b]["mse"] for b in scores},
+        initial_mse={b: scores[b]["initial_mse"] for b in scores},
+        macs={
+            b.name: full - keras_practise.count_macs(
+                keras_practise.drop_blocks(model, [b])
+            )
+            for b in blocks
+        },
+        library={k: cache.data[str(k)] for k in s["drops"]},
+    )
+
+
+def evaluate_model(name, test, log):
+    """Ground truth and judgement of every criterion for one model."""
+    import keras
+
+    import keras_practise
+    from keras_practise.demo import digits
+
+    s = settings()
+    cache_dir = _CACHE_DIR.value
+    model, note = architectures.load_or_train(
+        name, os.path.join(cache_dir, "models"), s["train_epochs"],
+        s["train_images"],
+    )
+    tag = name if name == "resnet20" else (
+        f"{name}_e{s['train_epochs']}_n{s['train_images']}"
+    )
+    tag = f"{tag}_{keras.backend.backend()}"
+    blocks = keras_practise.find_blocks(model)
+    keys = [key for k in s["drops"] for key in criteria.subsets(
+        [b.name for b in blocks], k)]
+    log(f"{name}: {note}; {len(blocks)} candidates, {len(keys)} subsets")
+    latency = JsonCache(os.path.join(
+        cache_dir, "latency",
+        f"{tag}_b{_LATENCY_BATCH.value}_r{s['latency_runs']}.json",
+    ))
+    measure_latency(model, blocks, keys, latency)
+    field = "macs_reduction" if _SAVING.value == "macs" else "latency_reduction"
+    saving = {key: latency.data[key][field] for key in keys}
+    info = {
+        "teacher_accuracy": harness.accuracy(model, *test),
+        "macs": keras_practise.count_macs(model),
+        "blocks": [(b.name, b.label) for b in blocks],
+        "latency": latency.data,
+        "runs": {},
+    }
+    library = library_hash()
+    for size, seed in s["runs"]:
+        images, _ = digits.load_cluttered_digits(
+            "train", num_images=size, seed=100 + seed
+        )
+        run = f"n{size}_s{seed}"
+        truth = JsonCache(os.path.join(
+            cache_dir, "truth",
+            f"{tag}_{run}_ft{s['finetune_steps']}_t{s['test_images']}.json",
+        ))
+        started = time.perf_counter()
+        if not _PARTIAL.value:
+            recover_all(model, blocks, keys, images, seed, test, truth)
+        log(f"{name} {run}: ground truth of {len(truth.data)}/{len(keys)} "
+            f"subsets ({time.perf_counter() - started:.0f}s)")
+        started = time.perf_counter()
+        measured = JsonCache(os.path.join(
+            cache_dir, "criteria",
+            f"{tag}_{run}_st{s['steps']}_{_SCORE_LATENCY.value}_{library}.json",
+        ))
+        m = measure_criteria(model, blocks, images, seed, measured)
+        log(f"{name} {run}: criteria ready "
+            f"({time.perf_counter() - started:.0f}s)")
+        accuracy = {
+            key: truth.data[key]["accuracy"] for key in keys if key in truth.data
+        }
+        info["runs"][run] = {
+            "accuracy": accuracy,
+            "judged": criteria.judge(
+                m, accuracy, saving, s["drops"], _TOLERANCE.value,
+                partial=_PARTIAL.value,
+            ),
+            "measurements": m,
+        }
+    return info
+
+
+_RANDOM = "random (expected value)"
+
+
+def _pp(value):
+    return "n/a" if value != value else f"{100 * value:.2f}"
+
+
+def _labels(key, labels):
+    return "+".join(labels[n] for n in key.split("+"))
+
+
+def _rows(results, field):
+    """criterion -> list of `field` over models, runs and ks."""
+    values = {}
+    for info in results.values():
+        for run in info["runs"].values():
+            for row in run["judged"].values():
+                for name in list(criteria.CRITERIA) + ["random"]:
+                    values.setdefault(name, []).append(row[name][field])
+    return values
+
+
+def summary_tables(results):
+    """The summary (regret per criterion) and Spearman tables."""
+    import numpy as np
+
+    regret_k, regret_latency = _rows(results, "regret_k"), _rows(results, "regret_latency")
+    accuracy = _rows(results, "accuracy")
+    best = [row["best"][1] for info in results.values()
+            for run in info["runs"].values() for row in run["judged"].values()]
+    rows = []
+    for name in regret_k:
+        hits = sum(a >= b - 1e-9 for a, b in zip(accuracy[name], best))
+        rows.append((
+            _RANDOM if name == "random" else name,
+            _pp(_nanmean(regret_k[name])), _pp(np.nanmax(regret_k[name])),
+            _pp(_nanmean(regret_latency[name])),
+            "-" if name == "random" else f"{hits}/{len(best)}",
+        ))
+    summary = harness.markdown_table(
+        ("criterion", "mean regret, equal k (pp)", "max regret, equal k",
+         "mean regret, equal latency (pp)", "chose the best subset"),
+        rows,
+    )
+    per_model = []
+    for name in regret_k:
+        cells = [_RANDOM if name == "random" else name]
+        for info in results.values():
+            values = [row[name]["regret_k"] for run in info["runs"].values()
+                      for row in run["judged"].values()]
+            cells.append(_pp(_nanmean(values)))
+        per_model.append(cells)
+    per_model = harness.markdown_table(
+        ("mean regret, equal k (pp)",) + tuple(results), per_model
+    )
+    correlations = []
+    for predictor in criteria.PREDICTORS:
+        cells, every = [predictor], []
+        for info in results.values():
+            values = [row["spearman"][predictor] for run in info["runs"].values()
+                      for row in run["judged"].values()]
+            every += values
+            cells.append(_mean_finite(values))
+        correlations.append(cells + [_mean_finite(every)])
+    correlations = harness.markdown_table(
+        ("Spearman rho (mean over runs and k)",) + tuple(results) + ("all",),
+        correlations,
+    )
+    return summary, per_model, correlations
+
+
+def _nanmean(values):
+    """Mean of the finite values (NaN: a choice without ground truth)."""
+    import numpy as np
+
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _mean_finite(values):
+    import numpy as np
+
+    finite = [v for v in values if np.isfinite(v)]
+    if not finite:
+        return "n/a"
+    text = f"{np.mean(finite):+.2f}"
+    return text if len(finite) == len(values) else f"{text} ({len(finite)}/{len(values)})"
+
+
+def _coverage(row):
+    recovered, every = row["coverage"]
+    return "" if recovered == every else f" ({recovered}/{every} subsets)"
+
+
+def model_tables(name, info):
+    """Chosen subsets per criterion, and the whole ground truth, of one model."""
+    labels = dict(info["blocks"])
+    columns = [(run, k) for run, r in info["runs"].items() for k in r["judged"]]
+    judged = {(run, k): info["runs"][run]["judged"][k] for run, k in columns}
+    header = ("criterion",) + tuple(
+        f"{run}, k={k}" + _coverage(judged[(run, k)]) for run, k in columns
+    )
+    rows = [("best (oracle)",) + tuple(
+        f"{_pp(judged[c]['best'][1])} ({_labels(judged[c]['best'][0], labels)})"
+        for c in columns)]
+    for criterion in criteria.CRITERIA:
+        rows.append((criterion,) + tuple(
+            f"{_pp(judged[c][criterion]['accuracy'])} "
+            f"({_labels(judged[c][criterion]['subset'], labels)})"
+            for c in columns))
+    rows.append((_RANDOM,) + tuple(_pp(judged[c]["random"]["accuracy"]) for c in columns))
+    rows.append(("worst",) + tuple(
+        f"{_pp(judged[c]['worst'][1])} ({_labels(judged[c]['worst'][0], labels)})"
+        for c in columns))
+    chosen = harness.markdown_table(header, rows)
+    runs = list(info["runs"])
+    truth_rows = []
+    for key, latency in info["latency"].items():
+        truth_rows.append(
+            (_labels(key, labels), _pp(latency["latency_reduction"]),
+             _pp(latency["macs_reduction"]))
+            + tuple(
+                _pp(info["runs"][r]["accuracy"].get(key, float("nan")))
+                for r in runs
+            )
+        )
+    truth = harness.markdown_table(
+        ("dropped", "latency saved %", "MACs saved %")
+        + tuple(f"accuracy % {r}" for r in runs),
+        truth_rows,
+    )
+    scores = []
+    for run in runs:
+        m = info["runs"][run]["measurements"]
+        scores.append((run,) + tuple(
+            f"{m.score[b]:.3g} / {m.initial_mse[b]:.3g}" for b in m.blocks))
+    scores = harness.markdown_table(
+        ("score / initial MSE",) + tuple(labels.values()), scores
+    )
+    return chosen, truth, scores
+
+
+def main(argv):
+    del argv
+    import keras
+
+    from keras_practise import backend
+    from keras_practise.demo import digits
+
+    s = settings()
+    started = time.perf_counter()
+
+    def log(text):
+        print(f"[{time.perf_counter() - started:.0f}s] {text}", flush=True)
+
+    test = digits.load_cluttered_digits(
+        "test", num_images=s["test_images"], seed=1
+    )
+    results = {name: evaluate_model(name, test, log) for name in s["models"]}
+    summary, per_model, correlations = summary_tables(results)
+    sections = [
+        f"Backend {keras.backend.backend()}, device {backend.device_name()}; "
+        f"tiny sets (size:seed) {', '.join(f'{n}:{sd}' for n, sd in s['runs'])}; "
+        f"drop k in {s['drops']}; recoverability {s['steps']} adaptor steps "
+        f"(latency={_SCORE_LATENCY.value}); recovery `mimic`, "
+        f"{s['finetune_steps']} steps; {s['test_images']} test images; "
+        f"latency batch {_LATENCY_BATCH.value}, {s['latency_runs']} rounds, "
+        f"equal-latency regret on {_SAVING.value} saving, tolerance "
+        f"{100 * _TOLERANCE.value:.1f} pp; library "
+        f"{library_hash()}; wall time {time.perf_counter() - started:.0f}s.",
+        "Models:\n\n" + "\n".join(
+            f"- {name}: test accuracy {_pp(info['teacher_accuracy'])}%, "
+            f"{info['macs'] / 1e6:.1f} M MACs, candidates "
+            + ", ".join(f"{n} ({l})" for n, l in info["blocks"])
+            for name, info in results.items()
+        ),
+        "Regret of each criterion (over models, tiny sets and k):",
+        summary,
+        per_model,
+        "Spearman correlation of per-subset predictions with recovered accuracy:",
+        correlations,
+    ]
+    for name, info in results.items():
+        chosen, truth, scores = model_tables(name, info)
+        sections += [
+            f"### {name}",
+            "Test accuracy % of the chosen subset (labels):",
+            chosen,
+            "Single-block recoverability score / initial MSE:",
+            scores,
+            "Ground truth:",
+            truth,
+        ]
+    text = "\n\n".join(sections)
+    print(text)
+    if _OUTPUT.value:
+        harness.write_atomically(_OUTPUT.value, text + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,219 @@
+"""Selection criteria and how they are judged against the ground truth.
+
+A *criterion* chooses `k` blocks to drop from what a user could measure
+before any recovery: the library's set choice, single-block recoverability
+scores, the output difference right after dropping, block order or MACs.
+The *ground truth* is the test accuracy (and measured latency saving) of
+every `k`-subset of the candidates after recovery with the default recipe.
+
+Definitions (all accuracies and regrets in percentage points):
+
+* regret at equal k: the best accuracy over all `k`-subsets minus the
+  chosen subset's accuracy.
+* regret at equal latency: the best accuracy over every recovered subset
+  (of any size) whose saving (MACs, or measured latency) is at least the
+  chosen subset's minus `tolerance`, minus the chosen subset's accuracy.
+  The chosen subset is one of them, so the regret is never negative.
+* random: the expectation over a uniform draw of a `k`-subset.
+* Spearman: rank correlation, over all `k`-subsets, between a per-subset
+  prediction (higher = predicted to recover better: minus the sum of the
+  members' single-block values) and the recovered accuracy; positive is
+  good, 1 is a perfect ranking.
+"""
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+from scipy import stats
+
+
+@dataclasses.dataclass
+class Measurements:
+    """What the criteria may use, for one model and one tiny set.
+
+    Attributes:
+        blocks: Candidate block names, in network order.
+        stages: Block name -> stage index.
+        score: Block name -> recoverability score (`mse / latency saved`).
+        mse: Block name -> feature MSE after adaptor training.
+        initial_mse: Block name -> feature MSE right after dropping.
+        macs: Block name -> MACs saved by dropping the block alone.
+        library: k -> the blocks `compress(drop=k)` chose.
+    """
+
+    blocks: list
+    stages: dict
+    score: dict
+    mse: dict
+    initial_mse: dict
+    macs: dict
+    library: dict
+
+
+def _lowest(values, blocks, k):
+    """The `k` blocks with the lowest values; ties in network order.
+
+    A non-finite value ranks last, as the library is meant to do.
+    """
+    def key(name):
+        value = values[name]
+        return (not math.isfinite(value), value, blocks.index(name))
+
+    return sorted(blocks, key=key)[:k]
+
+
+def library(m, k):
+    """The set `keras_practise.compress(drop=k)` chose."""
+    return list(m.library[k])
+
+
+def independent(m, k):
+    """The k lowest single-block recoverability scores."""
+    return _lowest(m.score, m.blocks, k)
+
+
+def initial_mse(m, k):
+    """The k smallest output changes right after dropping (no training)."""
+    return _lowest(m.initial_mse, m.blocks, k)
+
+
+def first_k(m, k):
+    """The first k candidates in network order."""
+    return m.blocks[:k]
+
+
+def largest_macs(m, k):
+    """The k candidates that save the most MACs."""
+    return _lowest({b: -v for b, v in m.macs.items()}, m.blocks, k)
+
+
+def one_per_stage(m, k):
+    """Lowest score per stage, best stages first (the earlier paper's rule).
+
+    If `k` exceeds the number of stages, the remaining blocks follow in
+    score order.
+    """
+    ranked = _lowest(m.score, m.blocks, len(m.blocks))
+    chosen, stages = [], set()
+    for name in ranked:
+        if m.stages[name] not in stages:
+            chosen.append(name)
+            stages.add(m.stages[name])
+    chosen += [name for name in ranked if name not in chosen]
+    return chosen[:k]
+
+
+CRITERIA = {
+    "recoverability (library's set choice)": library,
+    "recoverability ranked independently": independent,
+    "one block per stage (lowest score)": one_per_stage,
+    "initial MSE after dropping": initial_mse,
+    "first k": first_k,
+    "largest MACs first": largest_macs,
+}
+
+# Per-subset predictions for the Spearman correlation: the sum of the
+# members' single-block values (lower = predicted better).
+PREDICTORS = {
+    "recoverability score": "score",
+    "recoverability MSE (adaptors trained)": "mse",
+    "initial MSE after dropping": "initial_mse",
+}
+
+
+def subset_key(blocks, order):
+    """A canonical key of a set of blocks: names in network order, '+'-joined."""
+    return "+".join(sorted(blocks, key=order.index))
+
+
+def subsets(blocks, k):
+    """Every `k`-subset of `blocks`, as keys, in lexicographic order."""
+    return ["+".join(c) for c in itertools.combinations(blocks, k)]
+
+
+def best_at_latency(accuracy, saving, key, tolerance):
+    """Best accuracy among subsets saving at least `key`'s saving - tolerance."""
+    floor = saving[key] - tolerance
+    return max(a for s, a in accuracy.items() if s in saving and saving[s] >= floor)
+
+
+def judge(m, accuracy, saving, ks, tolerance, partial=False):
+    """Chosen subsets, regrets and correlations of every criterion.
+
+    Args:
+        m: `Measurements` for one model and tiny set.
+        accuracy: Subset key -> recovered test accuracy (fraction), for every
+            k-subset of every k in `ks`.
+        saving: Subset key -> MACs or measured latency saving (fraction).
+        ks: The numbers of dropped blocks.
+        tolerance: Latency-saving tolerance of the equal-latency regret.
+        partial: Judge on the subsets that have ground truth only: best,
+            worst and random are over those, and a criterion whose choice
+            has none gets NaN accuracy and regrets.
+
+    Returns:
+        A dict `k -> {"best": (key, acc), "worst": (key, acc), "coverage":
+        (recovered, all), "random": {...}, criterion: {"subset",
+        "accuracy", "regret_k", "regret_latency"}, "spearman": {predictor:
+        rho}}` with accuracies and regrets as fractions.
+
+    Raises:
+        ValueError: If a subset lacks ground truth and `partial` is false.
+    """
+    result = {}
+    for k in ks:
+        every = subsets(m.blocks, k)
+        keys = [s for s in every if s in accuracy]
+        if len(keys) < len(every) and not partial:
+            raise ValueError(
+                f"Ground truth lacks subsets {sorted(set(every) - set(keys))}"
+            )
+        if not keys:
+            continue
+        accs = np.array([accuracy[s] for s in keys])
+        best = keys[int(accs.argmax())]
+        row = {
+            "best": (best, accuracy[best]),
+            "worst": (keys[int(accs.argmin())], float(accs.min())),
+            "coverage": (len(keys), len(every)),
+            "random": {
+                "subset": None,
+                "accuracy": float(accs.mean()),
+                "regret_k": float(accs.max() - accs.mean()),
+                "regret_latency": float(np.mean([
+                    best_at_latency(accuracy, saving, s, tolerance) - accuracy[s]
+                    for s in keys
+                ])),
+            },
+        }
+        for name, choose in CRITERIA.items():
+            key = subset_key(choose(m, k), m.blocks)
+            chosen = accuracy.get(key, float("nan"))
+            row[name] = {
+                "subset": key,
+                "accuracy": chosen,
+                "regret_k": float(accs.max() - chosen),
+                "regret_latency": (
+                    best_at_latency(accuracy, saving, key, tolerance) - chosen
+                    if key in accuracy else float("nan")
+                ),
+            }
+        row["spearman"] = {}
+        for name, field in PREDICTORS.items():
+            values = getattr(m, field)
+            predicted = [-sum(values[b] for b in s.split("+")) for s in keys]
+            row["spearman"][name] = spearman(predicted, accs)
+        result[k] = row
+    return result
+
+
+def spearman(x, y):
+    """Spearman's rho, or NaN when either side is constant or not finite."""
+    x, y = np.asarray(x, "float64"), np.asarray(y, "float64")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return float("nan")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)

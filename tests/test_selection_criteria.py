@@ -1,0 +1,86 @@
+"""Tests of the selection benchmark's criteria and regret definitions."""
+
+import math
+
+import pytest
+
+from benchmarks import selection_criteria as criteria
+
+_BLOCKS = ["a1", "a2", "b1", "b2"]
+
+
+def _measurements(**overrides):
+    values = dict(
+        blocks=list(_BLOCKS),
+        stages={"a1": 1, "a2": 1, "b1": 2, "b2": 2},
+        score={"a1": 1.0, "a2": 2.0, "b1": 3.0, "b2": 4.0},
+        mse={"a1": 1.0, "a2": 2.0, "b1": 3.0, "b2": 4.0},
+        initial_mse={"a1": 4.0, "a2": 3.0, "b1": 2.0, "b2": 1.0},
+        macs={"a1": 10, "a2": 10, "b1": 30, "b2": 20},
+        library={2: ["a1", "b2"]},
+    )
+    values.update(overrides)
+    return criteria.Measurements(**values)
+
+
+def test_choices():
+    m = _measurements()
+    assert criteria.independent(m, 2) == ["a1", "a2"]
+    assert criteria.one_per_stage(m, 2) == ["a1", "b1"]
+    assert criteria.one_per_stage(m, 3) == ["a1", "b1", "a2"]
+    assert criteria.initial_mse(m, 2) == ["b2", "b1"]
+    assert criteria.first_k(m, 2) == ["a1", "a2"]
+    assert criteria.largest_macs(m, 2) == ["b1", "b2"]
+    assert criteria.library(m, 2) == ["a1", "b2"]
+
+
+def test_non_finite_scores_rank_last():
+    m = _measurements(score={"a1": math.nan, "a2": 2.0, "b1": math.inf, "b2": 4.0})
+    assert criteria.independent(m, 3) == ["a2", "b2", "a1"]
+
+
+def test_judge_regrets_and_spearman():
+    m = _measurements()
+    keys = criteria.subsets(_BLOCKS, 2)
+    assert keys[0] == "a1+a2" and len(keys) == 6
+    # Accuracy falls with the summed score: recoverability ranks perfectly.
+    accuracy = {k: 1.0 - 0.01 * sum(m.score[b] for b in k.split("+")) for k in keys}
+    # b1+b2 saves the most latency; everything else saves less.
+    saving = {k: 0.5 if k == "b1+b2" else 0.2 for k in keys}
+    row = criteria.judge(m, accuracy, saving, [2], tolerance=0.0)[2]
+    assert row["best"] == ("a1+a2", accuracy["a1+a2"])
+    assert row["recoverability ranked independently"]["regret_k"] == 0.0
+    assert row["largest MACs first"]["subset"] == "b1+b2"
+    assert row["largest MACs first"]["regret_k"] == pytest.approx(0.04)
+    # Nothing saves as much as b1+b2, so its equal-latency regret is zero.
+    assert row["largest MACs first"]["regret_latency"] == 0.0
+    assert row["initial MSE after dropping"]["subset"] == "b1+b2"
+    # a1+b1 saves 0.2, as does the best subset a1+a2 (0.97 against 0.96).
+    assert row["one block per stage (lowest score)"]["regret_latency"] == (
+        pytest.approx(0.01)
+    )
+    assert row["random"]["accuracy"] == pytest.approx(sum(accuracy.values()) / 6)
+    assert row["spearman"]["recoverability score"] == pytest.approx(1.0)
+    assert row["spearman"]["initial MSE after dropping"] == pytest.approx(-1.0)
+
+
+def test_judge_rejects_missing_ground_truth():
+    m = _measurements()
+    with pytest.raises(ValueError, match="lacks subsets"):
+        criteria.judge(m, {"a1+a2": 0.5}, {"a1+a2": 0.1}, [2], 0.0)
+
+
+def test_spearman_of_constant_is_nan():
+    assert math.isnan(criteria.spearman([1, 1, 1], [0.1, 0.2, 0.3]))
+
+
+def test_judge_partial_ground_truth():
+    m = _measurements()
+    accuracy = {"a1+a2": 0.9, "b1+b2": 0.5}
+    row = criteria.judge(m, accuracy, dict.fromkeys(accuracy, 0.1), [2], 0.0,
+                         partial=True)[2]
+    assert row["coverage"] == (2, 6)
+    assert row["best"] == ("a1+a2", 0.9)
+    assert row["first k"]["regret_k"] == 0.0
+    # The library chose a1+b2, which was not recovered.
+    assert math.isnan(row["recoverability (library's set choice)"]["regret_k"])
