@@ -13,6 +13,10 @@ The numbers in `docs/results.md` came from:
         --batch_size=8 --runs=15 --warmup=3 \
         --output=out/latency_tensorflow.md --plot=out/latency_tensorflow.png
 
+`--runtime=onnxruntime` (or `litert`, `openvino`) exports every variant once
+and times it in that runtime; `--threads=1 --batch_size=1` is what a small
+edge device sees.
+
 Default schemes (`stage.block`, 1-based, as `keras_practise.find_blocks`
 labels them): ResNet-34/50 and VGG-16: A = 1.2, B = 1.2, 2.2, C = 1.2, 2.2,
 3.2 (the paper lists only VGG-16-C; A and B are its prefixes). MobileNetV2:
@@ -132,6 +136,17 @@ _WEIGHTS = flags.DEFINE_string(
     "keras.applications models (needs internet). Latency does not depend "
     "on the weights.",
 )
+_RUNTIME = flags.DEFINE_enum(
+    "runtime",
+    "keras",
+    ["keras", "onnxruntime", "litert", "openvino"],
+    "Where the variants run: Keras on the active backend, or each exported "
+    "once and timed in that runtime (needs its keras-practise extra).",
+)
+_THREADS = flags.DEFINE_integer(
+    "threads", None, "CPU threads of a --runtime other than keras "
+    "(default: the runtime's own choice).", lower_bound=1
+)
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Optional markdown file to write the tables to."
 )
@@ -233,7 +248,8 @@ def _check_device(device, device_name):
 
 
 def measure_model(
-    model_key, schemes, batch_size, input_size, runs, warmup, weights=None
+    model_key, schemes, batch_size, input_size, runs, warmup, weights=None,
+    runtime="keras", threads=None,
 ):
     """Measures a model and its block-dropped variants together.
 
@@ -245,6 +261,9 @@ def measure_model(
         runs: Timed rounds.
         warmup: Untimed rounds.
         weights: Passed to the model builder. Defaults to `None`.
+        runtime: `"keras"` or a runtime the variants are exported to and
+            timed in (see `keras_practise.compare_latency`).
+        threads: CPU threads of a non-Keras runtime.
 
     Returns:
         A list of `SchemeRow`s, the original first.
@@ -286,6 +305,8 @@ def measure_model(
         input_shape=(input_size, input_size, 3),
         runs=runs,
         warmup=warmup,
+        runtime=runtime,
+        threads=threads,
     )
     logging.info("%s took %.0f s.", display_name, time.perf_counter() - start)
     return [
@@ -450,6 +471,8 @@ def main(argv):
             runs=_RUNS.value,
             warmup=_WARMUP.value,
             weights=_WEIGHTS.value,
+            runtime=_RUNTIME.value,
+            threads=_THREADS.value,
         )
         rows_by_model[key] = rows
         print(f"\n{rows[0].name}\n{format_table(rows)}", flush=True)
@@ -461,6 +484,7 @@ def main(argv):
         "command": f"`KERAS_BACKEND={keras.backend.backend()} python -m "
         f"benchmarks.latency {shlex.join(sys.argv[1:])}`",
         "backend": f"{keras.backend.backend()} (keras {keras.__version__})",
+        "runtime": f"{_RUNTIME.value}, threads {_THREADS.value or 'default'}",
         "device": device_name,
         "input": f"batch {_BATCH_SIZE.value} x {_INPUT_SIZE.value} x "
         f"{_INPUT_SIZE.value} x 3, random weights and data",

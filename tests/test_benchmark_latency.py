@@ -107,3 +107,15 @@ def test_bad_flags_fail_before_measuring():
     assert result.returncode != 0
     assert "alexnet" in result.stderr
 
+
+
+def test_runtime_flag_times_exported_variants(tmp_path):
+    output = tmp_path / "latency.md"
+    result = _run(
+        "--models=mobilenet_v2", "--schemes=A=3.2", "--input_size=32",
+        "--batch_size=1", "--runs=1", "--warmup=0", "--runtime=onnxruntime",
+        "--threads=1", f"--output={output}",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert list(_table(result.stdout, "MobileNetV2")) == ["MobileNetV2", "MobileNetV2-A"]
+    assert "- runtime: onnxruntime, threads 1" in output.read_text()
