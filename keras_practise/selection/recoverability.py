@@ -16,7 +16,6 @@ behind it, and the teacher's targets are computed once for all candidates.
 import dataclasses
 import time
 
-
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune

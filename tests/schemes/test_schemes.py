@@ -7,12 +7,12 @@ import pytest
 from keras_practise import models
 from keras_practise.graph import surgery
 from keras_practise.profiling import macs
+from keras_practise.schemes import compress_with_scheme
 from keras_practise.schemes import core
 from keras_practise.schemes import decouple
 from keras_practise.schemes import filters
 from keras_practise.schemes import lowrank
 from keras_practise.schemes import sparse
-from keras_practise.schemes import compress_with_scheme
 from tests import tiny_models
 
 _X = tiny_models.images(8)
