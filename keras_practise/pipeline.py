@@ -21,7 +21,7 @@ from keras_practise.profiling import latency as latency_lib
 from keras_practise.profiling import macs as macs_lib
 from keras_practise.selection import recoverability as scoring
 from keras_practise.recovery import recipes as recovery
-from keras_practise.selection import block_sets as selection
+from keras_practise.selection import block_sets
 from keras_practise.graph import surgery
 from keras_practise.data import synthesis
 
@@ -44,6 +44,9 @@ class CompressionReport:
         phase_seconds: Wall time per phase.
         tiny_set: Source, size, seed and the drawn indices or files.
         settings: The arguments that shaped the run.
+        rounds: With `selection="greedy"`, the `RecoverabilityReport` of
+            each later choice (remaining candidates scored dropped together
+            with the blocks chosen before).
     """
 
     blocks: list
@@ -60,12 +63,18 @@ class CompressionReport:
     phase_seconds: dict
     tiny_set: dict
     settings: dict
+    rounds: list = dataclasses.field(default_factory=list)
 
     def table(self):
         """The before/after table (and the candidate scores) as text."""
         lines = []
         if self.scores:
             lines += ["Recoverability of the candidates:", self.scores.table(), ""]
+        for i, scores in enumerate(self.rounds):
+            lines += [
+                f"Choice {i + 2}: each candidate dropped with the {i + 1} "
+                "chosen before:", scores.table(), "",
+            ]
         lines.append(
             f"Dropped {len(self.blocks)} blocks: "
             + ", ".join(f"{n} ({l})" for n, l in zip(self.blocks, self.labels))
@@ -157,6 +166,7 @@ def compress(
     data_dir=None,
     latency_batch_size=8,
     synthesis_steps=1000,
+    selection="greedy",
     verbose=1,
     return_report=False,
 ):
@@ -198,6 +208,10 @@ def compress(
             (`0` skips measuring them).
         synthesis_steps: Optimisation steps per batch of synthesised images
             when `data` is `None`.
+        selection: How the set of blocks is chosen (`block_sets.RULES`):
+            `"greedy"` (default: each further block scored again with the
+            blocks already chosen dropped), `"independent"` or
+            `"one_per_stage"`.
         verbose: 0 silent, 1 progress bars, 2 also prints the report.
         return_report: Also return the `CompressionReport`.
 
@@ -238,8 +252,16 @@ def compress(
         chosen = blocks_lib.resolve_blocks(model, blocks, candidates)
         if not chosen:
             raise ValueError(f"No blocks to drop. Received: blocks={blocks!r}")
-    elif latency_target is None:
-        selection.check_drop(drop, len(candidates))
+    else:
+        block_sets.check_target(
+            None if latency_target is not None else drop, latency_target,
+            len(candidates),
+        )
+    if selection not in block_sets.RULES:
+        raise ValueError(
+            f"`selection` must be one of {block_sets.RULES}. "
+            f"Received: selection={selection!r}"
+        )
     config = finetune.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
     recover_config = finetune.TrainConfig(
         steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose
@@ -276,18 +298,16 @@ def compress(
     )
     phases["teacher features"] = time.perf_counter() - t
 
-    scores = scoring.RecoverabilityReport()
+    scores, rounds = scoring.RecoverabilityReport(), []
     if chosen is None:
         t = time.perf_counter()
-        scores = scoring.score_blocks(
-            teacher, candidates, bank, config, latency, verbose
+        choice = block_sets.choose_blocks(
+            teacher, bank, candidates,
+            k=None if latency_target is not None else drop,
+            rule=selection, config=config, latency=latency,
+            latency_target=latency_target, verbose=verbose,
         )
-        chosen, _ = selection.select_blocks(
-            teacher, candidates, scores,
-            drop=None if latency_target is not None else drop,
-            latency_target=latency_target,
-            latency=latency,
-        )
+        scores, chosen, rounds = choice.rounds[0], choice.blocks, choice.rounds[1:]
         phases["recoverability"] = time.perf_counter() - t
     bank.release()
 
@@ -333,8 +353,9 @@ def compress(
         settings={
             "drop": drop, "latency_target": latency_target, "steps": steps,
             "finetune_steps": finetune_steps, "batch_size": batch_size,
-            "seed": seed, "latency": latency,
+            "seed": seed, "latency": latency, "selection": selection,
         },
+        rounds=rounds,
     )
     if teacher is not model:
         compressed = surgery.rewrite(compressed, input_shape=input_shape)
