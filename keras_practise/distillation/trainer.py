@@ -19,8 +19,9 @@ Modes (`MODES`):
 Two things make training independent of the model's feature scale and keep
 it from failing silently (see docs/design.md, "Scale-free training"):
 
-* every feature MSE is divided by the teacher's feature variance at that
-  output (`feature_scale`), so a loss of 1 means "as far off as the
+* feature MSEs can be divided by the teacher's feature variance at that
+  output (`feature_scale`, `fit(normalize=True)`, which recoverability and
+  the recovery recipes use), so a loss of 1 means "as far off as the
   feature's own spread" whatever units the model computes in;
 * a run whose loss becomes NaN/inf or grows tenfold, or that the caller's
   `accept` check rejects, is undone and retried with a tenfold smaller step
@@ -202,11 +203,17 @@ def feature_scale(targets):
     return scale if math.isfinite(scale) and scale > 0 else 1.0
 
 
-def fit(model, x, targets, losses, config, loss_weights=None, accept=None):
+def fit(
+    model, x, targets, losses, config, loss_weights=None, accept=None,
+    normalize=False,
+):
     """Trains `model` for exactly `config.steps` optimizer steps.
 
-    Each `"mse"` loss is divided by `feature_scale` of its target, so the
-    step size means the same for any feature scale. A run that diverges
+    With `normalize`, each `"mse"` loss is divided by `feature_scale` of its
+    target, so the step size means the same for any feature scale (for a
+    student that starts close to its teacher, as after dropping a block; a
+    target of tiny spread far from the start would get a huge step). A run
+    that diverges
     (NaN/inf, a tenfold growth of the loss, non-finite weights) or that
     `accept` rejects is undone and retried with a tenfold smaller learning
     rate, at most `config.retries` times, with a warning each time.
@@ -220,6 +227,7 @@ def fit(model, x, targets, losses, config, loss_weights=None, accept=None):
         loss_weights: Optional list of loss weights.
         accept: Optional callable `() -> bool` run after a finished run;
             `False` undoes the run and retries it with a smaller step.
+        normalize: Whether to divide feature MSEs by the targets' scale.
 
     Returns:
         A list of `(step, running mean loss)` pairs of the accepted run.
@@ -234,10 +242,11 @@ def fit(model, x, targets, losses, config, loss_weights=None, accept=None):
     batch_size = min(config.batch_size or 64, len(x))
     data = _RandomBatches(x, targets, config.steps, batch_size, config.seed)
     weights = list(loss_weights or [1.0] * len(losses))
-    weights = [
-        w / feature_scale(t) if loss == "mse" else w
-        for w, t, loss in zip(weights, targets, losses)
-    ]
+    if normalize:
+        weights = [
+            w / feature_scale(t) if loss == "mse" else w
+            for w, t, loss in zip(weights, targets, losses)
+        ]
     start = model.get_weights()
     learning_rate = config.learning_rate
     for attempt in range(config.retries + 1):

@@ -234,7 +234,7 @@ def score_block(model, blocks, bank, config):
             try:
                 finetune.fit(
                     student, bank.prefix(cut, "train"), [bank.targets["train"]],
-                    ["mse"], config, accept=accept,
+                    ["mse"], config, accept=accept, normalize=True,
                 )
                 mse = outcome["mse"]
             except finetune.TrainingDiverged:
