@@ -24,6 +24,11 @@ class FeatureBank:
         labels: Optional labels of the train views and of the eval views, as
             a pair of arrays.
         batch_size: Batch size of the teacher's forward passes.
+
+    Attributes:
+        targets: The teacher's features at the tap, per split.
+        scale: `trainer.feature_scale` of the training targets: the unit of
+            every reported feature MSE.
     """
 
     def __init__(self, teacher, train_views, eval_views, labels=None, batch_size=64):
