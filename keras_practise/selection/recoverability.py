@@ -351,7 +351,9 @@ def recoverability(
 
     Returns:
         A `RecoverabilityReport`: a list of `BlockScore`s in network order;
-        `print(report)` shows the table, `report.best(k)` the `k` best.
+        `print(report)` shows the table (its note column marks retried,
+        identity-fallback and failed candidates), `report.best(k)` the `k`
+        best, non-finite scores last.
 
     Raises:
         ValueError: If the model has no droppable blocks, or the data or an
