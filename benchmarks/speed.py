@@ -8,7 +8,13 @@ Measures, side by side in one run on the active backend:
   teacher for the targets and the full student forward and backward;
 * finetuning ("mimic", all weights but the classifier) on cached targets,
   and the naive version with a teacher forward per step;
-* optionally the wall time of a whole `compress()`.
+* optionally the wall time of a whole `compress()`;
+* with `--overhead`, the fixed cost of scoring one candidate (building its
+  student, compiling and tracing, evaluating it) next to its seconds per
+  step: every candidate is scored with `--overhead_steps` A, B, then A
+  steps again (the first run pays for the teacher's activations at the
+  candidate's cut, shared by later candidates); seconds per step =
+  (t_B - t_A) / (B - A), overhead = t_A - A * that, with the second t_A.
 
 Steady state only: the first `--warmup` steps (tracing, compilation) are not
 timed. The authors' PyTorch code takes 2.2 s per recoverability step and
@@ -18,6 +24,12 @@ machine's CPU.
 Command (the figures in docs/results.md):
 
     KERAS_BACKEND=tensorflow python -m benchmarks.speed --steps 12 --warmup 4
+
+Overhead per candidate (ResNet-20 at 32x32, 6 candidates); the script form
+runs whichever `keras_practise` is on `PYTHONPATH`, e.g. an older commit's:
+
+    KERAS_BACKEND=tensorflow python benchmarks/speed.py --overhead \
+        --model resnet20 --input_size 32 --batch_size 64
 """
 
 import time
@@ -40,6 +52,13 @@ _COMPRESS = flags.DEFINE_boolean(
     "compress", False, "Also time a whole compress() (steps=--compress_steps)."
 )
 _COMPRESS_STEPS = flags.DEFINE_integer("compress_steps", 20, "Steps for --compress.")
+_OVERHEAD = flags.DEFINE_boolean(
+    "overhead", False,
+    "Only measure the fixed cost per recoverability candidate.",
+)
+_OVERHEAD_STEPS = flags.DEFINE_list(
+    "overhead_steps", ["2", "22"], "The two step counts A, B of --overhead."
+)
 
 
 def _model(name, size):
@@ -155,6 +174,58 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
     return rows
 
 
+def overhead(model, batch_size, step_counts, num_images=50):
+    """Seconds of fixed cost and seconds per step of scoring each candidate.
+
+    Uses only `score_block(model, block, bank, config)`, which every
+    version of the library since the topic sub-packages has, so the same
+    code measures an older commit.
+
+    Returns:
+        A list of `(block label, overhead seconds, seconds per step)`.
+    """
+    import numpy as np
+
+    from keras_practise.distillation import feature_bank
+    from keras_practise.distillation import trainer
+    from keras_practise.graph import blocks as blocks_lib
+    from keras_practise.selection import recoverability
+
+    size = model.input_shape[1]
+    images = np.random.default_rng(0).uniform(
+        size=(num_images, size, size, 3)
+    ).astype("float32")
+    bank, _ = feature_bank.build_bank(model, images, augment_views=8)
+    few, many = (int(s) for s in step_counts)
+    rows = []
+    for block in blocks_lib.find_blocks(model):
+        seconds = []
+        # The first run also computes the teacher's activations at the
+        # candidate's cut (once per cut, shared): it is not timed.
+        for steps in (few, many, few):
+            config = trainer.TrainConfig(steps=steps, batch_size=batch_size)
+            start = time.perf_counter()
+            recoverability.score_block(model, block, bank, config)
+            seconds.append(time.perf_counter() - start)
+        per_step = (seconds[1] - seconds[2]) / (many - few)
+        rows.append((block.label, seconds[2] - few * per_step, per_step))
+    return rows
+
+
+def overhead_table(rows):
+    """Formats `overhead` rows, with the mean."""
+    lines = [
+        "| candidate | overhead s | s/step |",
+        "|---|---|---|",
+    ]
+    for label, fixed, per_step in rows:
+        lines.append(f"| {label} | {fixed:.2f} | {per_step:.3f} |")
+    fixed = sum(r[1] for r in rows) / len(rows)
+    per_step = sum(r[2] for r in rows) / len(rows)
+    lines.append(f"| mean | {fixed:.2f} | {per_step:.3f} |")
+    return "\n".join(lines)
+
+
 def table(rows):
     """Formats `(what, ours, naive)` rows with the speed-up."""
     lines = [
@@ -187,6 +258,12 @@ def main(argv):
         f"backend={keras.backend.backend()} device={backend.device_name()} "
         f"model={_MODEL.value} input={_INPUT_SIZE.value} batch={_BATCH_SIZE.value}"
     )
+    if _OVERHEAD.value:
+        start = time.perf_counter()
+        rows = overhead(model, _BATCH_SIZE.value, _OVERHEAD_STEPS.value)
+        print(overhead_table(rows))
+        print(f"wall time {time.perf_counter() - start:.0f} s")
+        return
     rows = measure(
         model, _INPUT_SIZE.value, _BATCH_SIZE.value, _STEPS.value,
         _WARMUP.value, _BLOCKS.value, _DROP.value,

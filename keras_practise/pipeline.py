@@ -24,7 +24,7 @@ from keras_practise.graph import surgery
 from keras_practise.profiling import latency as latency_lib
 from keras_practise.profiling import macs as macs_lib
 from keras_practise.recovery import recipes as recovery
-from keras_practise.selection import block_sets as selection
+from keras_practise.selection import block_sets
 from keras_practise.selection import recoverability as scoring
 from keras_practise.selection import savings as savings_lib
 from keras_practise.utils import text_table
@@ -51,6 +51,9 @@ class CompressionReport:
         settings: The arguments that shaped the run.
         exported: The `ExportResult` of `export=` as a dict (file, format,
             size, max abs difference in its runtime), or `None`.
+        rounds: With `selection="greedy"`, the `RecoverabilityReport` of
+            each later choice (remaining candidates scored dropped together
+            with the blocks chosen before).
     """
 
     blocks: list
@@ -68,12 +71,18 @@ class CompressionReport:
     tiny_set: dict
     settings: dict
     exported: dict = None
+    rounds: list = dataclasses.field(default_factory=list)
 
     def table(self):
         """The before/after table (and the candidate scores) as text."""
         lines = []
         if self.scores:
             lines += ["Recoverability of the candidates:", self.scores.table(), ""]
+        for i, scores in enumerate(self.rounds):
+            lines += [
+                f"Choice {i + 2}: each candidate dropped with the {i + 1} "
+                "chosen before:", scores.table(), "",
+            ]
         lines.append(
             f"Dropped {len(self.blocks)} blocks: "
             + ", ".join(f"{n} ({l})" for n, l in zip(self.blocks, self.labels))
@@ -177,6 +186,11 @@ def check_settings(settings):
         recovery.check_method(settings["method"], True)
     if "latency" in settings:
         savings_lib.check_source(settings["latency"])
+    if settings.get("selection", "greedy") not in block_sets.RULES:
+        raise ValueError(
+            f"`selection` must be one of {block_sets.RULES}. "
+            f"Received: selection={settings['selection']!r}"
+        )
     if settings.get("verbose", 0) not in (0, 1, 2):
         raise ValueError(
             f"`verbose` must be 0, 1 or 2. Received: verbose={settings['verbose']!r}"
@@ -203,6 +217,7 @@ def compress(
     data_dir=None,
     latency_batch_size=8,
     synthesis_steps=1000,
+    selection="greedy",
     verbose=1,
     return_report=False,
     callbacks=None,
@@ -250,6 +265,10 @@ def compress(
             (`0` skips measuring them).
         synthesis_steps: Optimisation steps per batch of synthesised images
             when `data` is `None`.
+        selection: How the set of blocks is chosen (`block_sets.RULES`):
+            `"greedy"` (default: each further block scored again with the
+            blocks already chosen dropped), `"independent"` or
+            `"one_per_stage"`.
         verbose: 0 silent, 1 progress bars, 2 also prints the report.
         return_report: Also return the `CompressionReport`.
         callbacks: Keras callbacks passed to every training `fit`: the
@@ -311,6 +330,7 @@ def compress(
         "augment_views": augment_views,
         "latency_batch_size": latency_batch_size,
         "synthesis_steps": synthesis_steps, "verbose": verbose,
+        "selection": selection,
     }
     check_settings(settings)
     phases = {}
@@ -323,7 +343,7 @@ def compress(
         model, image_size, blocks
     )
     if chosen is None and latency_target is None:
-        selection.check_drop(drop, len(candidates))
+        block_sets.check_drop(drop, len(candidates))
     config = finetune.TrainConfig(
         steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks
     )
@@ -352,18 +372,16 @@ def compress(
     )
     phases["teacher features"] = time.perf_counter() - t
 
-    scores = scoring.RecoverabilityReport()
+    scores, rounds = scoring.RecoverabilityReport(), []
     if chosen is None:
         t = time.perf_counter()
-        scores = scoring.score_blocks(
-            teacher, candidates, bank, config, latency, verbose
+        choice = block_sets.choose_blocks(
+            teacher, bank, candidates,
+            k=None if latency_target is not None else drop,
+            rule=selection, config=config, latency=latency,
+            latency_target=latency_target, verbose=verbose,
         )
-        chosen, _ = selection.select_blocks(
-            teacher, candidates, scores,
-            drop=None if latency_target is not None else drop,
-            latency_target=latency_target,
-            latency=latency,
-        )
+        scores, chosen, rounds = choice.rounds[0], choice.blocks, choice.rounds[1:]
         phases["recoverability"] = time.perf_counter() - t
     bank.release()
 
@@ -407,6 +425,7 @@ def compress(
             "indices": _as_list(tiny_set.indices),
         },
         settings=settings,
+        rounds=rounds,
     )
     if teacher is not model:
         compressed = surgery.rewrite(compressed, input_shape=input_shape)

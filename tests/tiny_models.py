@@ -91,3 +91,121 @@ def tiny_se_net(classes=4, size=16, width=8):
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(classes, name="predictions")(x)
     return keras.Model(inputs, outputs, name="tiny_se_net")
+
+
+def user_resnet(classes=100, size=32, widths=(16, 32, 64), blocks=3):
+    """A residual net as a user would write it: Conv-BN-ReLU, `layers.add`.
+
+    Convs keep their default bias, blocks are joined with `keras.layers.add`
+    and plain ReLU; each stage after the first opens with a strided block
+    with a projection shortcut. With the defaults it has 6 droppable blocks
+    (two per stage) and about 40 M MACs at 32x32.
+    """
+    layers = keras.layers
+
+    def conv_bn(x, filters, stride=1, relu=True):
+        x = layers.Conv2D(filters, 3, strides=stride, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        return layers.ReLU()(x) if relu else x
+
+    inputs = keras.Input((size, size, 3))
+    x = conv_bn(inputs, widths[0])
+    for stage, filters in enumerate(widths):
+        for index in range(blocks):
+            stride = 2 if stage > 0 and index == 0 else 1
+            shortcut = x
+            if stride != 1 or x.shape[-1] != filters:
+                shortcut = layers.Conv2D(filters, 1, strides=stride)(x)
+                shortcut = layers.BatchNormalization()(shortcut)
+            y = conv_bn(x, filters, stride)
+            y = conv_bn(y, filters, relu=False)
+            x = layers.ReLU()(layers.add([shortcut, y]))
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(classes)(x)
+    return keras.Model(inputs, outputs, name="user_resnet")
+
+
+def _copy(model):
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def _followers(graph, layer):
+    """The layers that read `layer`'s output."""
+    for node in graph.nodes:
+        if node.layer is layer:
+            return [
+                graph.nodes[i].layer
+                for out in node.outputs
+                for i in graph.consumers.get(id(out), [])
+            ]
+    return []
+
+
+def rescale_conv_bn(model, c):
+    """A function-preserving twin: every conv followed by BatchNorm computes
+    `c` times its output, and the BatchNorm's moving mean, variance and
+    epsilon are scaled by `c`, `c**2` and `c**2` to match."""
+    from keras_practise.graph import flat_graph
+
+    twin = _copy(model)
+    graph = flat_graph.FlatGraph(twin)
+    for layer in twin.layers:
+        if not isinstance(layer, keras.layers.Conv2D):
+            continue
+        after = _followers(graph, layer)
+        if len(after) != 1 or not isinstance(after[0], keras.layers.BatchNormalization):
+            continue
+        bn = after[0]
+        layer.set_weights([w * c for w in layer.get_weights()])
+        gamma, beta, mean, var = bn.get_weights()
+        bn.set_weights([gamma, beta, mean * c, var * c**2])
+        bn.epsilon = bn.epsilon * c**2
+    return twin
+
+
+def scale_input(model, factor=255.0):
+    """A twin for images in `[0, factor]`: the first conv's kernel / factor."""
+    twin = _copy(model)
+    conv = next(l for l in twin.layers if isinstance(l, keras.layers.Conv2D))
+    kernel, *rest = conv.get_weights()
+    conv.set_weights([kernel / factor, *rest])
+    return twin
+
+
+def rescale_stream(model, c):
+    """A function-preserving twin whose residual stream is `c` times larger.
+
+    The BatchNorms that write the stream (the stem's and those feeding an
+    add) scale their output by `c`; every conv and dense layer reading the
+    stream divides its kernel by `c` (ReLU, adds and pooling commute with a
+    positive scale). Features at the tap are `c` times the original.
+    """
+    from keras_practise.graph import flat_graph
+
+    twin = _copy(model)
+    graph = flat_graph.FlatGraph(twin)
+    norms = [l for l in twin.layers if isinstance(l, keras.layers.BatchNormalization)]
+    writers = [norms[0]] + [
+        bn for bn in norms[1:]
+        if any(flat_graph.is_add(f) for f in _followers(graph, bn))
+    ]
+    for bn in writers:
+        gamma, beta, mean, var = bn.get_weights()
+        bn.set_weights([gamma * c, beta * c, mean, var])
+    readers, frontier, seen = [], list(writers), set()
+    while frontier:
+        layer = frontier.pop()
+        for follower in _followers(graph, layer):
+            if id(follower) in seen:
+                continue
+            seen.add(id(follower))
+            if isinstance(follower, (keras.layers.Conv2D, keras.layers.Dense)):
+                readers.append(follower)
+            else:
+                frontier.append(follower)
+    for layer in readers:
+        kernel, *rest = layer.get_weights()
+        layer.set_weights([kernel / c, *rest])
+    return twin

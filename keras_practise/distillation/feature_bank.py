@@ -7,6 +7,7 @@ prefix is the same computation for teacher and student).
 """
 
 from keras_practise.data import views as views_lib
+from keras_practise.distillation import trainer
 from keras_practise.graph import flat_graph
 from keras_practise.graph import input_size
 from keras_practise.graph import surgery
@@ -23,6 +24,11 @@ class FeatureBank:
         labels: Optional labels of the train views and of the eval views, as
             a pair of arrays.
         batch_size: Batch size of the teacher's forward passes.
+
+    Attributes:
+        targets: The teacher's features at the tap, per split.
+        scale: `trainer.feature_scale` of the training targets: the unit of
+            every reported feature MSE.
     """
 
     def __init__(self, teacher, train_views, eval_views, labels=None, batch_size=64):
@@ -40,6 +46,9 @@ class FeatureBank:
             split: tap_model.predict(v, batch_size=batch_size, verbose=0)
             for split, v in self.views.items()
         }
+        # Feature MSEs are reported in units of the teacher's own feature
+        # variance, so scores do not depend on the model's feature scale.
+        self.scale = trainer.feature_scale(self.targets["train"])
 
     def prefix(self, cut, split):
         """The teacher's activations at `cut` for the `split` views."""

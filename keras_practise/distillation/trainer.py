@@ -15,14 +15,27 @@ Modes (`MODES`):
   authors' final recovery, "MiR"-style).
 * `"mimic_ce"`: cross-entropy + `beta` * feature MSE (the earlier paper).
 * `"ce"`: plain cross-entropy finetuning (the "BP" baseline).
+
+Two things make training independent of the model's feature scale and keep
+it from failing silently (see docs/design.md, "Scale-free training"):
+
+* feature MSEs can be divided by the teacher's feature variance at that
+  output (`feature_scale`, `fit(normalize=True)`, which recoverability and
+  the recovery recipes use), so a loss of 1 means "as far off as the
+  feature's own spread" whatever units the model computes in;
+* a run whose loss becomes NaN/inf or grows tenfold, or that the caller's
+  `accept` check rejects, is undone and retried with a tenfold smaller step
+  (`TrainConfig.retries` times) before `TrainingDiverged` is raised.
 """
 
 import dataclasses
 import math
+import warnings
 
 import keras
 import numpy as np
 
+from keras_practise import backend
 from keras_practise.graph import taps
 from keras_practise.utils import progress
 from keras_practise.utils import validation
@@ -49,6 +62,8 @@ class TrainConfig:
             config (`CSVLogger`, `TensorBoard`, `EarlyStopping` on `"loss"`,
             `BackupAndRestore`, ...). The same objects are reused across
             runs, as Keras does across `fit` calls.
+        retries: Retries with a tenfold smaller learning rate after a run
+            diverges.
     """
 
     steps: int = 1000
@@ -61,11 +76,13 @@ class TrainConfig:
     seed: int = 0
     verbose: int = 0
     callbacks: tuple = ()
+    retries: int = 2
 
     def __post_init__(self):
         validation.check_int("steps", self.steps)
         validation.check_int("batch_size", self.batch_size, allow_none=True)
-        if self.learning_rate <= 0:
+        validation.check_int("retries", self.retries, minimum=0)
+        if not self.learning_rate > 0:
             raise ValueError(
                 "`learning_rate` must be positive. "
                 f"Received: learning_rate={self.learning_rate}"
@@ -93,6 +110,17 @@ def check_callbacks(callbacks):
     return callbacks
 
 
+class RetryWarning(UserWarning):
+    """Warns that a diverged training run is retried with a smaller step."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when every attempt of a training run diverged.
+
+    The model's weights are back to what they were before `fit`.
+    """
+
+
 class _RandomBatches(keras.utils.PyDataset):
     """Exactly `steps` batches drawn with replacement across epochs of data."""
 
@@ -116,16 +144,28 @@ class _RandomBatches(keras.utils.PyDataset):
 
 
 class _LossCurve(keras.callbacks.Callback):
+    """Records the running loss and stops a run that diverges."""
+
     def __init__(self, points=20):
         super().__init__()
         self.points = points
         self.curve = []
+        self.first = None
+        self.diverged = False
 
     def on_train_batch_end(self, batch, logs=None):
+        loss = float(logs["loss"])
+        if self.first is None:
+            self.first = loss
+        # The running mean only grows tenfold when recent steps are far
+        # worse than the first: a blow-up, not noise.
+        if not math.isfinite(loss) or loss > 10 * max(self.first, 1e-12):
+            self.diverged = True
+            self.model.stop_training = True
         total = self.params["steps"]
         every = max(1, total // self.points)
-        if (batch + 1) % every == 0 or batch + 1 == total:
-            self.curve.append((batch + 1, float(logs["loss"])))
+        if (batch + 1) % every == 0 or batch + 1 == total or self.diverged:
+            self.curve.append((batch + 1, loss))
 
 
 def make_optimizer(config):
@@ -163,8 +203,36 @@ def set_trainable(model, mode, adaptor_names=()):
             layer.trainable = True
 
 
-def fit(model, x, targets, losses, config, loss_weights=None):
+def feature_scale(targets):
+    """The unit in which a feature MSE is measured: the teacher's variance.
+
+    Args:
+        targets: Feature maps, channels last (any leading dimensions).
+
+    Returns:
+        The mean over channels of each channel's variance, or `1.0` when
+        that is zero or not finite (constant or broken features).
+    """
+    values = np.asarray(targets)
+    flat = values.reshape(-1, values.shape[-1]) if values.ndim > 1 else values
+    scale = float(np.mean(np.var(flat, axis=0, dtype="float64")))
+    return scale if math.isfinite(scale) and scale > 0 else 1.0
+
+
+def fit(
+    model, x, targets, losses, config, loss_weights=None, accept=None,
+    normalize=False,
+):
     """Trains `model` for exactly `config.steps` optimizer steps.
+
+    With `normalize`, each `"mse"` loss is divided by `feature_scale` of its
+    target, so the step size means the same for any feature scale (for a
+    student that starts close to its teacher, as after dropping a block; a
+    target of tiny spread far from the start would get a huge step). A run
+    that diverges
+    (NaN/inf, a tenfold growth of the loss, non-finite weights) or that
+    `accept` rejects is undone and retried with a tenfold smaller learning
+    rate, at most `config.retries` times, with a warning each time.
 
     Args:
         model: The Keras model to train (its trainable flags are respected).
@@ -173,32 +241,100 @@ def fit(model, x, targets, losses, config, loss_weights=None):
         losses: List of Keras losses, one per model output.
         config: A `TrainConfig`.
         loss_weights: Optional list of loss weights.
+        accept: Optional callable `() -> bool` run after a finished run;
+            `False` undoes the run and retries it with a smaller step.
+        normalize: Whether to divide feature MSEs by the targets' scale.
 
     Returns:
-        A list of `(step, running mean loss)` pairs.
+        A list of `(step, running mean loss)` pairs of the accepted run.
+
+    Raises:
+        ValueError: If `x` is empty.
+        TrainingDiverged: If every attempt diverged or was rejected (the
+            weights are restored to their values before the call).
     """
     if len(x) == 0:
         raise ValueError("Cannot train on an empty set. Received: 0 samples.")
     batch_size = min(config.batch_size or 64, len(x))
     data = _RandomBatches(x, targets, config.steps, batch_size, config.seed)
-    model.compile(
-        optimizer=make_optimizer(config),
-        loss=losses if len(losses) > 1 else losses[0],
-        loss_weights=loss_weights,
+    weights = list(loss_weights or [1.0] * len(losses))
+    if normalize:
+        weights = [
+            w / feature_scale(t) if loss == "mse" else w
+            for w, t, loss in zip(weights, targets, losses)
+        ]
+    start = model.get_weights()
+    learning_rate = config.learning_rate
+    for attempt in range(config.retries + 1):
+        attempt_config = dataclasses.replace(config, learning_rate=learning_rate)
+        model.compile(
+            optimizer=make_optimizer(attempt_config),
+            loss=losses if len(losses) > 1 else losses[0],
+            loss_weights=weights,
+        )
+        curve = _LossCurve()
+        verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
+        model.fit(
+            data, epochs=1, verbose=verbose,
+            callbacks=[curve, *logging, *config.callbacks],
+        )
+        if (
+            not curve.diverged
+            and _finite_weights(model)
+            and (accept is None or accept())
+        ):
+            return curve.curve
+        model.set_weights(start)
+        if attempt < config.retries:
+            warnings.warn(
+                f"Training {model.name!r} at learning rate {learning_rate:g} "
+                f"diverged or did worse than its start; retrying at "
+                f"{learning_rate / 10:g}.",
+                RetryWarning,
+                stacklevel=2,
+            )
+        learning_rate /= 10
+    raise TrainingDiverged(
+        f"Training {model.name!r} diverged or did worse than its start at "
+        f"every learning rate from {config.learning_rate:g} down to "
+        f"{learning_rate * 10:g}; its weights were restored."
     )
-    curve = _LossCurve()
-    verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
-    model.fit(
-        data, epochs=1, verbose=verbose,
-        callbacks=[curve, *logging, *config.callbacks],
-    )
-    return curve.curve
 
 
-def feature_mse(model, x, targets, batch_size=64):
-    """Mean squared error between `model(x)` and `targets` (inference mode)."""
-    predictions = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean((predictions - targets) ** 2))
+def _finite_weights(model):
+    return all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def predict(model, x, batch_size=64):
+    """`model(x)` in inference mode, batch by batch, as NumPy.
+
+    Runs eagerly: for the few hundred views of a tiny set this is faster
+    than tracing a `predict` function for every candidate model.
+    """
+    infer = backend.compile_inference(model, jit=False)
+    outputs = [
+        backend.to_numpy(infer(x[i : i + batch_size]))
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outputs)
+
+
+def feature_mse(model, x, targets, batch_size=64, scale=1.0):
+    """Mean squared error between `model(x)` and `targets` (inference mode).
+
+    Args:
+        model: A model with one output.
+        x: Its input array.
+        targets: The expected outputs.
+        batch_size: Batch size of the forward passes.
+        scale: The MSE is divided by it (e.g. `feature_scale(targets)`).
+
+    Returns:
+        A Python float (NaN or inf when the model's outputs are).
+    """
+    predictions = predict(model, x, batch_size)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.mean((predictions - targets) ** 2, dtype="float64")) / scale
 
 
 def classification_loss(model):

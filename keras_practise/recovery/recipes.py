@@ -55,7 +55,9 @@ def _train_full(student, sites, bank, mode, config):
     x = bank.views["train"]
     if mode == "mimic":
         view = keras.Model(student.inputs, tap)
-        return finetune.fit(view, x, [bank.targets["train"]], ["mse"], config)
+        return finetune.fit(
+            view, x, [bank.targets["train"]], ["mse"], config, normalize=True
+        )
     labels = bank.labels["train"]
     ce = finetune.classification_loss(student)
     if mode == "ce":
@@ -70,6 +72,7 @@ def _train_full(student, sites, bank, mode, config):
         # beta * MSE + CE, scaled by 1 / beta: the MSE term keeps the step
         # size of "mimic" (SGD 0.02 on 100 x MSE diverges).
         loss_weights=[1.0, 1.0 / config.beta],
+        normalize=True,
     )
 
 
@@ -103,7 +106,8 @@ def _stagewise(model, blocks, bank, config):
                 student.inputs, [student.get_layer(c).output for c in convs]
             )
             curves += finetune.fit(
-                view, bank.views["train"], targets, ["mse"] * len(convs), config
+                view, bank.views["train"], targets, ["mse"] * len(convs), config,
+                normalize=True,
             )
         current = fold.fold_adaptors(student, sites, name=model.name)
     return current, curves

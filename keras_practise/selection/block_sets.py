@@ -1,9 +1,27 @@
-"""Choosing which blocks to drop from their recoverability scores."""
+"""Choosing which set of blocks to drop.
 
+Blocks are dropped together and their damage compounds: two neighbours that
+each recover well alone can be hard to recover together. The default rule is
+therefore greedy *conditional* recoverability (`choose_blocks`): the first
+block is the one with the lowest recoverability score; every further block
+is chosen by scoring each remaining candidate again, dropped together with
+the blocks already chosen (the whole set's adaptors trained, the set's MSE
+divided by the set's latency reduction). That costs one scoring pass over
+the remaining candidates per chosen block. The rules it is compared with:
+`"independent"` (the k lowest single-block scores) and `"one_per_stage"`
+(the same, at most one block per stage while stages last; the earlier
+paper's constraint).
+"""
+
+import dataclasses
 import warnings
 
+from keras_practise.distillation import trainer
+from keras_practise.selection import recoverability as scoring
 from keras_practise.selection import savings as savings_lib
 from keras_practise.utils import validation
+
+RULES = ("greedy", "independent", "one_per_stage")
 
 
 def combined_reduction(model, blocks, source="measured", batch_size=8, runs=20):
@@ -48,32 +66,174 @@ def select_blocks(
         ValueError: If neither or both of `drop` and `latency_target` are
             given, or they are out of range.
     """
+    check_target(drop, latency_target, len(candidates))
+    by_name = {b.name: b for b in candidates}
+    ranked = [by_name[s.block] for s in report.best(len(report))]
+    chosen, reduction = [], None
+    for block in ranked:
+        chosen.append(block)
+        if drop is not None:
+            if len(chosen) == drop:
+                break
+            continue
+        reduction = combined_reduction(model, chosen, latency)
+        if reduction >= latency_target:
+            break
+    else:
+        _warn_short(reduction, latency_target)
+    return _network_order(chosen, candidates), reduction
+
+
+def _network_order(chosen, candidates):
+    order = {b.name: i for i, b in enumerate(candidates)}
+    return sorted(chosen, key=lambda b: order[b.name])
+
+
+def _warn_short(reduction, latency_target):
+    warnings.warn(
+        f"Dropping every candidate saves {100 * reduction:.1f}%, short of "
+        f"latency_target={latency_target}.",
+        stacklevel=3,
+    )
+
+
+def check_target(drop, latency_target, available):
+    """Raises `ValueError` unless exactly one valid target is given.
+
+    Args:
+        drop: Number of blocks to drop, or `None`.
+        latency_target: Fraction of the latency to remove, or `None`.
+        available: Number of candidate blocks.
+    """
     if (drop is None) == (latency_target is None):
         raise ValueError(
             "Pass exactly one of `drop` and `latency_target`. Received: "
             f"drop={drop}, latency_target={latency_target}"
         )
-    by_name = {b.name: b for b in candidates}
-    ranked = [by_name[s.block] for s in report.best(len(report))]
-    order = {b.name: i for i, b in enumerate(candidates)}
     if drop is not None:
-        check_drop(drop, len(candidates))
-        chosen = ranked[:drop]
-        return sorted(chosen, key=lambda b: order[b.name]), None
-    validation.check_fraction("latency_target", latency_target)
-    chosen, reduction = [], 0.0
-    for block in ranked:
+        check_drop(drop, available)
+    else:
+        validation.check_fraction("latency_target", latency_target)
+
+
+@dataclasses.dataclass
+class SetChoice:
+    """The blocks `choose_blocks` chose and the scores it chose them by.
+
+    Attributes:
+        blocks: The chosen `Block`s, in network order.
+        rule: The rule used (one of `RULES`).
+        rounds: `RecoverabilityReport`s, one per scoring pass: the first
+            scores every candidate alone; with `"greedy"`, round `i + 1`
+            scores the remaining candidates each dropped together with the
+            `i` blocks chosen before (MSE and latency cut of the whole set).
+        reduction: For `latency_target`, the combined reduction reached
+            (else `None`).
+    """
+
+    blocks: list
+    rule: str
+    rounds: list
+    reduction: float = None
+
+
+def choose_blocks(
+    model,
+    bank,
+    candidates,
+    k=None,
+    rule="greedy",
+    config=None,
+    latency="macs",
+    latency_target=None,
+    report=None,
+    verbose=0,
+):
+    """Chooses a set of blocks to drop together.
+
+    Args:
+        model: The original model (not modified).
+        bank: A `feature_bank.FeatureBank` built on `model`.
+        candidates: The `Block`s to choose from.
+        k: Number of blocks to drop (or pass `latency_target`).
+        rule: `"greedy"` (conditional recoverability, the default),
+            `"independent"` (the k best single-block scores) or
+            `"one_per_stage"` (independent, at most one block per stage
+            while stages last).
+        config: A `trainer.TrainConfig` for the adaptor training. Defaults
+            to `TrainConfig(steps=200)`.
+        latency: `"measured"` or `"macs"`: how latency reductions are
+            assessed. Defaults to `"macs"`.
+        latency_target: Fraction of the latency to remove instead of `k`:
+            blocks are added until dropping them together saves at least
+            that much.
+        report: Optional `RecoverabilityReport` of `candidates` already
+            computed with the same bank and config (the first round).
+        verbose: 0 silent, 1 progress bars.
+
+    Returns:
+        A `SetChoice`.
+
+    Raises:
+        ValueError: If `rule` is unknown, or neither or both of `k` and
+            `latency_target` are given, or they are out of range.
+
+    Example:
+
+    ```python
+    bank, _ = feature_bank.build_bank(model, images)
+    choice = choose_blocks(model, bank, blocks.find_blocks(model), k=2)
+    print([b.label for b in choice.blocks], choice.rounds[-1])
+    ```
+    """
+    if rule not in RULES:
+        raise ValueError(f"`rule` must be one of {RULES}. Received: rule={rule!r}")
+    check_target(k, latency_target, len(candidates))
+    config = config or trainer.TrainConfig(steps=200)
+    if report is None:
+        report = scoring.score_blocks(
+            model, candidates, bank, config, latency, verbose
+        )
+    rounds = [report]
+    if rule == "independent":
+        chosen, reduction = select_blocks(
+            model, candidates, report, k, latency_target, latency
+        )
+        return SetChoice(chosen, rule, rounds, reduction)
+    by_name = {b.name: b for b in candidates}
+    reductions = {s.block: s.latency_reduction for s in report}
+    ranked = [by_name[s.block] for s in report.best(len(report))]
+    chosen, names, reduction = [], set(), None
+    while len(chosen) < len(candidates):
+        if rule == "one_per_stage":
+            stages = {b.stage for b in chosen}
+            rest = [b for b in ranked if b.name not in names]
+            block = next((b for b in rest if b.stage not in stages), rest[0])
+        elif not chosen:
+            block = ranked[0]
+        else:
+            remaining = [b for b in candidates if b.name not in names]
+            base = sum(reductions[b.name] for b in chosen)
+            rounds.append(
+                scoring.score_blocks(
+                    model, remaining, bank, config, latency, verbose,
+                    reductions=[base + reductions[b.name] for b in remaining],
+                    dropped=chosen,
+                )
+            )
+            block = by_name[rounds[-1].best(1)[0].block]
         chosen.append(block)
+        names.add(block.name)
+        if k is not None:
+            if len(chosen) == k:
+                break
+            continue
         reduction = combined_reduction(model, chosen, latency)
         if reduction >= latency_target:
             break
     else:
-        warnings.warn(
-            f"Dropping every candidate saves {100 * reduction:.1f}%, short of "
-            f"latency_target={latency_target}.",
-            stacklevel=2,
-        )
-    return sorted(chosen, key=lambda b: order[b.name]), reduction
+        _warn_short(reduction, latency_target)
+    return SetChoice(_network_order(chosen, candidates), rule, rounds, reduction)
 
 
 def check_drop(drop, available):

@@ -7,6 +7,14 @@ measure the remaining feature MSE on the tiny set's evaluation views. The
 block's score is that MSE divided by the latency saved by dropping it; the
 lowest scores are the best blocks to drop.
 
+MSEs are relative: divided by the teacher's feature variance at the tap
+(`FeatureBank.scale`), so they do not depend on the model's feature scale.
+A candidate's MSE is never worse than with identity adaptors: a run that
+diverges or ends above the identity MSE is retried with a smaller step and
+finally replaced by the identity adaptors (`BlockScore.status` says so). A
+candidate whose score is still not a finite number is ranked last, with a
+warning.
+
 Only the part of the network after the first changed layer is trained and
 run: its input, the teacher's activation at the last main-path cut before
 the hole's adaptors, is computed once per cut and shared by every candidate
@@ -14,7 +22,9 @@ behind it, and the teacher's targets are computed once for all candidates.
 """
 
 import dataclasses
+import math
 import time
+import warnings
 
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import feature_bank
@@ -35,7 +45,8 @@ class BlockScore:
     Attributes:
         block: The block's name.
         label: Its `stage.position` label.
-        mse: Feature MSE after adaptor training (lower recovers better).
+        mse: Feature MSE after adaptor training (lower recovers better), in
+            units of the teacher's feature variance; at most `initial_mse`.
         initial_mse: Feature MSE right after dropping, before training.
         latency_reduction: Fraction of the original latency (or MACs, see
             `latency_source`) saved by dropping this block alone.
@@ -44,6 +55,10 @@ class BlockScore:
         params: Parameters of the block.
         seconds: Wall time of this candidate's adaptor training.
         adaptors: Number of adaptors trained.
+        status: `"ok"`; `"lr <rate>"` when training only succeeded after
+            retries at a smaller learning rate; `"identity"` when no run
+            beat the identity adaptors (so `mse == initial_mse`);
+            `"failed"` when the score is not a finite number.
     """
 
     block: str
@@ -56,19 +71,35 @@ class BlockScore:
     params: int
     seconds: float
     adaptors: int
+    status: str = "ok"
+
+    @property
+    def finite(self):
+        """Whether the score is a finite number (else it is ranked last)."""
+        return math.isfinite(self.score)
 
 
 class RecoverabilityReport(list):
     """A list of `BlockScore`s in network order, printable as a table."""
 
     def best(self, k):
-        """The `k` blocks with the lowest score, best first."""
-        return sorted(self, key=lambda s: s.score)[:k]
+        """The `k` blocks with the lowest score, best first.
+
+        Scores that are not finite come last, in network order.
+        """
+        order = sorted(
+            range(len(self)),
+            key=lambda i: (not self[i].finite, self[i].score if self[i].finite else i),
+        )
+        return [self[i] for i in order[:k]]
 
     def table(self):
         """Formats the scores as a text table."""
         rows = [
-            ("block", "label", "mse(init)", "mse", "latency cut", "score", "rank")
+            (
+                "block", "label", "mse(init)", "mse", "latency cut", "score",
+                "rank", "note",
+            )
         ]
         ranks = {id(s): i + 1 for i, s in enumerate(self.best(len(self)))}
         for s in self:
@@ -81,6 +112,7 @@ class RecoverabilityReport(list):
                     f"{100 * s.latency_reduction:.2f}% ({s.latency_source})",
                     f"{s.score:.4g}",
                     str(ranks[id(s)]),
+                    "" if s.status == "ok" else s.status,
                 )
             )
         return text_table.format_table(rows)
@@ -116,63 +148,148 @@ def latency_reductions(model, candidates, source="measured", batch_size=8, runs=
     return [max(v, 1e-4) for v in values]
 
 
-def score_block(model, block, bank, config):
-    """Trains the adaptors of one dropped block and measures its feature MSE.
+@dataclasses.dataclass
+class Trial:
+    """The outcome of training the adaptors of one set of dropped blocks.
+
+    Attributes:
+        mse: Relative feature MSE after training (at most `initial_mse`).
+        initial_mse: Relative feature MSE with identity adaptors.
+        seconds: Wall time of the training.
+        adaptors: Number of adaptors.
+        status: See `BlockScore.status`.
+    """
+
+    mse: float
+    initial_mse: float
+    seconds: float
+    adaptors: int
+    status: str
+
+
+def score_block(model, blocks, bank, config):
+    """Trains the adaptors of dropped blocks and measures the feature MSE.
 
     Args:
         model: The original model (not modified).
-        block: The candidate `Block`.
+        blocks: The candidate `Block`, or a list of `Block`s dropped
+            together.
         bank: A `feature_bank.FeatureBank` built on `model`.
         config: A `finetune.TrainConfig` for the adaptor training.
 
     Returns:
-        A tuple `(mse, initial_mse, seconds, number_of_adaptors)`.
+        A `Trial`. Its MSEs are divided by `bank.scale`.
     """
-    sites = adaptors_lib.find_sites(model, [block])
-    changed = [s.conv for s in sites] + block.layer_names
+    blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
+    sites = adaptors_lib.find_sites(model, blocks)
+    changed = [s.conv for s in sites] + [n for b in blocks for n in b.layer_names]
     cut = taps.frozen_prefix_cut(model, changed)
     student, sites = adaptors_lib.insert_adaptors(
-        model, [block], sites, outputs=[bank.tap], start=cut
+        model, blocks, sites, outputs=[bank.tap], start=cut
     )
     eval_x = bank.prefix(cut, "eval")
-    initial = finetune.feature_mse(student, eval_x, bank.targets["eval"])
-    start = time.perf_counter()
-    if sites:
-        finetune.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
-        finetune.fit(
-            student,
-            bank.prefix(cut, "train"),
-            [bank.targets["train"]],
-            ["mse"],
-            config,
+
+    def evaluate():
+        return finetune.feature_mse(
+            student, eval_x, bank.targets["eval"], scale=bank.scale
         )
+
+    initial = evaluate()
+    start = time.perf_counter()
+    mse, status = initial, "ok"
+    if sites and math.isfinite(initial):
+        finetune.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
+        outcome = {}
+
+        def accept():
+            # Never worse than doing nothing: a run that ends above the
+            # identity adaptors' MSE is undone and retried.
+            outcome["mse"] = evaluate()
+            return outcome["mse"] <= initial
+
+        # Retries are reported in the table's note, not as warnings.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", finetune.RetryWarning)
+            try:
+                finetune.fit(
+                    student, bank.prefix(cut, "train"), [bank.targets["train"]],
+                    ["mse"], config, accept=accept, normalize=True,
+                )
+                mse = outcome["mse"]
+            except finetune.TrainingDiverged:
+                status = "identity"
+        retries = [w for w in caught if w.category is finetune.RetryWarning]
+        for w in caught:
+            if w.category is not finetune.RetryWarning:
+                warnings.warn(w.message, w.category, stacklevel=2)
+        if retries and status == "ok":
+            status = f"lr {config.learning_rate / 10 ** len(retries):g}"
     seconds = time.perf_counter() - start
-    mse = finetune.feature_mse(student, eval_x, bank.targets["eval"])
-    return mse, initial, seconds, len(sites)
+    if not math.isfinite(mse):
+        status = "failed"
+    return Trial(mse, initial, seconds, len(sites), status)
 
 
-def score_blocks(model, candidates, bank, config, latency="measured", verbose=1):
-    """Scores `candidates` (see `recoverability`) on a prepared feature bank."""
-    reductions = latency_reductions(model, candidates, latency)
+def score_blocks(model, candidates, bank, config, latency="measured", verbose=1,
+                 reductions=None, dropped=()):
+    """Scores `candidates` (see `recoverability`) on a prepared feature bank.
+
+    Args:
+        model: The original model.
+        candidates: `Block`s to score.
+        bank: A `feature_bank.FeatureBank` built on `model`.
+        config: A `finetune.TrainConfig` for the adaptor training.
+        latency: `"measured"` or `"macs"` (ignored when `reductions` are
+            given).
+        verbose: 0 silent, 1 progress bar.
+        reductions: Optional latency reductions of the candidates (from
+            `latency_reductions`), to avoid measuring them again.
+        dropped: `Block`s already dropped: each candidate is scored dropped
+            together with them (conditional recoverability), its MSE being
+            that of the whole set.
+
+    Returns:
+        A `RecoverabilityReport`. A candidate whose score is not finite is
+        ranked last and named in a warning.
+    """
+    if reductions is None:
+        reductions = latency_reductions(model, candidates, latency)
     report = RecoverabilityReport()
     progbar = progress.progbar(len(candidates), verbose, unit_name="block")
     for i, (block, reduction) in enumerate(zip(candidates, reductions)):
-        mse, initial, seconds, count = score_block(model, block, bank, config)
+        trial = score_block(model, list(dropped) + [block], bank, config)
         report.append(
             BlockScore(
                 block=block.name,
                 label=block.label,
-                mse=mse,
-                initial_mse=initial,
+                mse=trial.mse,
+                initial_mse=trial.initial_mse,
                 latency_reduction=reduction,
                 latency_source=runtime_latency.describe(latency),
-                score=mse / reduction,
+                score=trial.mse / reduction,
                 params=block.param_count,
-                seconds=seconds,
-                adaptors=count,
+                seconds=trial.seconds,
+                adaptors=trial.adaptors,
+                status=trial.status,
             )
         )
-        progbar.update(i + 1, [("mse", mse)])
+        progbar.update(i + 1, [("mse", trial.mse)])
+    for score in report:
+        if score.status == "identity":
+            warnings.warn(
+                f"Adaptor training for block {score.block} ({score.label}) "
+                "diverged or ended above its starting MSE at every learning "
+                f"rate tried (from {config.learning_rate:g}, {config.retries} "
+                "retries); its score uses identity adaptors.",
+                stacklevel=2,
+            )
+        if not score.finite:
+            warnings.warn(
+                f"The recoverability of block {score.block} ({score.label}) is "
+                f"not a finite number (mse={score.mse}); it is ranked last and "
+                "chosen only when no other block is left.",
+                stacklevel=2,
+            )
     return report
 
 
@@ -220,7 +337,9 @@ def recoverability(
 
     Returns:
         A `RecoverabilityReport`: a list of `BlockScore`s in network order;
-        `print(report)` shows the table, `report.best(k)` the `k` best.
+        `print(report)` shows the table (its note column marks retried,
+        identity-fallback and failed candidates), `report.best(k)` the `k`
+        best, non-finite scores last.
 
     Raises:
         ValueError: If the model has no droppable blocks, or the data or an

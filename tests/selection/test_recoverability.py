@@ -64,11 +64,11 @@ def test_student_suffix_reproduces_teacher_when_nothing_is_trained():
     tiny_models.randomize_batchnorm(model)
     bank = _bank(model)
     block = blocks_lib.resolve_blocks(model, ["1.3"])[0]
-    mse, initial, _, count = scoring.score_block(
+    trial = scoring.score_block(
         model, block, bank, finetune.TrainConfig(steps=1, learning_rate=1e-9)
     )
-    assert count > 0
-    assert mse == pytest.approx(initial, rel=1e-3)
+    assert trial.adaptors > 0
+    assert trial.mse == pytest.approx(trial.initial_mse, rel=1e-3)
 
 
 def test_measured_latency_reductions_are_positive():
