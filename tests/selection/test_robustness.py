@@ -3,8 +3,6 @@
 import math
 import warnings
 
-import keras
-import numpy as np
 import pytest
 
 from keras_practise.distillation import feature_bank
@@ -49,13 +47,27 @@ def test_reparameterised_twin_gets_the_same_ranking_and_blocks(original, twin):
     assert len(choice.blocks) == 2
     assert [b.name for b in twin_choice.blocks] == [b.name for b in choice.blocks]
     for ours, theirs in zip(choice.rounds, twin_choice.rounds):
-        assert [s.block for s in theirs.best(len(theirs))] == [
-            s.block for s in ours.best(len(ours))
-        ]
+        _assert_same_order_up_to_ties(ours, theirs)
         for a, b in zip(ours, theirs):
             # Float rounding differs between twins; a few steps amplify it.
             assert b.mse == pytest.approx(a.mse, rel=0.1)
             assert b.initial_mse == pytest.approx(a.initial_mse, rel=1e-3)
+
+
+def _assert_same_order_up_to_ties(ours, theirs, rel=0.1):
+    """The twin ranks the blocks as the original does, except for scores
+    the original itself has within `rel` of each other (the tolerance the
+    twins' MSEs are held to): such near-ties may come out either way."""
+    score = {s.block: s.score for s in ours}
+    rank = {s.block: i for i, s in enumerate(ours.best(len(ours)))}
+    order = [s.block for s in theirs.best(len(theirs))]
+    assert sorted(order) == sorted(rank)
+    for i, first in enumerate(order):
+        for second in order[i + 1:]:
+            if rank[first] > rank[second]:
+                assert score[first] == pytest.approx(score[second], rel=rel), (
+                    f"{first} and {second} swapped: {score}"
+                )
 
 
 def _score(model, learning_rate, steps, labels=None):
