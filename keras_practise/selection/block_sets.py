@@ -72,16 +72,23 @@ def select_blocks(
     chosen, reduction = [], None
     for block in ranked:
         chosen.append(block)
-        if drop is not None:
-            if len(chosen) == drop:
-                break
-            continue
-        reduction = combined_reduction(model, chosen, latency)
-        if reduction >= latency_target:
+        done, reduction = _reached(model, chosen, drop, latency_target, latency)
+        if done:
             break
     else:
         _warn_short(reduction, latency_target)
     return _network_order(chosen, candidates), reduction
+
+
+def _reached(model, chosen, k, latency_target, latency):
+    """Whether `chosen` meets the target, and its combined latency cut.
+
+    The cut is measured only for a `latency_target` (else `None`).
+    """
+    if k is not None:
+        return len(chosen) == k, None
+    reduction = combined_reduction(model, chosen, latency)
+    return reduction >= latency_target, reduction
 
 
 def _network_order(chosen, candidates):
@@ -224,12 +231,8 @@ def choose_blocks(
             block = by_name[rounds[-1].best(1)[0].block]
         chosen.append(block)
         names.add(block.name)
-        if k is not None:
-            if len(chosen) == k:
-                break
-            continue
-        reduction = combined_reduction(model, chosen, latency)
-        if reduction >= latency_target:
+        done, reduction = _reached(model, chosen, k, latency_target, latency)
+        if done:
             break
     else:
         _warn_short(reduction, latency_target)
