@@ -243,7 +243,8 @@ def fit(
         loss_weights: Optional list of loss weights.
         accept: Optional callable `() -> bool` run after a finished run;
             `False` undoes the run and retries it with a smaller step.
-        normalize: Whether to divide feature MSEs by the targets' scale.
+        normalize: Whether to divide feature MSEs by the targets' scale
+            (their variance, or the starting error when that is larger).
 
     Returns:
         A list of `(step, running mean loss)` pairs of the accepted run.
@@ -260,8 +261,7 @@ def fit(
     weights = list(loss_weights or [1.0] * len(losses))
     if normalize:
         weights = [
-            w / feature_scale(t) if loss == "mse" else w
-            for w, t, loss in zip(weights, targets, losses)
+            w / scale for w, scale in zip(weights, _loss_scales(model, x, targets, losses))
         ]
     start = model.get_weights()
     learning_rate = config.learning_rate
@@ -299,6 +299,31 @@ def fit(
         f"every learning rate from {config.learning_rate:g} down to "
         f"{learning_rate * 10:g}; its weights were restored."
     )
+
+
+def _loss_scales(model, x, targets, losses, sample=256):
+    """The unit of each `"mse"` loss: the teacher's variance, or the start's
+    error when that is larger.
+
+    Both grow with the square of the features' scale, so either keeps the
+    step scale-free; the larger one keeps a student that starts far from a
+    target of tiny spread (a random-weight teacher, a recovery from identity
+    adaptors) from taking a step that makes it diverge at every rate.
+    """
+    outputs = backend.to_numpy(
+        backend.compile_inference(model, jit=False)(x[:sample])
+    )
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    scales = []
+    for output, target, loss in zip(outputs, targets, losses):
+        if loss != "mse":
+            scales.append(1.0)
+            continue
+        start = float(np.mean((np.asarray(output) - target[:sample]) ** 2))
+        start = start if math.isfinite(start) else 0.0
+        scales.append(max(feature_scale(target), start))
+    return scales
 
 
 def _finite_weights(model):

@@ -59,3 +59,23 @@ def test_method_checks():
     with pytest.raises(ValueError, match="labels"):
         recovery.check_method("ce", False)
     recovery.check_method("mimic", False)
+
+
+def test_recovery_that_diverges_everywhere_keeps_the_dropped_model(monkeypatch):
+    model = tiny_models.tiny_resnet()
+    x, y = tiny_models.images(16), np.arange(16) % 4
+    bank, _ = feature_bank.build_bank(model, TinySet(images=x, labels=y), augment_views=2)
+    blocks = blocks_lib.resolve_blocks(model, ["1.2"])
+
+    def diverge(*args, **kwargs):
+        raise finetune.TrainingDiverged("Training 'x' diverged at every rate.")
+
+    monkeypatch.setattr(finetune, "fit", diverge)
+    config = finetune.TrainConfig(steps=2)
+    with pytest.warns(RuntimeWarning, match="recovery step is skipped"):
+        compressed, curve = recovery.recover(model, blocks, bank, "mimic", config)
+    assert curve == []
+    dropped = surgery.drop_blocks(model, blocks)
+    np.testing.assert_allclose(
+        compressed.predict(x, verbose=0), dropped.predict(x, verbose=0), atol=1e-5
+    )
