@@ -230,7 +230,8 @@ def fit(
     student that starts close to its teacher, as after dropping a block; a
     target of tiny spread far from the start would get a huge step). A run
     that diverges
-    (NaN/inf, a tenfold growth of the loss, non-finite weights) or that
+    (NaN/inf, a tenfold growth of the loss, non-finite weights or
+    outputs) or that
     `accept` rejects is undone and retried with a tenfold smaller learning
     rate, at most `config.retries` times, with a warning each time.
 
@@ -281,6 +282,7 @@ def fit(
         if (
             not curve.diverged
             and _finite_weights(model)
+            and _finite_outputs(model, x)
             and (accept is None or accept())
         ):
             return curve.curve
@@ -324,6 +326,17 @@ def _loss_scales(model, x, targets, losses, sample=256):
         start = start if math.isfinite(start) else 0.0
         scales.append(max(feature_scale(target), start))
     return scales
+
+
+def _finite_outputs(model, x, sample=64):
+    # Finite weights can still overflow in inference mode (BatchNorm moving
+    # statistics a run drove to extremes): such a run diverged too.
+    outputs = backend.to_numpy(
+        backend.compile_inference(model, jit=False)(x[:sample])
+    )
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    return all(np.isfinite(np.asarray(o)).all() for o in outputs)
 
 
 def _finite_weights(model):
