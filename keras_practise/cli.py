@@ -207,7 +207,7 @@ def _add_compress(commands, common):
             "blocks (default), or a layer-wise scheme recovered by 1x1 "
             "adaptors: filters (--keep), decouple (--rank), lowrank "
             "(--energy or --rank), sparse (--sparsity); --steps is then per "
-            "layer and block options are ignored"
+            "layer and block options are refused"
         ),
     )
     command.add_argument("--keep", type=float, help="filters: kept fraction (0.5)")
@@ -406,7 +406,9 @@ def _staged(paths):
 
     Each temporary file lives in a fresh hidden folder beside its target, so
     `os.replace` is an atomic rename on the same file system and files get
-    the usual permissions; the folders are removed whatever happens.
+    the usual permissions; whatever else is written into that folder (the
+    `.bin` beside an OpenVINO `.xml`) moves beside the target with it. The
+    folders are removed whatever happens.
     """
     folders, temporary = [], []
     try:
@@ -418,84 +420,102 @@ def _staged(paths):
             folders.append(folder)
             temporary.append(os.path.join(folder, os.path.basename(path)))
         yield temporary
-        for source, target in zip(temporary, paths):
-            os.replace(source, target)
+        for folder, path in zip(folders, paths):
+            target_folder = os.path.dirname(os.path.abspath(path))
+            for name in os.listdir(folder):
+                target = os.path.join(target_folder, name)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    # A SavedModel folder written by an earlier run.
+                    shutil.rmtree(target)
+                os.replace(os.path.join(folder, name), target)
     finally:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_compress(args):
+def _outputs(args):
+    """Checks the output paths; returns `{flag: path}` of those requested."""
     if not args.out.endswith(".keras"):
         raise ValueError(
             f"--out must be a .keras file. Received: --out {args.out!r}"
         )
-    _check_output(args.out, "--out", {"the model": args.model})
-    outputs = [args.out]
+    outputs = {"--out": args.out}
     if args.report is not None:
-        _check_output(
-            args.report, "--report", {"the model": args.model, "--out": args.out}
-        )
-        outputs.append(args.report)
-    if args.scheme != "blocks":
-        preprocess = _preprocess_function(args.preprocess)
-        model = _load_model(args.model)
-        data = _load_data(args.data)
-        options = {
-            k: getattr(args, k)
-            for k in ("keep", "rank", "energy", "sparsity")
-            if getattr(args, k) is not None
-        }
-        small, report = keras_practise.compress(
-            model, data=data, scheme=args.scheme, steps=args.steps,
-            batch_size=args.batch_size, num_samples=args.num_samples,
-            per_class=args.per_class, seed=args.seed,
-            image_size=args.image_size, augment_views=args.augment_views,
-            preprocess=preprocess, data_dir=args.data_dir,
-            verbose=0 if args.quiet else 1, return_report=True, **options,
-        )
-        return _save_compressed(args, outputs, small, report)
+        outputs["--report"] = args.report
+    if args.export is not None:
+        outputs["--export"] = exporter.path_beside(args.out, args.export)
+    taken = {"the model": args.model}
+    for flag, path in outputs.items():
+        _check_output(path, flag, taken)
+        taken[flag] = path
+    return outputs
+
+
+def _run_compress(args):
+    outputs = _outputs(args)
     settings = dict(
-        drop=args.drop,
-        latency_target=args.latency_target,
-        blocks=args.blocks,
-        method=args.method,
         steps=args.steps,
-        finetune_steps=args.finetune_steps,
         batch_size=args.batch_size,
         num_samples=args.num_samples,
         per_class=args.per_class,
         seed=args.seed,
-        latency=args.latency,
         image_size=args.image_size,
         augment_views=args.augment_views,
         data_dir=args.data_dir,
-        latency_batch_size=args.latency_batch_size,
         verbose=0 if args.quiet else 1,
-        export=None if args.export is None else (
-            args.export, exporter.path_beside(args.out, args.export)
-        ),
+        latency_target=args.latency_target,
+        blocks=args.blocks,
+        method=args.method,
+        finetune_steps=args.finetune_steps,
+        latency=args.latency,
     )
-    # The same checks as the API, before the model and data are loaded.
-    pipeline.check_settings(settings)
+    scheme_options = {
+        k: getattr(args, k)
+        for k in ("keep", "rank", "energy", "sparsity")
+        if getattr(args, k) is not None
+    }
+    if args.scheme != "blocks":
+        # Block options go too, for the API to refuse rather than ignore.
+        settings.update(scheme=args.scheme, **scheme_options)
+    else:
+        if scheme_options:
+            raise ValueError(
+                "--keep, --rank, --energy and --sparsity go with a layer-wise "
+                f"--scheme. Received: {sorted(scheme_options)} with --scheme blocks"
+            )
+        settings.update(
+            drop=args.drop, latency_batch_size=args.latency_batch_size
+        )
+        # The same checks as the API, before the model and data are loaded.
+        pipeline.check_settings(settings)
+    if args.export is not None:
+        # A missing runtime is an error before any loading or training.
+        exporter.resolve_target((args.export, outputs["--export"]))
     preprocess = _preprocess_function(args.preprocess)
     model = _load_model(args.model)
     data = _load_data(args.data)
-    small, report = keras_practise.compress(
-        model, data=data, preprocess=preprocess, return_report=True, **settings
-    )
-    return _save_compressed(args, outputs, small, report)
-
-
-def _save_compressed(args, outputs, small, report):
-    with _staged(outputs) as temporary:
-        small.save(temporary[0])
+    # Everything is written into staging folders and moved into place at the
+    # end, so an interrupted or failed run leaves no output at all.
+    with _staged(list(outputs.values())) as temporary:
+        staged = dict(zip(outputs, temporary))
+        if args.export is not None:
+            settings["export"] = (args.export, staged["--export"])
+        small, report = keras_practise.compress(
+            model, data=data, preprocess=preprocess, return_report=True,
+            **settings,
+        )
+        if report.exported:
+            report.exported["path"] = os.path.abspath(outputs["--export"])
+        small.save(staged["--out"])
         if args.report is not None:
-            with open(temporary[1], "w") as file:
+            with open(staged["--report"], "w") as file:
                 json.dump(report.to_dict(), file, indent=2)
-    lines = [report.table(), f"Saved the compressed model to {args.out}"]
-    if args.report is not None:
-        lines.append(f"Saved the report to {args.report}")
+    lines = [report.table()]
+    what = {
+        "--out": "the compressed model", "--report": "the report",
+        "--export": f"the {args.export} export",
+    }
+    lines += [f"Saved {what[flag]} to {path}" for flag, path in outputs.items()]
     return "\n".join(lines)
 
 

@@ -155,6 +155,33 @@ def _synthesize(model, num_samples, steps, seed, image_size, verbose):
     )
 
 
+def _check_block_only(**settings):
+    """Refuses block-dropping settings given with a layer-wise scheme.
+
+    Args:
+        **settings: `name=(value, default)` pairs; `data` is `(data is None,
+            False)`, since the schemes need images.
+
+    Raises:
+        ValueError: If a setting differs from its default, which the scheme
+            would otherwise silently ignore.
+    """
+    changed = sorted(
+        name for name, (value, default) in settings.items() if value != default
+    )
+    if "data" in changed:
+        raise ValueError(
+            "The layer-wise schemes train on images: pass a tiny set. "
+            "Received: data=None"
+        )
+    if changed:
+        received = ", ".join(f"{n}={settings[n][0]!r}" for n in changed)
+        raise ValueError(
+            f"{changed} apply to scheme='blocks' only; a layer-wise scheme "
+            f"would ignore them. Received: {received}"
+        )
+
+
 def check_settings(settings):
     """Checks `compress()`'s scalar arguments before any work starts.
 
@@ -315,12 +342,19 @@ def compress(
             f"{sorted(scheme_options)} with scheme='blocks'"
         )
     if scheme != "blocks":
+        _check_block_only(
+            latency_target=(latency_target, None), blocks=(blocks, None),
+            method=(method, "mimic"), finetune_steps=(finetune_steps, 500),
+            latency=(latency, "measured"), synthesis_steps=(synthesis_steps, 1000),
+            selection=(selection, "greedy"), data=(data is None, False),
+        )
         return schemes.compress_with_scheme(
             model, data, scheme=scheme, steps=steps, batch_size=batch_size,
             num_samples=num_samples, per_class=per_class, seed=seed,
             image_size=image_size, augment_views=augment_views,
             preprocess=preprocess, data_dir=data_dir, verbose=verbose,
-            return_report=return_report, **scheme_options,
+            return_report=return_report, callbacks=callbacks, export=export,
+            **scheme_options,
         )
     settings = {
         "drop": drop, "latency_target": latency_target, "method": method,

@@ -185,6 +185,14 @@ def test_staged_writes_all_outputs_or_none(tmp_path):
     assert pathlib.Path(targets[0]).read_text() == "whole"
 
 
+def test_staged_moves_what_is_written_beside_a_target(tmp_path):
+    # An OpenVINO export writes its weights beside the .xml.
+    with cli._staged([str(tmp_path / "m.xml")]) as (staged,):
+        pathlib.Path(staged).write_text("graph")
+        pathlib.Path(staged[: -len(".xml")] + ".bin").write_text("weights")
+    assert _only_files(tmp_path) == ["m.bin", "m.xml"]
+
+
 def test_image_size_accepts_both_spellings():
     parser = cli._build_parser()
     for spelling in (["12", "10"], ["12x10"]):

@@ -303,6 +303,33 @@ def fit(
     )
 
 
+def fit_or_skip(model, *args, **kwargs):
+    """`fit`, or no training with a warning when every rate diverged.
+
+    `fit` has then restored the weights from before the run, so the caller
+    goes on from a model that is exactly what it was: not improved, never
+    broken.
+
+    Args:
+        model: The Keras model to train.
+        *args: The other arguments of `fit`.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        What `fit` returns, or `[]` when the run was skipped.
+    """
+    try:
+        return fit(model, *args, **kwargs)
+    except TrainingDiverged as error:
+        warnings.warn(
+            f"{error} This training step is skipped: the model keeps its "
+            "weights from before it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return []
+
+
 def _loss_scales(model, x, targets, losses, sample=256):
     """The unit of each `"mse"` loss: the teacher's variance, or the start's
     error when that is larger.

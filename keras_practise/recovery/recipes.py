@@ -21,7 +21,6 @@ Recipes (`METHODS`):
 * `"none"`: no training (the dropped network as it is).
 """
 
-import warnings
 
 import keras
 
@@ -50,25 +49,6 @@ def check_method(method, has_labels):
         )
 
 
-def _fit(model, *args, **kwargs):
-    """`trainer.fit`, or no training with a warning when every rate diverged.
-
-    The trainer has then restored the weights from before the run, so the
-    recovery goes on from a model that is exactly what it was (blocks
-    dropped, adaptors as they were): worse than recovered, never broken.
-    """
-    try:
-        return finetune.fit(model, *args, **kwargs)
-    except finetune.TrainingDiverged as error:
-        warnings.warn(
-            f"{error} This recovery step is skipped: the model keeps its "
-            "weights from before it.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return []
-
-
 def _train_full(student, sites, bank, mode, config):
     """Trains a full student (with head) in `mode` on the bank's views."""
     finetune.set_trainable(student, mode, [s.adaptor_name for s in sites])
@@ -76,15 +56,15 @@ def _train_full(student, sites, bank, mode, config):
     x = bank.views["train"]
     if mode == "mimic":
         view = keras.Model(student.inputs, tap)
-        return _fit(
+        return finetune.fit_or_skip(
             view, x, [bank.targets["train"]], ["mse"], config, normalize=True
         )
     labels = bank.labels["train"]
     ce = finetune.classification_loss(student)
     if mode == "ce":
-        return _fit(student, x, [labels], [ce], config)
+        return finetune.fit_or_skip(student, x, [labels], [ce], config)
     view = keras.Model(student.inputs, [tap, student.outputs[0]])
-    return _fit(
+    return finetune.fit_or_skip(
         view,
         x,
         [bank.targets["train"], labels],
@@ -126,7 +106,7 @@ def _stagewise(model, blocks, bank, config):
             view = keras.Model(
                 student.inputs, [student.get_layer(c).output for c in convs]
             )
-            curves += _fit(
+            curves += finetune.fit_or_skip(
                 view, bank.views["train"], targets, ["mse"] * len(convs), config,
                 normalize=True,
             )

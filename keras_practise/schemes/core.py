@@ -284,12 +284,13 @@ def _train_step(current, step, cut, inputs, targets, config, freeze_norms):
         norms = _norms(current, step.trainable)
         trainable = [n for n in step.trainable if not (freeze_norms and n in norms)]
         trainer.set_trainable(student, "adaptors", trainable)
-        curve = trainer.fit(
+        curve = trainer.fit_or_skip(
             student,
             inputs["train"],
             targets["train"],
-            [keras.losses.MeanSquaredError()] * len(step.targets),
+            ["mse"] * len(step.targets),
             config,
+            normalize=True,
         )
         if not freeze_norms:
             recalibrate_batchnorm(student, norms, inputs["train"], _BATCH)

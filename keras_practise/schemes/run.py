@@ -10,6 +10,7 @@ import time
 
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer
+from keras_practise.export import exporter
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import input_size
 from keras_practise.graph import surgery
@@ -37,6 +38,7 @@ class SchemeReport:
             (`"sparse"` only, else `None`).
         steps: One `core.StepRecord` per layer.
         phase_seconds: Wall time per phase.
+        exported: The `ExportResult` of `export=` as a dict, or `None`.
     """
 
     scheme: str
@@ -47,6 +49,7 @@ class SchemeReport:
     sparsity: float
     steps: list
     phase_seconds: dict
+    exported: dict = None
 
     def table(self):
         """The per-layer table and the totals as text."""
@@ -63,6 +66,8 @@ class SchemeReport:
                 f"zeros in the compressed kernels: {100 * self.sparsity:.1f}% "
                 "(dense runtimes do not run them faster)"
             )
+        if self.exported:
+            lines.append(f"exported {exporter.ExportResult(**self.exported)}")
         lines.append(
             "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
         )
@@ -141,6 +146,8 @@ def compress_with_scheme(
     data_dir=None,
     verbose=1,
     return_report=False,
+    callbacks=None,
+    export=None,
 ):
     """Compresses `model` layer by layer with a scheme, recovered by PRACTISE.
 
@@ -179,6 +186,10 @@ def compress_with_scheme(
         data_dir: Folder of prepared tensorflow-datasets datasets.
         verbose: 0 silent, 1 one line per layer, 2 also the report.
         return_report: Also return the `SchemeReport`.
+        callbacks: Keras callbacks passed to every layer's training `fit`.
+        export: Also export the result for a runtime (a path or a `(format,
+            path)` pair, see `keras_practise.export`), checked on the tiny
+            set and recorded in the report.
 
     Returns:
         The compressed Functional `keras.Model`, or `(model, report)`.
@@ -188,6 +199,7 @@ def compress_with_scheme(
         ValueError: If `scheme` is unknown, an argument is out of range, or a
             layer cannot be compressed by the scheme (checked before any
             training).
+        ImportError: If `export` names a runtime that is not installed.
 
     Example:
 
@@ -211,10 +223,13 @@ def compress_with_scheme(
         raise ValueError(f"Model {model.name!r} has no layer that scheme {scheme!r} applies to.")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"`steps` must be a non-negative integer. Received: steps={steps!r}")
+    callbacks = trainer.check_callbacks(callbacks)
+    export_target = None if export is None else exporter.resolve_target(export)
     config = None
     if steps:
         config = trainer.TrainConfig(
-            steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed
+            steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+            seed=seed, callbacks=callbacks,
         )
     bank, _ = feature_bank.build_bank(
         teacher, data, num_samples, per_class, seed, image_size, augment_views,
@@ -241,6 +256,13 @@ def compress_with_scheme(
         phase_seconds=phases,
     )
     compressed = surgery.rewrite(compressed, name=model.name, input_shape=input_shape)
+    if export_target is not None:
+        t = time.perf_counter()
+        path, format = export_target
+        report.exported = dataclasses.asdict(exporter.export(
+            compressed, path, format, sample=bank.views["eval"][:8]
+        ))
+        phases["export"] = time.perf_counter() - t
     if verbose >= 2:
         print(report.table())
     return (compressed, report) if return_report else compressed

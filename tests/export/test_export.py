@@ -98,3 +98,35 @@ def test_cli_export(model, tmp_path):
     assert os.path.exists(os.path.join(tmp_path, "small.xml"))
     with open(report) as f:
         assert json.load(f)["exported"]["format"] == "openvino"
+
+
+def test_cli_export_is_written_with_the_model_or_not_at_all(model, tmp_path, monkeypatch):
+    model_path = os.path.join(tmp_path, "model.keras")
+    model.save(model_path)
+    data = os.path.join(tmp_path, "tiny.npy")
+    np.save(data, tiny_models.images(6))
+    out = os.path.join(tmp_path, "small.keras")
+    args = [
+        "compress", model_path, "--out", out, "--data", data, "--blocks", "1.2",
+        "--finetune-steps", "2", "--latency-batch-size", "0", "--quiet",
+        "--export", "openvino",
+    ]
+    # The export passes its check, then saving the model fails: neither the
+    # .xml, its .bin nor the .keras may be left behind.
+    def full_disk(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(model), "save", full_disk)
+    assert cli.main(args) == 1
+    assert sorted(os.listdir(tmp_path)) == ["model.keras", "tiny.npy"]
+
+
+def test_cli_export_may_not_clobber_the_report(model, tmp_path, capsys):
+    model_path = os.path.join(tmp_path, "model.keras")
+    model.save(model_path)
+    status = cli.main([
+        "compress", model_path, "--out", os.path.join(tmp_path, "small.keras"),
+        "--report", os.path.join(tmp_path, "small.onnx"), "--export", "onnx",
+    ])
+    assert status == 1
+    assert "--export must differ from --report" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def test_recovery_that_diverges_everywhere_keeps_the_dropped_model(monkeypatch):
 
     monkeypatch.setattr(finetune, "fit", diverge)
     config = finetune.TrainConfig(steps=2)
-    with pytest.warns(RuntimeWarning, match="recovery step is skipped"):
+    with pytest.warns(RuntimeWarning, match="training step is skipped"):
         compressed, curve = recovery.recover(model, blocks, bank, "mimic", config)
     assert curve == []
     dropped = surgery.drop_blocks(model, blocks)

@@ -34,3 +34,38 @@ def test_cli_scheme(tmp_path):
     assert code == 0
     small = keras.saving.load_model(out)
     assert small.get_layer("s1_block1_1_conv").filters == 2
+
+
+def test_scheme_refuses_block_options_and_passes_callbacks_and_export(tmp_path):
+    model = tiny_models.tiny_resnet()
+    x = tiny_models.images(8)
+    for extra in ({"method": "ce"}, {"latency_target": 0.2}, {"blocks": ["1.2"]}):
+        with pytest.raises(ValueError, match="scheme='blocks' only"):
+            keras_practise.compress(model, x, scheme="filters", **extra)
+    with pytest.raises(ValueError, match="data=None"):
+        keras_practise.compress(model, None, scheme="filters")
+    logged = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_end=lambda logs: logged.append(logs)
+    )
+    path = tmp_path / "small.onnx"
+    small, report = keras_practise.compress(
+        model, x, scheme="filters", keep=0.5, layers=["s2_block2_1_conv"],
+        steps=1, verbose=0, return_report=True, callbacks=[callback],
+        export=str(path),
+    )
+    assert logged  # One fit, or two when the BatchNorm retry runs.
+    assert path.exists() and report.exported["format"] == "onnx"
+    assert report.exported["max_abs_diff"] < 1e-3
+    assert "exported onnx" in report.table()
+
+
+def test_cli_refuses_scheme_options_without_a_scheme(tmp_path, capsys):
+    model_path = tmp_path / "tiny.keras"
+    tiny_models.tiny_resnet().save(model_path)
+    code = cli.main([
+        "compress", str(model_path), "--out", str(tmp_path / "small.keras"),
+        "--keep", "0.5",
+    ])
+    assert code == 1
+    assert "go with a layer-wise --scheme" in capsys.readouterr().err
