@@ -56,6 +56,11 @@ _OVERHEAD = flags.DEFINE_boolean(
     "overhead", False,
     "Only measure the fixed cost per recoverability candidate.",
 )
+_AUTHORS_REPO = flags.DEFINE_string(
+    "authors_repo", None,
+    "torch backend, ResNet-50: a checkout of github.com/DoctorKey/Practise, "
+    "whose training steps are timed beside ours on the same images.",
+)
 _OVERHEAD_STEPS = flags.DEFINE_list(
     "overhead_steps", ["2", "22"], "The two step counts A, B of --overhead."
 )
@@ -75,23 +80,27 @@ def _model(name, size):
     raise app.UsageError(f"Unknown --model {name!r}: resnet50 or resnet20.")
 
 
-def _step_times(pairs, steps, warmup):
-    """Median seconds of one training step for each `(model, make_batch)`.
+def _step_times(steps_fns, steps, warmup):
+    """Median seconds of one training step for each `step(i)` callable.
 
-    `make_batch(i)` is timed with the step: for the naive recipe it runs
-    the teacher. The models step in turn (A B A B ...), so both see the same
-    machine load.
+    The callables step in turn (A B C A B C ...), so all see the same machine
+    load; the first `warmup` rounds (tracing, compilation) are not timed.
     """
     import numpy as np
 
-    times = [[] for _ in pairs]
+    times = [[] for _ in steps_fns]
     for i in range(steps + warmup):
-        for j, (model, make_batch) in enumerate(pairs):
+        for j, step in enumerate(steps_fns):
             start = time.perf_counter()
-            model.train_on_batch(*make_batch(i))
+            step(i)
             if i >= warmup:
                 times[j].append(time.perf_counter() - start)
     return [float(np.median(t)) for t in times]
+
+
+def _keras_step(model, make_batch):
+    """`step(i)`: one `train_on_batch` on `make_batch(i)` (timed with it)."""
+    return lambda i: model.train_on_batch(*make_batch(i))
 
 
 def _compile(model):
@@ -101,8 +110,13 @@ def _compile(model):
     model.compile(optimizer=finetune.make_optimizer(config), loss="mse")
 
 
-def measure(model, size, batch_size, steps, warmup, blocks, drop):
-    """Returns a list of `(what, seconds per step)` rows."""
+def measure(model, size, batch_size, steps, warmup, blocks, drop, authors=None):
+    """Seconds per step of ours, the naive recipe and the authors' code.
+
+    Returns:
+        A list of `(what, ours, naive[, authors])` rows, seconds per step;
+        the authors' column with `authors` (an `AuthorsCode`).
+    """
     import keras
     import numpy as np
 
@@ -142,15 +156,18 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
         finetune.set_trainable(full, "adaptors", names)
         _compile(full)
         views = bank.views["train"]
-        ours, naive = _step_times(
-            [
-                (suffix, batches(cached, lambda r: bank.targets["train"][r])),
-                (full, batches(views, lambda r: teacher_tap.predict_on_batch(views[r]))),
-            ],
-            steps,
-            warmup,
+        fns = [
+            _keras_step(suffix, batches(cached, lambda r: bank.targets["train"][r])),
+            _keras_step(
+                full, batches(views, lambda r: teacher_tap.predict_on_batch(views[r]))
+            ),
+        ]
+        if authors is not None:
+            fns.append(authors.recoverability_step(block.label, views, batch_size))
+        rows.append(
+            (f"recoverability {block.name} ({block.label})",
+             *_step_times(fns, steps, warmup))
         )
-        rows.append((f"recoverability {block.name} ({block.label})", ours, naive))
 
     chosen = blocks_lib.resolve_blocks(model, drop)
     student, sites = adaptors.insert_adaptors(model, chosen)
@@ -162,15 +179,15 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop):
     finetune.set_trainable(naive_student, "mimic")
     naive_view = keras.Model(naive_student.inputs, taps.feature_tap(naive_student))
     _compile(naive_view)
-    ours, naive = _step_times(
-        [
-            (view, batches(views, lambda r: bank.targets["train"][r])),
-            (naive_view, batches(views, lambda r: teacher_tap.predict_on_batch(views[r]))),
-        ],
-        steps,
-        warmup,
-    )
-    rows.append((f"finetune mimic, drop {','.join(drop)}", ours, naive))
+    fns = [
+        _keras_step(view, batches(views, lambda r: bank.targets["train"][r])),
+        _keras_step(
+            naive_view, batches(views, lambda r: teacher_tap.predict_on_batch(views[r]))
+        ),
+    ]
+    if authors is not None:
+        fns.append(authors.finetune_step(drop, views, batch_size))
+    rows.append((f"finetune mimic, drop {','.join(drop)}", *_step_times(fns, steps, warmup)))
     return rows
 
 
@@ -227,21 +244,28 @@ def overhead_table(rows):
 
 
 def table(rows):
-    """Formats `(what, ours, naive)` rows with the speed-up."""
+    """Formats `(what, ours, naive[, authors])` rows with the speed-ups."""
+    authors = any(len(r) > 3 for r in rows)
     lines = [
-        "| step | ours s/step | naive s/step | speed-up |",
-        "|---|---|---|---|",
+        "| step | ours s/step | naive s/step | speed-up |"
+        + (" authors' code s/step | speed-up |" if authors else ""),
+        "|---|---|---|---|" + ("---|---|" if authors else ""),
     ]
-    for what, ours, naive in rows:
-        lines.append(f"| {what} | {ours:.3f} | {naive:.3f} | {naive / ours:.2f}x |")
+
+    def line(what, ours, *others):
+        cells = [what, f"{ours:.3f}"]
+        for other in others:
+            cells += [f"{other:.3f}", f"{other / ours:.2f}x"]
+        return "| " + " | ".join(cells) + " |"
+
+    lines += [line(*r) for r in rows]
     recoverability = [r for r in rows if r[0].startswith("recoverability")]
     if recoverability:
-        ours = sum(r[1] for r in recoverability) / len(recoverability)
-        naive = sum(r[2] for r in recoverability) / len(recoverability)
-        lines.append(
-            f"| recoverability, mean over candidates | {ours:.3f} | {naive:.3f} "
-            f"| {naive / ours:.2f}x |"
-        )
+        means = [
+            sum(r[k] for r in recoverability) / len(recoverability)
+            for k in range(1, len(recoverability[0]))
+        ]
+        lines.append(line("recoverability, mean over candidates", *means))
     return "\n".join(lines)
 
 
@@ -264,9 +288,16 @@ def main(argv):
         print(overhead_table(rows))
         print(f"wall time {time.perf_counter() - start:.0f} s")
         return
+    authors = None
+    if _AUTHORS_REPO.value:
+        if keras.backend.backend() != "torch" or _MODEL.value != "resnet50":
+            raise app.UsageError("--authors_repo needs KERAS_BACKEND=torch and resnet50.")
+        from benchmarks import authors_code
+
+        authors = authors_code.AuthorsCode(_AUTHORS_REPO.value, _BATCH_SIZE.value)
     rows = measure(
         model, _INPUT_SIZE.value, _BATCH_SIZE.value, _STEPS.value,
-        _WARMUP.value, _BLOCKS.value, _DROP.value,
+        _WARMUP.value, _BLOCKS.value, _DROP.value, authors,
     )
     print(table(rows))
     if _COMPRESS.value:
