@@ -119,7 +119,8 @@ def column_names(sources):
     names = []
     for source in sources:
         seen[source] = seen.get(source, 0) + 1
-        names.append(source if seen[source] == 1 else f"{source}#{seen[source]}")
+        count = seen[source]
+        names.append(source if count == 1 else f"{source}#{count}")
     return names
 
 
@@ -184,9 +185,12 @@ def _half_savings(comparison, labels):
         medians = {}
         for name, result in comparison.results.items():
             times = result.times_ms
-            half = times[: len(times) // 2] if part == 0 else times[len(times) // 2 :]
+            middle = len(times) // 2
+            half = times[middle:] if part else times[:middle]
             medians[name] = np.median(half)
-        halves.append([1 - medians[label] / medians["original"] for label in labels])
+        halves.append(
+            [1 - medians[label] / medians["original"] for label in labels]
+        )
     return tuple(halves)
 
 
@@ -294,7 +298,9 @@ def format_ranking(ranking):
         halves = ranking.halves.get(c)
         rows.append([
             c,
-            f"{ranking.original_ms[c]:.1f}" if c in ranking.original_ms else "-",
+            f"{ranking.original_ms[c]:.1f}"
+            if c in ranking.original_ms
+            else "-",
             ", ".join(sorted(tops[c])) if tops[c] else "tied",
             _format_rho(spearman(*halves)) if halves else "-",
         ])

@@ -158,12 +158,16 @@ def test_runtime_ranking_tables_and_correlations(tmp_path):
             saving, rank = cell.split(" ")
             assert saving.endswith("%") and 1 <= float(rank.strip("()")) <= 3
     # MobileNetV2's block 2.2 has the most MACs, then 3.2, then 4.2.
-    assert [row[1].split(" ")[1] for row in savings[1:]] == ["(1)", "(2)", "(3)"]
+    macs_ranks = [row[1].split(" ")[1] for row in savings[1:]]
+    assert macs_ranks == ["(1)", "(2)", "(3)"]
 
-    assert [row[0] for row in per_source[1:]] == ["macs", "measured", "measured#2"]
+    columns = ["macs", "measured", "measured#2"]
+    assert [row[0] for row in per_source[1:]] == columns
     assert per_source[1][1] == "-" and float(per_source[2][1]) > 0
     assert [row[:2] for row in pairs[1:]] == [
-        ["macs", "measured"], ["macs", "measured#2"], ["measured", "measured#2"]
+        ["macs", "measured"],
+        ["macs", "measured#2"],
+        ["measured", "measured#2"],
     ]
     for _, _, rho, shared in pairs[1:]:
         assert math.isfinite(float(rho)) and -1 <= float(rho) <= 1
