@@ -312,12 +312,16 @@ def format_ranking(ranking):
     ]
     rows = []
     for a, b in itertools.combinations(columns, 2):
-        shared = "-" if not (tops[a] and tops[b]) else len(tops[a] & tops[b])
+        shared = (
+            f"{len(tops[a] & tops[b])}/{TOP_K}"
+            if tops[a] and tops[b]
+            else "n/a (tied)"
+        )
         rows.append([
             a,
             b,
             _format_rho(spearman(ranking.savings[a], ranking.savings[b])),
-            f"{shared}/{TOP_K}" if shared != "-" else "n/a (tied)",
+            shared,
         ])
     parts.append(
         harness.markdown_table(
