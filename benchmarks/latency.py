@@ -247,6 +247,25 @@ def _check_device(device, device_name):
         )
 
 
+def build_model(model_key, input_size, weights=None):
+    """Builds one of `_MODELS`.
+
+    Args:
+        model_key: A key of `_MODELS`, e.g. `"resnet34"`.
+        input_size: Height and width of the input.
+        weights: Passed to the model builder. Defaults to `None`.
+
+    Returns:
+        A tuple `(display_name, model)`.
+    """
+    display_name, builder_path = _MODELS[model_key]
+    module_name, builder_name = builder_path.rsplit(".", 1)
+    builder = getattr(importlib.import_module(module_name), builder_name)
+    return display_name, builder(
+        weights=weights, input_shape=(input_size, input_size, 3)
+    )
+
+
 def measure_model(
     model_key, schemes, batch_size, input_size, runs, warmup, weights=None,
     runtime="keras", threads=None,
@@ -276,12 +295,7 @@ def measure_model(
     import keras_practise
     from keras_practise.graph import blocks as blocks_lib
 
-    display_name, builder_path = _MODELS[model_key]
-    module_name, builder_name = builder_path.rsplit(".", 1)
-    builder = getattr(importlib.import_module(module_name), builder_name)
-    original = builder(
-        weights=weights, input_shape=(input_size, input_size, 3)
-    )
+    display_name, original = build_model(model_key, input_size, weights)
     candidates = keras_practise.find_blocks(original)
     variants = {display_name: (original, ())}
     for scheme, blocks in schemes.items():

@@ -96,17 +96,12 @@ def measure(model_key, batch_size, input_size, runs, warmup, dw_rank, lrd_rank):
     Returns:
         A list of `latency_bench.SchemeRow`s, the original first.
     """
-    import importlib
-
     import keras
 
     import keras_practise
     from keras_practise.graph import blocks as blocks_lib
 
-    display_name, builder_path = latency_bench._MODELS[model_key]
-    module_name, builder_name = builder_path.rsplit(".", 1)
-    builder = getattr(importlib.import_module(module_name), builder_name)
-    original = builder(weights=None, input_shape=(input_size, input_size, 3))
+    display_name, original = latency_bench.build_model(model_key, input_size)
     candidates = keras_practise.find_blocks(original)
     variants = {display_name: (original, ())}
     for scheme, blocks in latency_bench._RESNET_SCHEMES.items():

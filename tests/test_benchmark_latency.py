@@ -1,10 +1,12 @@
-"""Smoke tests of the `benchmarks.latency` binary with tiny flags.
+"""Smoke tests of the `benchmarks.latency` and `benchmarks.runtime_ranking`
+binaries with tiny flags.
 
-The binary runs in a subprocess, as users run it: its flags live in absl's
-global registry (other benchmark binaries define flags of the same names),
-and `--device=cpu` must act before keras is imported.
+The binaries run in a subprocess, as users run them: their flags live in
+absl's global registry (other benchmark binaries define flags of the same
+names), and `--device=cpu` must act before keras is imported.
 """
 
+import math
 import os
 import pathlib
 import subprocess
@@ -14,9 +16,9 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 _TINY = ["--input_size=64", "--batch_size=1", "--runs=2", "--warmup=0"]
 
 
-def _run(*args):
+def _run(*args, binary="latency"):
     return subprocess.run(
-        [sys.executable, "-m", "benchmarks.latency", *args],
+        [sys.executable, "-m", f"benchmarks.{binary}", *args],
         cwd=_REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         capture_output=True,
@@ -108,7 +110,6 @@ def test_bad_flags_fail_before_measuring():
     assert "alexnet" in result.stderr
 
 
-
 def test_runtime_flag_times_exported_variants(tmp_path):
     output = tmp_path / "latency.md"
     result = _run(
@@ -119,3 +120,66 @@ def test_runtime_flag_times_exported_variants(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert list(_table(result.stdout, "MobileNetV2")) == ["MobileNetV2", "MobileNetV2-A"]
     assert "- runtime: onnxruntime, threads 1" in output.read_text()
+
+
+def _tables(markdown):
+    """Every markdown table as a list of rows of cells, header first."""
+    tables = [[]]
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            if tables[-1]:
+                tables.append([])
+            continue
+        if not line.startswith("|---"):
+            tables[-1].append([c.strip() for c in line.strip("|").split("|")])
+    return [t for t in tables if t]
+
+
+def test_runtime_ranking_tables_and_correlations(tmp_path):
+    output = tmp_path / "ranking.md"
+    result = _run(
+        "--models=mobilenet_v2", "--blocks=2.2,3.2,4.2",
+        "--sources=macs,measured,measured", "--input_size=32", "--runs=4",
+        "--warmup=0", "--device=cpu", f"--output={output}",
+        binary="runtime_ranking",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    markdown = output.read_text()
+    savings, per_source, pairs = _tables(markdown)
+    assert savings[0] == [
+        "block",
+        "macs: saving (rank)",
+        "measured: saving (rank)",
+        "measured#2: saving (rank)",
+    ]
+    assert [row[0] for row in savings[1:]] == ["2.2", "3.2", "4.2"]
+    for row in savings[1:]:
+        for cell in row[1:]:
+            saving, rank = cell.split(" ")
+            assert saving.endswith("%") and 1 <= float(rank.strip("()")) <= 3
+    # MobileNetV2's block 2.2 has the most MACs, then 3.2, then 4.2.
+    macs_ranks = [row[1].split(" ")[1] for row in savings[1:]]
+    assert macs_ranks == ["(1)", "(2)", "(3)"]
+
+    columns = ["macs", "measured", "measured#2"]
+    assert [row[0] for row in per_source[1:]] == columns
+    assert per_source[1][1] == "-" and float(per_source[2][1]) > 0
+    assert [row[:2] for row in pairs[1:]] == [
+        ["macs", "measured"],
+        ["macs", "measured#2"],
+        ["measured", "measured#2"],
+    ]
+    for _, _, rho, shared in pairs[1:]:
+        assert math.isfinite(float(rho)) and -1 <= float(rho) <= 1
+        assert shared == "3/3"  # Of three blocks, every source's top 3 is all.
+    assert "- load average (1 min) before / after:" in markdown
+
+
+def test_runtime_ranking_bad_flags_fail_before_measuring():
+    result = _run("--sources=macs,gpu", binary="runtime_ranking")
+    assert result.returncode != 0
+    assert "--sources must list names" in result.stderr
+
+    result = _run("--runtime=litert", binary="runtime_ranking")
+    assert result.returncode != 0
+    assert "takes --sources and --blocks" in result.stderr
