@@ -56,6 +56,10 @@ _OVERHEAD = flags.DEFINE_boolean(
     "overhead", False,
     "Only measure the fixed cost per recoverability candidate.",
 )
+_JIT_COMPILE = flags.DEFINE_enum(
+    "jit_compile", "auto", ["auto", "true", "false"],
+    "Keras' jit_compile of our steps: XLA on TensorFlow, torch.compile on torch.",
+)
 _AUTHORS_REPO = flags.DEFINE_string(
     "authors_repo", None,
     "torch backend, ResNet-50: a checkout of github.com/DoctorKey/Practise, "
@@ -107,7 +111,10 @@ def _compile(model):
     from keras_practise.distillation import trainer as finetune
 
     config = finetune.TrainConfig(steps=1000)
-    model.compile(optimizer=finetune.make_optimizer(config), loss="mse")
+    model.compile(
+        optimizer=finetune.make_optimizer(config), loss="mse",
+        jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
+    )
 
 
 def measure(model, size, batch_size, steps, warmup, blocks, drop, authors=None):

@@ -11,11 +11,18 @@ torch 2.13):
 - TensorFlow: `tf.function` without XLA. With `jit_compile=True` inference
   was 1.1x slower on a plain residual net and 7x slower on MobileNetV2 and
   ResNet50 (the oneDNN kernels that plain graphs use beat XLA's CPU ones).
-- torch: eager under `torch.no_grad()`. `torch.compile` took 20 s to compile
-  a 9-conv net and 140 s for MobileNetV2, hit Dynamo's recompile limit inside
-  Keras' layer hooks and was not faster on MobileNetV2. `no_grad` rather than
-  `inference_mode`: a model built during an inference-mode call would get
-  inference tensors as weights, which later training cannot use.
+- torch: a TorchScript trace per input shape, frozen and passed through
+  `torch.jit.optimize_for_inference` (about 3 s for ResNet-50; the frozen
+  graph folds BatchNorm into the convs and drops the per-conv layout
+  copies of Keras' channels-last convs): ResNet-50 at 128x128, batch 8, ran
+  in 177 ms against 354 ms eagerly. It is traced again when a weight
+  changes, checked against the eager call once, and replaced by the eager
+  call (with a warning) where tracing fails. `torch.compile` took 20 s to
+  compile a 9-conv net and 140 s for MobileNetV2, hit Dynamo's recompile
+  limit inside Keras' layer hooks and was not faster on MobileNetV2. The
+  eager path uses `no_grad` rather than `inference_mode`: a model built
+  during an inference-mode call would get inference tensors as weights,
+  which later training cannot use.
 - JAX: `jax.jit` of `model.stateless_call`, fed the variables' current values
   on every call so that the compiled function follows later weight updates.
 """
@@ -23,6 +30,7 @@ torch 2.13):
 import inspect
 import os
 import platform
+import warnings
 
 import keras
 import numpy as np
@@ -34,8 +42,8 @@ def compile_inference(model, jit=True):
     Args:
         model: A built `keras.Model` (or any Keras layer).
         jit: Whether to compile a graph: `tf.function` on TensorFlow,
-            `jax.jit` on JAX. torch always runs eagerly (see the module
-            docstring for why). Defaults to `True`.
+            `jax.jit` on JAX, a frozen TorchScript trace per input shape on
+            torch (see the module docstring). Defaults to `True`.
 
     Returns:
         A function `f(x)` taking what `model` takes (backend tensors or
@@ -61,7 +69,7 @@ def compile_inference(model, jit=True):
     if backend == "tensorflow":
         return _compile_tensorflow(model, jit)
     if backend == "torch":
-        return _compile_torch(model)
+        return _compile_torch(model, jit)
     if backend == "jax":
         return _compile_jax(model, jit)
     raise ValueError(
@@ -79,14 +87,70 @@ def _compile_tensorflow(model, jit):
     return tf.function(infer, jit_compile=False) if jit else infer
 
 
-def _compile_torch(model):
+def _compile_torch(model, jit):
     import torch
 
-    def infer(x):
+    def eager(x):
         with torch.no_grad():
             return model(x, training=False)
 
+    if not jit:
+        return eager
+    traced = {}
+    variables = list(model.weights)
+
+    def infer(x):
+        x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
+        # In-place weight updates bump a tensor's version counter; replaced
+        # tensors change identity. Either makes the frozen graph stale.
+        weights = tuple((id(v.value), v.value._version) for v in variables)
+        key = tuple((tuple(t.shape), t.dtype) for t in keras.tree.flatten(x))
+        entry = traced.get(key)
+        if entry is None or entry[0] != weights:
+            entry = traced[key] = (weights, _trace_torch(model, x, eager))
+        return entry[1](x)
+
     return infer
+
+
+def _trace_torch(model, x, eager):
+    """A frozen TorchScript graph of `model` for inputs shaped like `x`.
+
+    Falls back to `eager`, with a warning, when tracing fails or the traced
+    graph disagrees with the eager call (value-dependent control flow).
+    """
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # Keras' shape arithmetic on tensors is constant for a fixed input
+        # shape, which is what the trace is specialised to.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        expected = eager(x)
+        try:
+            graph = torch.jit.trace(model, (x,), check_trace=False, strict=False)
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph.eval()))
+            actual = graph(x)
+            same = all(
+                torch.allclose(a, e, rtol=1e-4, atol=1e-4)
+                for a, e in zip(keras.tree.flatten(actual), keras.tree.flatten(expected))
+            ) and len(keras.tree.flatten(actual)) == len(keras.tree.flatten(expected))
+        except Exception as error:  # Any failure to trace means: run eagerly.
+            same, actual = False, error
+    if not same:
+        warnings.warn(
+            f"Could not compile {model.name!r} for inference with TorchScript "
+            f"({actual if isinstance(actual, Exception) else 'outputs differ'}); "
+            "it runs eagerly.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return eager
+
+    def run(x):
+        with torch.no_grad():
+            return graph(x)
+
+    return run
 
 
 def _compile_jax(model, jit):

@@ -110,3 +110,20 @@ def test_compile_inference_of_call_without_training_argument():
     expected = backend.to_numpy(model(x))
     outputs = backend.to_numpy(backend.compile_inference(model)(x))
     np.testing.assert_allclose(outputs, expected, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="TorchScript tracing is torch's path"
+)
+def test_torch_inference_falls_back_to_eager_when_tracing_fails(monkeypatch):
+    import torch
+
+    def broken_trace(*args, **kwargs):
+        raise RuntimeError("cannot trace this graph")
+
+    monkeypatch.setattr(torch.jit, "trace", broken_trace)
+    model = _two_conv_net()
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
+    with pytest.warns(RuntimeWarning, match="cannot trace this graph.*runs eagerly"):
+        outputs = backend.to_numpy(backend.compile_inference(model)(x))
+    np.testing.assert_allclose(outputs, model.predict(x, verbose=0), atol=1e-5)
