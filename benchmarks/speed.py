@@ -17,13 +17,17 @@ Measures, side by side in one run on the active backend:
   (t_B - t_A) / (B - A), overhead = t_A - A * that, with the second t_A.
 
 Steady state only: the first `--warmup` steps (tracing, compilation) are not
-timed. The authors' PyTorch code takes 2.2 s per recoverability step and
-2.0 s per finetuning step for ResNet-50 at 128x128, batch 16, on this
-machine's CPU.
+timed. With `--authors_repo`, the authors' own PyTorch steps (their ResNet-50
+and adaptor hooks, see `benchmarks/authors_code.py`) are timed in the same
+process, interleaved with ours, on the same images. `--jit_compile true`
+compiles our steps (XLA on TensorFlow, `torch.compile` on torch).
 
-Command (the figures in docs/results.md):
+Commands (the figures in docs/results.md; fetch the authors' repository
+first, e.g. `git clone https://github.com/DoctorKey/Practise /tmp/Practise`):
 
     KERAS_BACKEND=tensorflow python -m benchmarks.speed --steps 12 --warmup 4
+    KERAS_BACKEND=torch python -m benchmarks.speed --steps 6 --warmup 2 \
+        --blocks 1.2,3.2 --authors_repo /tmp/Practise [--jit_compile true]
 
 Overhead per candidate (ResNet-20 at 32x32, 6 candidates); the script form
 runs whichever `keras_practise` is on `PYTHONPATH`, e.g. an older commit's:
@@ -62,8 +66,9 @@ _JIT_COMPILE = flags.DEFINE_enum(
 )
 _AUTHORS_REPO = flags.DEFINE_string(
     "authors_repo", None,
-    "torch backend, ResNet-50: a checkout of github.com/DoctorKey/Practise, "
-    "whose training steps are timed beside ours on the same images.",
+    "ResNet-50: a checkout of github.com/DoctorKey/Practise, whose PyTorch "
+    "training steps are timed beside ours on the same images (any backend: "
+    "their code is plain torch).",
 )
 _OVERHEAD_STEPS = flags.DEFINE_list(
     "overhead_steps", ["2", "22"], "The two step counts A, B of --overhead."
@@ -297,8 +302,8 @@ def main(argv):
         return
     authors = None
     if _AUTHORS_REPO.value:
-        if keras.backend.backend() != "torch" or _MODEL.value != "resnet50":
-            raise app.UsageError("--authors_repo needs KERAS_BACKEND=torch and resnet50.")
+        if _MODEL.value != "resnet50":
+            raise app.UsageError("--authors_repo needs --model resnet50.")
         from benchmarks import authors_code
 
         authors = authors_code.AuthorsCode(_AUTHORS_REPO.value, _BATCH_SIZE.value)
