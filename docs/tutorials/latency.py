@@ -17,7 +17,7 @@ compile graphs and warm caches, GPUs run asynchronously, and a shared
 machine adds noise. keras_practise's latency helpers take care of this:
 
 - `measure_latency` times one model: compiled inference
-  (`tf.function`, `jax.jit`, or eager `torch.no_grad()`), warm-up runs
+  (`tf.function`, `jax.jit`, or a frozen TorchScript trace on torch), warm-up runs
   discarded, the device synchronised around every timed run, the median and
   percentiles reported;
 - `compare_latency` times several models *interleaved*, so that background
