@@ -162,7 +162,7 @@ def compress_variant(teacher, variant, images, seed, values):
     )
 
 
-def plot(rows, teacher_accuracy, path, size):
+def plot(rows, teacher_accuracy, path, title):
     """Latency-accuracy curves, one per scheme (the paper's Figure 1).
 
     Args:
@@ -170,12 +170,11 @@ def plot(rows, teacher_accuracy, path, size):
             tuples.
         teacher_accuracy: The teacher's accuracy in percent.
         path: Where to write the PNG.
-        size: Tiny-set size, for the title.
+        title: Title of the figure.
     """
     with harness.figure(
         path, "measured latency reduction vs the teacher (%)",
-        "test accuracy (%)",
-        f"ResNet-20 on cluttered digits, {size} images, PRACTISE recovery",
+        "test accuracy (%)", title,
     ) as axis:
         for scheme in dict.fromkeys(VARIANTS[r[0]][0] for r in rows):
             points = sorted(
@@ -283,7 +282,10 @@ def main(argv):
         harness.write_atomically(_OUTPUT.value, text + "\n")
     if _PLOT.value:
         size = values["sizes"][0]
-        plot(points[size], 100 * teacher_accuracy, _PLOT.value, size)
+        plot(
+            points[size], 100 * teacher_accuracy, _PLOT.value,
+            f"{teacher.name}, {size} images, PRACTISE recovery",
+        )
 
 
 if __name__ == "__main__":
