@@ -84,22 +84,14 @@ def run_one(teacher, method, images, labels, drop, steps, finetune_steps, seed):
 
 def plot(points, path, size):
     """Latency-accuracy scatter with error bars (the paper's Figure 1 style)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4.2))
-    for name, latency_ms, mean, std in points:
-        axis.errorbar(latency_ms, mean, yerr=std, fmt="o", capsize=4, label=name)
-    axis.set_xlabel("latency (ms, batch 64, this CPU)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title(f"Latency vs accuracy, {size} images (mean +/- std over seeds)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with harness.figure(
+        path, "latency (ms, batch 64, this CPU)", "test accuracy (%)",
+        f"Latency vs accuracy, {size} images (mean +/- std over seeds)",
+    ) as axis:
+        for name, latency_ms, mean, std in points:
+            axis.errorbar(
+                latency_ms, mean, yerr=std, fmt="o", capsize=4, label=name
+            )
 
 
 def main(argv):

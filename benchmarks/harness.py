@@ -45,6 +45,33 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def figure(path, xlabel, ylabel, title):
+    """Yields a matplotlib axis to draw on, then labels it and saves a PNG.
+
+    Args:
+        path: Where to write the PNG.
+        xlabel: Label of the x axis.
+        ylabel: Label of the y axis.
+        title: Title of the figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6.4, 4.4))
+    yield axis
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def train_classifier(
     build, epochs, num_train, num_test, batch_size, learning_rate, seed,
     test_seed=0,

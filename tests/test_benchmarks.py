@@ -45,6 +45,20 @@ def test_fewshot(tmp_path):
     assert "PRACTISE" in stdout
 
 
+def test_scheme_accuracy(tmp_path):
+    output = tmp_path / "scheme_accuracy.md"
+    plot = tmp_path / "figure.png"
+    _run("scheme_accuracy", "--smoke", f"--output={output}", f"--plot={plot}")
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in output.read_text().splitlines()
+        if line.startswith("| ")
+    }
+    assert {"blocks-1", "filters-0.5"} <= set(rows)
+    assert "8 images" in output.read_text()
+    assert plot.stat().st_size > 1000
+
+
 def test_data_sources(tmp_path):
     output = tmp_path / "sources.md"
     _run(

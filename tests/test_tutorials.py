@@ -22,6 +22,7 @@ _EXPECTED = {
     "data_free.py": ("data-free compressed", "synthetic/digits_00000.png"),
     "latency.py": ("block 1.2: 4,718,592 MACs (11.6%)", None),
     "deploy.py": ("ONNX Runtime latency saved:", "small.onnx"),
+    "schemes.py": ("Reloaded pruned model predicts the same: True", "pruned.keras"),
 }
 _HEADER_FIELDS = ("Title:", "Author: keras_practise", "Description:")
 

@@ -1,0 +1,292 @@
+r"""Accuracy at matched latency: block dropping against the layer-wise schemes.
+
+The CVPR paper's Figure 1 on the bundled digits task: the ResNet-20 teacher
+(docs/teacher.md) is compressed from a tiny set of training images (labels
+unused) by every scheme of `keras_practise.compress`, all recovered by
+PRACTISE's feature mimicking:
+
+* `blocks-K`: PRACTISE proper, the K most recoverable blocks dropped
+  (recoverability with the MACs saving, greedy set choice);
+* `filters-F`: every prunable conv keeps the fraction F of its filters;
+* `decouple-R`: every KxK conv as a depthwise conv (R filters per channel)
+  plus a 1x1;
+* `lowrank-E`: every 3x3 conv as a 3x3 conv keeping the principal components
+  of its responses that explain a fraction E of their variance, plus a 1x1;
+* `sparse-S`: a magnitude mask with the fraction S of zeros per conv.
+
+For every tiny set (`--sizes` x `--seeds`), all variants of the run and the
+teacher are timed in one interleaved `keras_practise.compare_latency` call,
+so that machine load hits them alike; the tables give the measured latency
+reduction against the teacher (mean over runs), MACs, parameters and the
+test accuracy (mean +/- std over seeds).
+
+Command (the table and figure in docs/results.md):
+
+    KERAS_BACKEND=tensorflow python -m benchmarks.scheme_accuracy \
+        --sizes=50 --seeds=0 --output=out/scheme_accuracy.md \
+        --plot=docs/figures/scheme_accuracy.png
+"""
+
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import harness
+
+# Variant name -> (`compress` scheme, its options).
+VARIANTS = {
+    "blocks-1": ("blocks", {"drop": 1}),
+    "blocks-2": ("blocks", {"drop": 2}),
+    "blocks-3": ("blocks", {"drop": 3}),
+    "filters-0.75": ("filters", {"keep": 0.75}),
+    "filters-0.5": ("filters", {"keep": 0.5}),
+    "filters-0.25": ("filters", {"keep": 0.25}),
+    "decouple-3": ("decouple", {"rank": 3}),
+    "lowrank-0.9": ("lowrank", {"energy": 0.9}),
+    "lowrank-0.95": ("lowrank", {"energy": 0.95}),
+    "sparse-0.9": ("sparse", {"sparsity": 0.9}),
+}
+
+_TEACHER = flags.DEFINE_string("teacher", None, "A .keras teacher; default: bundled.")
+_SIZES = flags.DEFINE_list("sizes", ["50"], "Tiny-set sizes.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Tiny-set draws.")
+_VARIANTS = flags.DEFINE_list(
+    "variants", list(VARIANTS), f"Variants to run, of {list(VARIANTS)}."
+)
+_STEPS = flags.DEFINE_integer(
+    "steps", 50, "Layer-wise schemes: training steps per compressed layer."
+)
+_BLOCK_STEPS = flags.DEFINE_integer(
+    "block_steps", 100, "Block dropping: adaptor steps per candidate."
+)
+_FINETUNE_STEPS = flags.DEFINE_integer(
+    "finetune_steps", 300, "Block dropping: recovery steps."
+)
+_SCORE_BLOCKS = flags.DEFINE_bool(
+    "score_blocks", True,
+    "Block dropping: drop the K most recoverable blocks; with "
+    "--noscore_blocks the first K candidates, without scoring (smoke runs).",
+)
+_MAX_LAYERS = flags.DEFINE_integer(
+    "max_layers", 0,
+    "Layer-wise schemes compress only their first N candidate layers "
+    "(0: all of them).",
+)
+_TEST_IMAGES = flags.DEFINE_integer("test_images", 1000, "Held-out test images.")
+_LATENCY_BATCH = flags.DEFINE_integer("latency_batch_size", 64, "Latency batch.")
+_LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 20, "Timed latency rounds.")
+_LATENCY_WARMUP = flags.DEFINE_integer("latency_warmup", 3, "Untimed rounds.")
+_OUTPUT = flags.DEFINE_string("output", None, "Markdown file for the table.")
+_PLOT = flags.DEFINE_string("plot", None, "PNG latency-accuracy figure.")
+_SMOKE = flags.DEFINE_bool(
+    "smoke", False,
+    "Tiny everything (one 8-image set, blocks-1 unscored and filters-0.5 "
+    "on one layer, 1 step, 50 test images, 2 latency rounds): checks the "
+    "code path only.",
+)
+
+
+def settings():
+    """The flag values, with `--smoke` overriding them."""
+    values = dict(
+        sizes=[int(n) for n in _SIZES.value],
+        seeds=[int(s) for s in _SEEDS.value],
+        variants=list(_VARIANTS.value),
+        steps=_STEPS.value,
+        block_steps=_BLOCK_STEPS.value,
+        finetune_steps=_FINETUNE_STEPS.value,
+        score_blocks=_SCORE_BLOCKS.value,
+        max_layers=_MAX_LAYERS.value,
+        test_images=_TEST_IMAGES.value,
+        latency_batch_size=_LATENCY_BATCH.value,
+        latency_runs=_LATENCY_RUNS.value,
+        latency_warmup=_LATENCY_WARMUP.value,
+    )
+    unknown = [v for v in values["variants"] if v not in VARIANTS]
+    if unknown:
+        raise app.UsageError(
+            f"Unknown variants {unknown}. Expected some of {list(VARIANTS)}."
+        )
+    if _SMOKE.value:
+        values.update(
+            sizes=[8], seeds=[0], variants=["blocks-1", "filters-0.5"], steps=1,
+            block_steps=1, finetune_steps=1, score_blocks=False, max_layers=1, test_images=50,
+            latency_batch_size=8, latency_runs=2, latency_warmup=0,
+        )
+    return values
+
+
+def compress_variant(teacher, variant, images, seed, values):
+    """Compresses `teacher` from `images` as `variant` says.
+
+    Args:
+        teacher: The trained model.
+        variant: A key of `VARIANTS`.
+        images: The tiny set (no labels).
+        seed: Seed of the draw and training order.
+        values: The `settings()`.
+
+    Returns:
+        The compressed model.
+    """
+    import keras_practise
+    from keras_practise.schemes import core
+    from keras_practise.schemes import decouple
+    from keras_practise.schemes import filters
+    from keras_practise.schemes import lowrank
+    from keras_practise.schemes import sparse
+
+    scheme, options = VARIANTS[variant]
+    common = dict(seed=seed, verbose=0)
+    if scheme == "blocks":
+        if not values["score_blocks"]:
+            candidates = keras_practise.find_blocks(teacher)
+            options = {"blocks": candidates[: options["drop"]]}
+        return keras_practise.compress(
+            teacher, images, steps=values["block_steps"],
+            finetune_steps=values["finetune_steps"], latency="macs",
+            latency_batch_size=0, **options, **common,
+        )
+    if values["max_layers"]:
+        candidates = {
+            "filters": filters.prunable_maps,
+            "decouple": decouple.candidates,
+            "lowrank": lowrank.candidates,
+            "sparse": sparse.candidates,
+        }[scheme](core.flat_copy(teacher))
+        options = dict(options, layers=candidates[: values["max_layers"]])
+    return keras_practise.compress(
+        teacher, images, scheme=scheme, steps=values["steps"], **options,
+        **common,
+    )
+
+
+def plot(rows, teacher_accuracy, path, title):
+    """Latency-accuracy curves, one per scheme (the paper's Figure 1).
+
+    Args:
+        rows: `(variant, latency reduction %, accuracy %, accuracy std)`
+            tuples.
+        teacher_accuracy: The teacher's accuracy in percent.
+        path: Where to write the PNG.
+        title: Title of the figure.
+    """
+    with harness.figure(
+        path, "measured latency reduction vs the teacher (%)",
+        "test accuracy (%)", title,
+    ) as axis:
+        for scheme in dict.fromkeys(VARIANTS[r[0]][0] for r in rows):
+            points = sorted(
+                (r for r in rows if VARIANTS[r[0]][0] == scheme),
+                key=lambda r: r[1],
+            )
+            x, y, err = ([p[i] for p in points] for i in (1, 2, 3))
+            axis.errorbar(x, y, yerr=err, marker="o", capsize=3, label=scheme)
+            for variant, xi, yi, _ in points:
+                # The setting (drop count, keep, rank, energy) by its point.
+                axis.annotate(
+                    variant.split("-", 1)[1], (xi, yi), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points",
+                )
+        axis.axhline(
+            teacher_accuracy, color="gray", linestyle="--", label="teacher"
+        )
+
+
+def main(argv):
+    del argv
+    import keras
+    import numpy as np
+
+    import keras_practise
+    from keras_practise import backend
+    from keras_practise.demo import digits
+
+    values = settings()
+    started = time.perf_counter()
+    teacher = harness.load_teacher(_TEACHER.value)
+    test_x, test_y = digits.load_cluttered_digits(
+        "test", num_images=values["test_images"], seed=1
+    )
+    teacher_accuracy = harness.accuracy(teacher, test_x, test_y)
+    # (variant, size) -> per-seed accuracies and latency reductions.
+    accuracies, reductions, costs = {}, {}, {}
+    for size in values["sizes"]:
+        for seed in values["seeds"]:
+            images, _ = digits.load_cluttered_digits(
+                "train", num_images=size, seed=100 + seed
+            )
+            models = {"teacher": teacher}
+            for variant in values["variants"]:
+                with harness.quiet():
+                    model = compress_variant(teacher, variant, images, seed, values)
+                models[variant] = model
+                acc = harness.accuracy(model, test_x, test_y)
+                accuracies.setdefault((variant, size), []).append(acc)
+                costs.setdefault((variant, size), []).append((
+                    keras_practise.count_params(model),
+                    keras_practise.count_macs(model),
+                ))
+                print(f"n={size} seed={seed} {variant}: {100 * acc:.2f}% "
+                      f"({time.perf_counter() - started:.0f}s)", flush=True)
+            timing = keras_practise.compare_latency(
+                models, batch_size=values["latency_batch_size"],
+                runs=values["latency_runs"], warmup=values["latency_warmup"],
+            )
+            print(timing.table(), flush=True)
+            for variant in values["variants"]:
+                reductions.setdefault((variant, size), []).append(
+                    timing.reductions[variant]
+                )
+            keras.utils.clear_session()
+
+    teacher_macs = keras_practise.count_macs(teacher)
+    header = ("variant", "params K", "MACs M", "MACs cut", "latency cut",
+              "accuracy %")
+    sections = [
+        f"Teacher: {teacher.name}, {100 * teacher_accuracy:.2f}% on "
+        f"{values['test_images']} test images, "
+        f"{keras_practise.count_params(teacher) / 1e3:.1f} K params, "
+        f"{teacher_macs / 1e6:.2f} M MACs. Layer-wise steps per layer "
+        f"{values['steps']}; blocks: {values['block_steps']} steps per "
+        f"candidate, {values['finetune_steps']} recovery steps; seeds "
+        f"{','.join(map(str, values['seeds']))}; latency batch "
+        f"{values['latency_batch_size']}, {values['latency_runs']} interleaved "
+        f"rounds per run; backend {keras.backend.backend()}, device "
+        f"{backend.device_name()}; wall time "
+        f"{time.perf_counter() - started:.0f}s."
+    ]
+    points = {}
+    for size in values["sizes"]:
+        rows = []
+        for variant in values["variants"]:
+            # Chosen blocks and PCA ranks depend on the draw: mean over seeds.
+            params, macs = np.mean(costs[(variant, size)], axis=0)
+            cut = 100 * float(np.mean(reductions[(variant, size)]))
+            acc = 100 * np.asarray(accuracies[(variant, size)])
+            points.setdefault(size, []).append((variant, cut, acc.mean(), acc.std()))
+            rows.append((
+                variant, f"{params / 1e3:.1f}", f"{macs / 1e6:.2f}",
+                f"{100 * (1 - macs / teacher_macs):.1f}%", f"{cut:.1f}%",
+                harness.mean_std(accuracies[(variant, size)]),
+            ))
+        sections += [
+            f"{size} images (latency cut: mean over seeds; accuracy: mean "
+            "+/- std over seeds):",
+            harness.markdown_table(header, rows),
+        ]
+    text = "\n\n".join(sections)
+    print(text)
+    if _OUTPUT.value:
+        harness.write_atomically(_OUTPUT.value, text + "\n")
+    if _PLOT.value:
+        size = values["sizes"][0]
+        plot(
+            points[size], 100 * teacher_accuracy, _PLOT.value,
+            f"{teacher.name}, {size} images, PRACTISE recovery",
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)
