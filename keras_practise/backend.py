@@ -125,22 +125,23 @@ def _trace_torch(model, x, eager):
         # Keras' shape arithmetic on tensors is constant for a fixed input
         # shape, which is what the trace is specialised to.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        expected = eager(x)
+        expected = keras.tree.flatten(eager(x))
         try:
             graph = torch.jit.trace(model, (x,), check_trace=False, strict=False)
             graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph.eval()))
-            actual = graph(x)
-            same = all(
+            actual = keras.tree.flatten(graph(x))
+            problem = None
+            if len(actual) != len(expected) or not all(
                 torch.allclose(a, e, rtol=1e-4, atol=1e-4)
-                for a, e in zip(keras.tree.flatten(actual), keras.tree.flatten(expected))
-            ) and len(keras.tree.flatten(actual)) == len(keras.tree.flatten(expected))
+                for a, e in zip(actual, expected)
+            ):
+                problem = "its outputs differ from the eager call"
         except Exception as error:  # Any failure to trace means: run eagerly.
-            same, actual = False, error
-    if not same:
+            problem = str(error)
+    if problem is not None:
         warnings.warn(
             f"Could not compile {model.name!r} for inference with TorchScript "
-            f"({actual if isinstance(actual, Exception) else 'outputs differ'}); "
-            "it runs eagerly.",
+            f"({problem}); it runs eagerly.",
             RuntimeWarning,
             stacklevel=4,
         )

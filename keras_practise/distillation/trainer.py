@@ -339,17 +339,12 @@ def _loss_scales(model, x, targets, losses, sample=256):
     target of tiny spread (a random-weight teacher, a recovery from identity
     adaptors) from taking a step that makes it diverge at every rate.
     """
-    outputs = backend.to_numpy(
-        backend.compile_inference(model, jit=False)(x[:sample])
-    )
-    if not isinstance(outputs, (list, tuple)):
-        outputs = [outputs]
     scales = []
-    for output, target, loss in zip(outputs, targets, losses):
+    for output, target, loss in zip(_outputs(model, x[:sample]), targets, losses):
         if loss != "mse":
             scales.append(1.0)
             continue
-        start = float(np.mean((np.asarray(output) - target[:sample]) ** 2))
+        start = float(np.mean((output - target[:sample]) ** 2))
         start = start if math.isfinite(start) else 0.0
         scales.append(max(feature_scale(target), start))
     return scales
@@ -358,12 +353,13 @@ def _loss_scales(model, x, targets, losses, sample=256):
 def _finite_outputs(model, x, sample=64):
     # Finite weights can still overflow in inference mode (BatchNorm moving
     # statistics a run drove to extremes): such a run diverged too.
-    outputs = backend.to_numpy(
-        backend.compile_inference(model, jit=False)(x[:sample])
-    )
-    if not isinstance(outputs, (list, tuple)):
-        outputs = [outputs]
-    return all(np.isfinite(np.asarray(o)).all() for o in outputs)
+    return all(np.isfinite(o).all() for o in _outputs(model, x[:sample]))
+
+
+def _outputs(model, x):
+    """The model's outputs on `x` in inference mode, as a list of arrays."""
+    outputs = backend.to_numpy(backend.compile_inference(model, jit=False)(x))
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def _finite_weights(model):
