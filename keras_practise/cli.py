@@ -207,7 +207,8 @@ def _add_compress(commands, common):
             "blocks (default), or a layer-wise scheme recovered by 1x1 "
             "adaptors: filters (--keep), decouple (--rank), lowrank "
             "(--energy or --rank), sparse (--sparsity); --steps is then per "
-            "layer and block options are refused"
+            "layer, --method picks its recovery (layerwise, mimic, mimic_ce, "
+            "or the ce, kd, fitnet baselines) and block options are refused"
         ),
     )
     command.add_argument("--keep", type=float, help="filters: kept fraction (0.5)")
@@ -218,8 +219,14 @@ def _add_compress(commands, common):
     command.add_argument("--energy", type=float, help="lowrank: PCA energy (0.4)")
     command.add_argument("--sparsity", type=float, help="sparse: zeros (0.9)")
     command.add_argument(
-        "--method", choices=recovery.METHODS, default="mimic",
-        help="recovery recipe (default: mimic, label-free feature mimicking)",
+        "--method",
+        choices=recovery.METHODS + tuple(
+            m for m in schemes.METHODS if m not in recovery.METHODS
+        ),
+        help=(
+            "recovery recipe (default: mimic, label-free feature mimicking; "
+            "with --scheme: layerwise, the per-layer adaptors alone)"
+        ),
     )
     command.add_argument(
         "--num-samples", type=int,

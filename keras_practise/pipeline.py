@@ -230,7 +230,7 @@ def compress(
     drop=3,
     latency_target=None,
     blocks=None,
-    method="mimic",
+    method=None,
     steps=200,
     finetune_steps=500,
     batch_size=None,
@@ -267,11 +267,15 @@ def compress(
             (e.g. `0.2`); overrides `drop`.
         blocks: Blocks to drop (names, `stage.position` labels or `Block`s),
             skipping selection; overrides `drop` and `latency_target`.
-        method: Recovery recipe, one of `recovery.METHODS`. Defaults to
-            `"mimic"` (label-free feature mimicking).
+        method: Recovery recipe, one of `recovery.METHODS` for blocks
+            (defaults to `"mimic"`, label-free feature mimicking) or of
+            `schemes.METHODS` for a layer-wise scheme (defaults to
+            `"layerwise"`, the per-layer adaptors alone; the baselines
+            `"ce"`, `"kd"` and `"fitnet"` exist for both).
         steps: Adaptor-training steps per candidate for recoverability.
             Defaults to `200`.
-        finetune_steps: Optimizer steps of the recovery. Defaults to `500`.
+        finetune_steps: Optimizer steps of the recovery (a layer-wise
+            scheme's whole-network training). Defaults to `500`.
         batch_size: Batch size. Defaults to `min(64, number of views)`.
         num_samples: Images to draw from `data` (or to synthesise).
         per_class: Images per class to draw instead (1 = "1-shot").
@@ -308,7 +312,8 @@ def compress(
         scheme: `"blocks"` (this pipeline) or a layer-wise scheme of
             `keras_practise.schemes` (`"filters"`, `"decouple"`,
             `"lowrank"`, `"sparse"`), which then gets `steps` (per layer),
-            the data arguments and `**scheme_options` (e.g. `keep=0.5`,
+            `method`, `finetune_steps`, the data arguments and
+            `**scheme_options` (e.g. `keep=0.5`,
             `rank=3`, `energy=0.4`, `sparsity=0.9`); see
             `schemes.compress_with_scheme`.
         **scheme_options: Arguments of the layer-wise schemes.
@@ -344,7 +349,6 @@ def compress(
     if scheme != "blocks":
         _check_block_only(
             latency_target=(latency_target, None), blocks=(blocks, None),
-            method=(method, "mimic"), finetune_steps=(finetune_steps, 500),
             latency=(latency, "measured"), synthesis_steps=(synthesis_steps, 1000),
             selection=(selection, "greedy"), data=(data is None, False),
         )
@@ -354,8 +358,10 @@ def compress(
             image_size=image_size, augment_views=augment_views,
             preprocess=preprocess, data_dir=data_dir, verbose=verbose,
             return_report=return_report, callbacks=callbacks, export=export,
+            method=method or "layerwise", finetune_steps=finetune_steps,
             **scheme_options,
         )
+    method = method or "mimic"
     settings = {
         "drop": drop, "latency_target": latency_target, "method": method,
         "steps": steps, "finetune_steps": finetune_steps,

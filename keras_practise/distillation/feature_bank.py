@@ -41,6 +41,7 @@ class FeatureBank:
         self.tap = taps.feature_tap(teacher)
         self._input = flat_graph.FlatGraph(teacher).inputs[0]
         self._prefix = {}
+        self._outputs = {}
         tap_model = surgery.rewrite(teacher, outputs=[self.tap])
         self.targets = {
             split: tap_model.predict(v, batch_size=batch_size, verbose=0)
@@ -62,6 +63,12 @@ class FeatureBank:
                     self.views[split], batch_size=self.batch_size, verbose=0
                 )
         return self._prefix[key]
+
+    def outputs(self, split):
+        """The teacher's outputs (logits or probabilities) on the `split` views."""
+        if split not in self._outputs:
+            self._outputs[split] = trainer.predict(self.teacher, self.views[split])
+        return self._outputs[split]
 
     def release(self):
         """Frees the cached prefix activations (recovery needs none of them)."""

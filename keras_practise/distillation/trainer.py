@@ -15,6 +15,8 @@ Modes (`MODES`):
   authors' final recovery, "MiR"-style).
 * `"mimic_ce"`: cross-entropy + `beta` * feature MSE (the earlier paper).
 * `"ce"`: plain cross-entropy finetuning (the "BP" baseline).
+* `"kd"`: Hinton's logit distillation at `temperature` (label-free
+  baseline; `distillation_loss`).
 
 Two things make training independent of the model's feature scale and keep
 it from failing silently (see docs/design.md, "Scale-free training"):
@@ -40,7 +42,7 @@ from keras_practise.graph import taps
 from keras_practise.utils import progress
 from keras_practise.utils import validation
 
-MODES = ("adaptors", "mimic", "mimic_ce", "ce")
+MODES = ("adaptors", "mimic", "mimic_ce", "ce", "kd")
 
 
 @dataclasses.dataclass
@@ -56,6 +58,8 @@ class TrainConfig:
         decay_at: Fraction of the steps after which the learning rate is
             multiplied by 0.1.
         beta: Weight of the feature MSE in `"mimic_ce"` mode.
+        temperature: Softmax temperature of `"kd"` mode (Hinton et al.
+            use 2-20; 4 is common on small data).
         seed: Seed of the batch order.
         verbose: 0 silent, 1 progress bar.
         callbacks: Keras callbacks added to every `fit` run with this
@@ -73,6 +77,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     decay_at: float = 0.4
     beta: float = 100.0
+    temperature: float = 4.0
     seed: int = 0
     verbose: int = 0
     callbacks: tuple = ()
@@ -82,11 +87,11 @@ class TrainConfig:
         validation.check_int("steps", self.steps)
         validation.check_int("batch_size", self.batch_size, allow_none=True)
         validation.check_int("retries", self.retries, minimum=0)
-        if not self.learning_rate > 0:
-            raise ValueError(
-                "`learning_rate` must be positive. "
-                f"Received: learning_rate={self.learning_rate}"
-            )
+        for name in ("learning_rate", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(
+                    f"`{name}` must be positive. Received: {name}={getattr(self, name)}"
+                )
         self.callbacks = check_callbacks(self.callbacks)
 
 
@@ -404,3 +409,32 @@ def classification_loss(model):
         from_logits=not taps.ends_in_softmax(model)
     )
 
+
+def distillation_loss(model, temperature):
+    """Hinton's knowledge distillation loss for `model`'s classifier output.
+
+    `T^2 * KL(softmax(t / T) || softmax(s / T))` between the teacher's
+    outputs `t` (the targets) and the student's `s`; for a model that ends in
+    a softmax both are probabilities and their logarithms serve as logits
+    (softmax is unchanged by the constant they differ by).
+
+    Args:
+        model: The student (it decides whether outputs are probabilities).
+        temperature: The softmax temperature `T`.
+
+    Returns:
+        A loss callable `(teacher_outputs, student_outputs) -> per-sample loss`.
+    """
+    probabilities = taps.ends_in_softmax(model)
+
+    def distillation(teacher_outputs, student_outputs):
+        t, s = teacher_outputs, student_outputs
+        if probabilities:
+            t = keras.ops.log(keras.ops.clip(t, 1e-7, 1.0))
+            s = keras.ops.log(keras.ops.clip(s, 1e-7, 1.0))
+        t_log = keras.ops.log_softmax(t / temperature, axis=-1)
+        s_log = keras.ops.log_softmax(s / temperature, axis=-1)
+        kl = keras.ops.sum(keras.ops.exp(t_log) * (t_log - s_log), axis=-1)
+        return temperature**2 * kl
+
+    return distillation

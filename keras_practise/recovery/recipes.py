@@ -1,8 +1,10 @@
 """Recovery recipes: training the pruned network back to the teacher.
 
 Each recipe drops the chosen blocks, inserts identity adaptors around the
-holes, trains with the engine in `distillation/trainer.py`, and folds the adaptors away,
-so the result is a plain model with exactly the layers of `drop_blocks`.
+holes (not the `"kd"` and `"fitnet"` baselines), trains with the engine in
+`distillation/trainer.py`, and folds the adaptors away, so the result is a
+plain model with exactly the layers of `drop_blocks`. `train_whole` is the
+whole-network training step that the layer-wise schemes share.
 
 Recipes (`METHODS`):
 
@@ -13,6 +15,10 @@ Recipes (`METHODS`):
   mimicking learning rate stays stable.
 * `"ce"`: plain cross-entropy finetuning (needs labels; the "BP" baseline,
   for comparisons).
+* `"kd"`: Hinton's logit distillation at `TrainConfig.temperature`, all
+  weights trained, no adaptors (label-free baseline).
+* `"fitnet"`: FitNet-style hint mimicking: the feature MSE of `"mimic"`
+  with no adaptors inserted (label-free baseline: what the adaptors add).
 * `"stagewise"`: the earlier paper's stage-by-stage recovery: for each stage
   with a hole, in network order, adaptors in front of the convs that read
   the stage's signal after the hole are trained (all else frozen) to make
@@ -31,7 +37,9 @@ from keras_practise.graph import surgery
 from keras_practise.graph import taps
 from keras_practise.recovery import fold
 
-METHODS = ("mimic", "mimic_ce", "ce", "stagewise", "none")
+METHODS = ("mimic", "mimic_ce", "ce", "kd", "fitnet", "stagewise", "none")
+# Whole-network trainings of a student without adaptors (`train_whole`).
+WHOLE_METHODS = ("mimic", "mimic_ce", "ce", "kd", "fitnet")
 LABELLED_METHODS = ("mimic_ce", "ce")
 
 
@@ -49,9 +57,24 @@ def check_method(method, has_labels):
         )
 
 
-def _train_full(student, sites, bank, mode, config):
-    """Trains a full student (with head) in `mode` on the bank's views."""
-    finetune.set_trainable(student, mode, [s.adaptor_name for s in sites])
+def train_whole(student, bank, method, config, adaptor_names=()):
+    """Trains all weights of `student` towards the teacher of `bank`.
+
+    Args:
+        student: A model with the teacher's head and tap (a pruned or
+            compressed copy, adaptors inserted or not); trained in place.
+        bank: The `feature_bank.FeatureBank` of the teacher.
+        method: One of `WHOLE_METHODS`: `"mimic"`/`"fitnet"` (feature MSE
+            at the tap), `"ce"`, `"mimic_ce"` (labels) or `"kd"`.
+        config: A `finetune.TrainConfig`.
+        adaptor_names: Names of inserted adaptor layers (they train too).
+
+    Returns:
+        The loss curve as `(step, loss)` pairs (`[]` when every learning rate
+        diverged and the step was skipped).
+    """
+    mode = {"fitnet": "mimic"}.get(method, method)
+    finetune.set_trainable(student, mode, adaptor_names)
     tap = taps.feature_tap(student)
     x = bank.views["train"]
     if mode == "mimic":
@@ -59,6 +82,9 @@ def _train_full(student, sites, bank, mode, config):
         return finetune.fit_or_skip(
             view, x, [bank.targets["train"]], ["mse"], config, normalize=True
         )
+    if mode == "kd":
+        kd = finetune.distillation_loss(student, config.temperature)
+        return finetune.fit_or_skip(student, x, [bank.outputs("train")], [kd], config)
     labels = bank.labels["train"]
     ce = finetune.classification_loss(student)
     if mode == "ce":
@@ -132,6 +158,9 @@ def recover(model, blocks, bank, method="mimic", config=None):
     check_method(method, bank.labels is not None)
     if method == "none":
         return surgery.drop_blocks(model, blocks), []
+    if method in ("kd", "fitnet"):
+        student = surgery.drop_blocks(model, blocks)
+        return student, train_whole(student, bank, method, config)
     curve = []
     if method == "stagewise":
         model_after, curve = _stagewise(model, blocks, bank, config)
@@ -140,6 +169,7 @@ def recover(model, blocks, bank, method="mimic", config=None):
     else:
         start_model = model
     student, sites = adaptors_lib.insert_adaptors(start_model, blocks)
-    mode = {"mimic": "mimic", "mimic_ce": "mimic_ce", "ce": "ce"}[method]
-    curve += _train_full(student, sites, bank, mode, config)
+    curve += train_whole(
+        student, bank, method, config, [s.adaptor_name for s in sites]
+    )
     return fold.fold_adaptors(student, sites, name=model.name), curve

@@ -15,13 +15,21 @@ from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import input_size
 from keras_practise.graph import surgery
 from keras_practise.profiling import macs as macs_lib
+from keras_practise.recovery import recipes
 from keras_practise.schemes import core
 from keras_practise.schemes import decouple
 from keras_practise.schemes import filters
 from keras_practise.schemes import lowrank
 from keras_practise.schemes import sparse
+from keras_practise.utils import validation
 
 SCHEMES = ("filters", "decouple", "lowrank", "sparse")
+# Recovery of a scheme: PRACTISE's layer-wise adaptors ("layerwise"), then
+# optionally whole-network finetuning ("mimic" label-free, "mimic_ce" the
+# earlier paper's "PRACTISE + FT"); or the baselines, which train the
+# untrained compression as a whole ("ce" = BP, "kd", "fitnet").
+METHODS = ("layerwise", "mimic", "mimic_ce", "ce", "kd", "fitnet")
+_LAYERWISE = ("layerwise", "mimic", "mimic_ce")
 
 
 @dataclasses.dataclass
@@ -30,18 +38,23 @@ class SchemeReport:
 
     Attributes:
         scheme: The scheme.
+        method: The recovery (`METHODS`).
         layers: Names of the compressed layers, in network order.
         settings: The scheme's arguments.
         params: `(before, after)` parameter counts.
         macs: `(before, after)` multiply-accumulates per image.
         sparsity: Fraction of zero kernel entries in the compressed convs
             (`"sparse"` only, else `None`).
-        steps: One `core.StepRecord` per layer.
+        steps: One `core.StepRecord` per layer (with untrained adaptors
+            for the baselines that skip layer-wise training).
         phase_seconds: Wall time per phase.
+        finetune_curve: `(step, loss)` pairs of the whole-network training
+            (empty for `"layerwise"`).
         exported: The `ExportResult` of `export=` as a dict, or `None`.
     """
 
     scheme: str
+    method: str
     layers: list
     settings: dict
     params: tuple
@@ -49,11 +62,12 @@ class SchemeReport:
     sparsity: float
     steps: list
     phase_seconds: dict
+    finetune_curve: list = dataclasses.field(default_factory=list)
     exported: dict = None
 
     def table(self):
         """The per-layer table and the totals as text."""
-        lines = [f"scheme {self.scheme} {self.settings}"]
+        lines = [f"scheme {self.scheme}, recovery {self.method} {self.settings}"]
         for r in self.steps:
             lines.append(
                 f"  {r.layer}: {r.detail} next-map MSE {r.mse_init:.4g} -> "
@@ -61,6 +75,11 @@ class SchemeReport:
             )
         lines.append(f"params {self.params[0]:,} -> {self.params[1]:,}")
         lines.append(f"MACs {self.macs[0]:,} -> {self.macs[1]:,}")
+        if self.finetune_curve:
+            lines.append(
+                f"whole-network {self.method}: loss {self.finetune_curve[0][1]:.4g} "
+                f"-> {self.finetune_curve[-1][1]:.4g}"
+            )
         if self.sparsity is not None:
             lines.append(
                 f"zeros in the compressed kernels: {100 * self.sparsity:.1f}% "
@@ -135,6 +154,8 @@ def compress_with_scheme(
     energy=0.4,
     sparsity=0.9,
     steps=200,
+    method="layerwise",
+    finetune_steps=500,
     learning_rate=0.01,
     batch_size=None,
     num_samples=None,
@@ -175,6 +196,16 @@ def compress_with_scheme(
         sparsity: `"sparse"`: fraction of zeros per kernel. Defaults to `0.9`.
         steps: Optimizer steps per layer; `0` folds the untrained
             compression (the "before recovery" model).
+        method: The recovery, one of `METHODS`: `"layerwise"` (PRACTISE:
+            the per-layer adaptors only, label-free), `"mimic"` /
+            `"mimic_ce"` (those, then `finetune_steps` of whole-network
+            feature mimicking, without / with labels: "PRACTISE + FT"), or
+            a baseline that trains the untrained compression as a whole for
+            `finetune_steps`: `"ce"` (cross-entropy, "BP"; labels),
+            `"kd"` (Hinton's logit distillation) or `"fitnet"` (feature
+            mimicking without adaptors).
+        finetune_steps: Steps of the whole-network training (not
+            `"layerwise"`).
         learning_rate: SGD learning rate of the per-layer training.
         batch_size: Batch size. Defaults to `min(64, number of views)`.
         num_samples: Images to draw from `data`.
@@ -196,9 +227,9 @@ def compress_with_scheme(
 
     Raises:
         TypeError: If `model` is not a graph model or `keep` has a wrong type.
-        ValueError: If `scheme` is unknown, an argument is out of range, or a
-            layer cannot be compressed by the scheme (checked before any
-            training).
+        ValueError: If `scheme` or `method` is unknown, `method` needs labels
+            the data lacks, an argument is out of range, or a layer cannot
+            be compressed by the scheme (checked before any training).
         ImportError: If `export` names a runtime that is not installed.
 
     Example:
@@ -223,6 +254,12 @@ def compress_with_scheme(
         raise ValueError(f"Model {model.name!r} has no layer that scheme {scheme!r} applies to.")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"`steps` must be a non-negative integer. Received: steps={steps!r}")
+    if method not in METHODS:
+        raise ValueError(
+            f"Unknown recovery method for scheme {scheme!r}. Expected one of "
+            f"{METHODS}. Received: method={method!r}"
+        )
+    validation.check_int("finetune_steps", finetune_steps, minimum=1)
     callbacks = trainer.check_callbacks(callbacks)
     export_target = None if export is None else exporter.resolve_target(export)
     config = None
@@ -235,25 +272,39 @@ def compress_with_scheme(
         teacher, data, num_samples, per_class, seed, image_size, augment_views,
         preprocess, data_dir,
     )
+    if method != "layerwise":
+        recipes.check_method(method, bank.labels is not None)
     phases["data"] = time.perf_counter() - started
     t = time.perf_counter()
     compressed, records = core.run_steps(
-        teacher, names, make_step, bank.views, config, verbose=verbose
+        teacher, names, make_step, bank.views,
+        config if method in _LAYERWISE else None, verbose=verbose,
     )
     phases["layers"] = time.perf_counter() - t
+    curve = []
+    if method != "layerwise":
+        t = time.perf_counter()
+        curve = recipes.train_whole(compressed, bank, method, trainer.TrainConfig(
+            steps=finetune_steps, batch_size=batch_size, seed=seed,
+            verbose=verbose, callbacks=callbacks,
+        ))
+        phases["finetune"] = time.perf_counter() - t
     phases["total"] = time.perf_counter() - started
     report = SchemeReport(
         scheme=scheme,
+        method=method,
         layers=names,
         settings={
             "keep": keep, "rank": rank, "energy": energy, "sparsity": sparsity,
             "steps": steps, "learning_rate": learning_rate, "seed": seed,
+            "finetune_steps": finetune_steps if method != "layerwise" else None,
         },
         params=(macs_lib.count_params(teacher), macs_lib.count_params(compressed)),
         macs=(macs_lib.count_macs(teacher), macs_lib.count_macs(compressed)),
         sparsity=sparse.sparsity_of(compressed, names) if scheme == "sparse" else None,
         steps=records,
         phase_seconds=phases,
+        finetune_curve=curve,
     )
     compressed = surgery.rewrite(compressed, name=model.name, input_shape=input_shape)
     if export_target is not None:

@@ -64,7 +64,34 @@ def test_classification_loss_matches_the_head():
     assert not finetune.classification_loss(probs).from_logits
 
 
-@pytest.mark.parametrize("kwargs", [dict(steps=0), dict(steps=3, batch_size=0), dict(learning_rate=0)])
+def test_distillation_loss_is_hintons_kd_on_logits_or_probabilities():
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(size=(2, 5, 10)).astype("float32") * 3
+    temperature = 4.0
+    expected = []
+    for t, s in zip(teacher, student):
+        p = np.exp(t / temperature) / np.exp(t / temperature).sum()
+        q = np.exp(s / temperature) / np.exp(s / temperature).sum()
+        expected.append(temperature**2 * np.sum(p * np.log(p / q)))
+    on_logits = finetune.distillation_loss(tiny_models.tiny_resnet(), temperature)
+    got = keras.ops.convert_to_numpy(on_logits(teacher, student))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert np.all(keras.ops.convert_to_numpy(on_logits(teacher, teacher)) < 1e-5)
+
+    def softmax(z):
+        return np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+
+    on_probs = finetune.distillation_loss(
+        tiny_models.tiny_resnet(softmax=True), temperature
+    )
+    got = keras.ops.convert_to_numpy(on_probs(softmax(teacher), softmax(student)))
+    np.testing.assert_allclose(got, expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(steps=0), dict(steps=3, batch_size=0), dict(learning_rate=0), dict(temperature=0)],
+)
 def test_config_errors(kwargs):
     with pytest.raises(ValueError):
         finetune.TrainConfig(**kwargs)

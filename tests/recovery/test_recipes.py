@@ -1,5 +1,6 @@
 """Tests for keras_practise.recovery.recipes: the recovery recipes."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -23,7 +24,9 @@ def _setup(labels=True, bn_momentum=0.99):
     return model, bank, chosen
 
 
-@pytest.mark.parametrize("method", ["mimic", "mimic_ce", "ce", "stagewise"])
+@pytest.mark.parametrize(
+    "method", ["mimic", "mimic_ce", "ce", "kd", "fitnet", "stagewise"]
+)
 def test_recipes_return_the_dropped_architecture(method):
     model, bank, chosen = _setup()
     before = [w.copy() for w in model.get_weights()]
@@ -55,10 +58,27 @@ def test_mimic_recovers_features():
 
 def test_method_checks():
     with pytest.raises(ValueError, match="Unknown recovery method"):
-        recovery.check_method("kd", True)
+        recovery.check_method("layerwise", True)
     with pytest.raises(ValueError, match="labels"):
         recovery.check_method("ce", False)
-    recovery.check_method("mimic", False)
+    for method in ("mimic", "kd", "fitnet"):
+        recovery.check_method(method, False)
+
+
+def test_kd_moves_the_students_outputs_towards_the_teachers():
+    model, bank, chosen = _setup(labels=False, bn_momentum=0.9)
+    dropped = surgery.drop_blocks(model, chosen)
+    kd = finetune.distillation_loss(model, 4.0)
+    teacher = bank.outputs("eval")
+
+    def distance(student):
+        outputs = finetune.predict(student, bank.views["eval"])
+        return float(np.mean(keras.ops.convert_to_numpy(kd(teacher, outputs))))
+
+    compressed, _ = recovery.recover(
+        model, chosen, bank, "kd", finetune.TrainConfig(steps=60, batch_size=16)
+    )
+    assert distance(compressed) < 0.8 * distance(dropped)
 
 
 def test_recovery_that_diverges_everywhere_keeps_the_dropped_model(monkeypatch):

@@ -34,12 +34,22 @@ def test_cli_scheme(tmp_path):
     assert code == 0
     small = keras.saving.load_model(out)
     assert small.get_layer("s1_block1_1_conv").filters == 2
+    code = cli.main([
+        "compress", str(model_path), "--out", str(tmp_path / "kd.keras"),
+        "--data", str(data), "--scheme", "filters", "--keep", "0.25",
+        "--steps", "1", "--method", "kd", "--finetune-steps", "1", "-q",
+    ])
+    assert code == 0
+    with pytest.raises(ValueError, match="layerwise"):
+        keras_practise.compress(
+            tiny_models.tiny_resnet(), tiny_models.images(8), method="layerwise"
+        )
 
 
 def test_scheme_refuses_block_options_and_passes_callbacks_and_export(tmp_path):
     model = tiny_models.tiny_resnet()
     x = tiny_models.images(8)
-    for extra in ({"method": "ce"}, {"latency_target": 0.2}, {"blocks": ["1.2"]}):
+    for extra in ({"selection": "independent"}, {"latency_target": 0.2}, {"blocks": ["1.2"]}):
         with pytest.raises(ValueError, match="scheme='blocks' only"):
             keras_practise.compress(model, x, scheme="filters", **extra)
     with pytest.raises(ValueError, match="data=None"):

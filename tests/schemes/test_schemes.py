@@ -125,6 +125,30 @@ def test_compress_with_scheme_end_to_end(scheme, kwargs, tmp_path):
     np.testing.assert_allclose(_predict(reloaded), _predict(small), atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["mimic", "mimic_ce", "ce", "kd", "fitnet"])
+def test_scheme_recovery_methods_and_baselines(method):
+    model = _teacher()
+    original = [w.copy() for w in model.get_weights()]
+    labels = np.arange(len(_X)) % 4
+    small, report = compress_with_scheme(
+        model, (_X, labels), scheme="filters", layers=["s2_block2_1_conv"],
+        steps=2, method=method, finetune_steps=3, verbose=0, return_report=True,
+    )
+    for before, after in zip(original, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert report.method == method
+    assert small.get_layer("s2_block2_1_conv").filters == 8
+    assert report.macs[1] == macs.count_macs(small) < report.macs[0]
+    assert report.finetune_curve
+    assert all(np.isfinite(loss) for _, loss in report.finetune_curve)
+    assert "finetune" in report.phase_seconds
+    record = report.steps[0]
+    if method in ("ce", "kd", "fitnet"):
+        # The baselines train the untrained compression as a whole.
+        assert record.mse_trained == record.mse_init
+    assert not any("adaptor" in layer.name for layer in small.layers)
+
+
 def test_bad_arguments_raise_before_training():
     model = _teacher()
     with pytest.raises(ValueError, match="Unknown scheme"):
@@ -137,6 +161,12 @@ def test_bad_arguments_raise_before_training():
         compress_with_scheme(model, _X, scheme="filters", keep="half")
     with pytest.raises(ValueError, match="sparsity"):
         compress_with_scheme(model, _X, scheme="sparse", sparsity=1.0)
+    with pytest.raises(ValueError, match="method='stagewise'"):
+        compress_with_scheme(model, _X, scheme="filters", method="stagewise")
+    with pytest.raises(ValueError, match="labels"):
+        compress_with_scheme(model, _X, scheme="filters", method="ce")
+    with pytest.raises(ValueError, match="finetune_steps"):
+        compress_with_scheme(model, _X, scheme="filters", method="kd", finetune_steps=0)
 
 
 def test_resnet34_filter_schemes_params_and_macs():
