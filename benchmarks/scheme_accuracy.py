@@ -14,6 +14,14 @@ PRACTISE's feature mimicking:
   of its responses that explain a fraction E of their variance, plus a 1x1;
 * `sparse-S`: a magnitude mask with the fraction S of zeros per conv.
 
+Each variant can also be recovered by the papers' baselines (`--methods`,
+`METHODS`): `bp` (cross-entropy finetuning), `kd` (Hinton's logit
+distillation), `fitnet` (feature mimicking without adaptors) and
+`practise_ft` (PRACTISE, then cross-entropy + beta * MSE finetuning with
+the tiny set's labels); a block variant's baselines drop the blocks that
+its PRACTISE run chose, so only the recovery differs. Rows and curves are
+named `variant` (PRACTISE) or `variant/method`.
+
 For every tiny set (`--sizes` x `--seeds`), all variants of the run and the
 teacher are timed in one interleaved `keras_practise.compare_latency` call,
 so that machine load hits them alike; the tables give the measured latency
@@ -25,6 +33,13 @@ Command (the table and figure in docs/results.md):
     KERAS_BACKEND=tensorflow python -m benchmarks.scheme_accuracy \
         --sizes=50 --seeds=0 --output=out/scheme_accuracy.md \
         --plot=docs/figures/scheme_accuracy.png
+
+and the baselines (docs/results.md says which variants and seeds were run):
+
+    KERAS_BACKEND=tensorflow python -m benchmarks.scheme_accuracy \
+        --sizes=50 --seeds=0 --variants=blocks-2,filters-0.75 \
+        --methods=practise,bp,kd,fitnet,practise_ft \
+        --output=out/scheme_baselines.md --plot=out/scheme_baselines.png
 """
 
 import time
@@ -48,11 +63,23 @@ VARIANTS = {
     "sparse-0.9": ("sparse", {"sparsity": 0.9}),
 }
 
+# Recovery -> (`compress` method for blocks, for the layer-wise schemes).
+METHODS = {
+    "practise": ("mimic", "layerwise"),
+    "bp": ("ce", "ce"),
+    "kd": ("kd", "kd"),
+    "fitnet": ("fitnet", "fitnet"),
+    "practise_ft": ("mimic_ce", "mimic_ce"),
+}
+
 _TEACHER = flags.DEFINE_string("teacher", None, "A .keras teacher; default: bundled.")
 _SIZES = flags.DEFINE_list("sizes", ["50"], "Tiny-set sizes.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Tiny-set draws.")
 _VARIANTS = flags.DEFINE_list(
     "variants", list(VARIANTS), f"Variants to run, of {list(VARIANTS)}."
+)
+_METHODS = flags.DEFINE_list(
+    "methods", ["practise"], f"Recoveries of every variant, of {list(METHODS)}."
 )
 _STEPS = flags.DEFINE_integer(
     "steps", 50, "Layer-wise schemes: training steps per compressed layer."
@@ -61,7 +88,9 @@ _BLOCK_STEPS = flags.DEFINE_integer(
     "block_steps", 100, "Block dropping: adaptor steps per candidate."
 )
 _FINETUNE_STEPS = flags.DEFINE_integer(
-    "finetune_steps", 300, "Block dropping: recovery steps."
+    "finetune_steps", 300,
+    "Recovery steps of block dropping and of every whole-network "
+    "training (the baselines, PRACTISE + FT's finetuning).",
 )
 _SCORE_BLOCKS = flags.DEFINE_bool(
     "score_blocks", True,
@@ -93,6 +122,7 @@ def settings():
         sizes=[int(n) for n in _SIZES.value],
         seeds=[int(s) for s in _SEEDS.value],
         variants=list(_VARIANTS.value),
+        methods=list(_METHODS.value),
         steps=_STEPS.value,
         block_steps=_BLOCK_STEPS.value,
         finetune_steps=_FINETUNE_STEPS.value,
@@ -103,32 +133,43 @@ def settings():
         latency_runs=_LATENCY_RUNS.value,
         latency_warmup=_LATENCY_WARMUP.value,
     )
-    unknown = [v for v in values["variants"] if v not in VARIANTS]
-    if unknown:
-        raise app.UsageError(
-            f"Unknown variants {unknown}. Expected some of {list(VARIANTS)}."
-        )
+    for name, known in (("variants", VARIANTS), ("methods", METHODS)):
+        unknown = [v for v in values[name] if v not in known]
+        if unknown:
+            raise app.UsageError(
+                f"Unknown {name} {unknown}. Expected some of {list(known)}."
+            )
     if _SMOKE.value:
         values.update(
-            sizes=[8], seeds=[0], variants=["blocks-1", "filters-0.5"], steps=1,
+            sizes=[8], seeds=[0], variants=["blocks-1", "filters-0.5"],
+            methods=["practise", "kd"], steps=1,
             block_steps=1, finetune_steps=1, score_blocks=False, max_layers=1, test_images=50,
             latency_batch_size=8, latency_runs=2, latency_warmup=0,
         )
     return values
 
 
-def compress_variant(teacher, variant, images, seed, values):
-    """Compresses `teacher` from `images` as `variant` says.
+def run_name(variant, method):
+    """The row and curve name of a variant recovered by `method`."""
+    return variant if method == "practise" else f"{variant}/{method}"
+
+
+def compress_variant(teacher, variant, method, data, seed, values, blocks=None):
+    """Compresses `teacher` from the tiny set as `variant` and `method` say.
 
     Args:
         teacher: The trained model.
         variant: A key of `VARIANTS`.
-        images: The tiny set (no labels).
+        method: A key of `METHODS`.
+        data: The tiny set as `(images, labels)`; labels are used by the
+            methods that train on them only.
         seed: Seed of the draw and training order.
         values: The `settings()`.
+        blocks: Block variants: the blocks to drop instead of choosing them.
 
     Returns:
-        The compressed model.
+        A tuple `(model, blocks)`: the compressed model and, for a block
+        variant, the names of the dropped blocks.
     """
     import keras_practise
     from keras_practise.schemes import core
@@ -138,16 +179,26 @@ def compress_variant(teacher, variant, images, seed, values):
     from keras_practise.schemes import sparse
 
     scheme, options = VARIANTS[variant]
-    common = dict(seed=seed, verbose=0)
+    block_method, layer_method = METHODS[method]
+    labelled = (block_method if scheme == "blocks" else layer_method) in (
+        "ce", "mimic_ce"
+    )
+    common = dict(
+        seed=seed, verbose=0, finetune_steps=values["finetune_steps"],
+        return_report=True,
+    )
+    images = data if labelled else data[0]
     if scheme == "blocks":
-        if not values["score_blocks"]:
-            candidates = keras_practise.find_blocks(teacher)
-            options = {"blocks": candidates[: options["drop"]]}
-        return keras_practise.compress(
-            teacher, images, steps=values["block_steps"],
-            finetune_steps=values["finetune_steps"], latency="macs",
-            latency_batch_size=0, **options, **common,
+        if blocks is None and not values["score_blocks"]:
+            blocks = [b.name for b in keras_practise.find_blocks(teacher)]
+            blocks = blocks[: options["drop"]]
+        if blocks is not None:
+            options = {"blocks": blocks}
+        model, report = keras_practise.compress(
+            teacher, images, steps=values["block_steps"], method=block_method,
+            latency="macs", latency_batch_size=0, **options, **common,
         )
+        return model, report.blocks
     if values["max_layers"]:
         candidates = {
             "filters": filters.prunable_maps,
@@ -156,18 +207,19 @@ def compress_variant(teacher, variant, images, seed, values):
             "sparse": sparse.candidates,
         }[scheme](core.flat_copy(teacher))
         options = dict(options, layers=candidates[: values["max_layers"]])
-    return keras_practise.compress(
-        teacher, images, scheme=scheme, steps=values["steps"], **options,
-        **common,
+    model, _ = keras_practise.compress(
+        teacher, images, scheme=scheme, steps=values["steps"],
+        method=layer_method, **options, **common,
     )
+    return model, None
 
 
 def plot(rows, teacher_accuracy, path, title):
-    """Latency-accuracy curves, one per scheme (the paper's Figure 1).
+    """Latency-accuracy curves, one per scheme and method (the paper's Figure 1).
 
     Args:
-        rows: `(variant, latency reduction %, accuracy %, accuracy std)`
-            tuples.
+        rows: `(run name, latency reduction %, accuracy %, accuracy std)`
+            tuples (`run_name`).
         teacher_accuracy: The teacher's accuracy in percent.
         path: Where to write the PNG.
         title: Title of the figure.
@@ -176,17 +228,18 @@ def plot(rows, teacher_accuracy, path, title):
         path, "measured latency reduction vs the teacher (%)",
         "test accuracy (%)", title,
     ) as axis:
-        for scheme in dict.fromkeys(VARIANTS[r[0]][0] for r in rows):
-            points = sorted(
-                (r for r in rows if VARIANTS[r[0]][0] == scheme),
-                key=lambda r: r[1],
-            )
+        def curve(name):
+            variant, _, method = name.partition("/")
+            return VARIANTS[variant][0] + (f" ({method})" if method else "")
+
+        for label in dict.fromkeys(curve(r[0]) for r in rows):
+            points = sorted((r for r in rows if curve(r[0]) == label), key=lambda r: r[1])
             x, y, err = ([p[i] for p in points] for i in (1, 2, 3))
-            axis.errorbar(x, y, yerr=err, marker="o", capsize=3, label=scheme)
-            for variant, xi, yi, _ in points:
+            axis.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+            for name, xi, yi, _ in points:
                 # The setting (drop count, keep, rank, energy) by its point.
                 axis.annotate(
-                    variant.split("-", 1)[1], (xi, yi), fontsize=7,
+                    name.split("-", 1)[1].split("/")[0], (xi, yi), fontsize=7,
                     xytext=(3, 3), textcoords="offset points",
                 )
         axis.axhline(
@@ -212,32 +265,41 @@ def main(argv):
     teacher_accuracy = harness.accuracy(teacher, test_x, test_y)
     # (variant, size) -> per-seed accuracies and latency reductions.
     accuracies, reductions, costs = {}, {}, {}
+    # PRACTISE first: a block variant's baselines drop the blocks it chose.
+    methods = sorted(values["methods"], key=lambda m: m != "practise")
+    names = [run_name(v, m) for v in values["variants"] for m in methods]
     for size in values["sizes"]:
         for seed in values["seeds"]:
-            images, _ = digits.load_cluttered_digits(
+            data = digits.load_cluttered_digits(
                 "train", num_images=size, seed=100 + seed
             )
             models = {"teacher": teacher}
             for variant in values["variants"]:
-                with harness.quiet():
-                    model = compress_variant(teacher, variant, images, seed, values)
-                models[variant] = model
-                acc = harness.accuracy(model, test_x, test_y)
-                accuracies.setdefault((variant, size), []).append(acc)
-                costs.setdefault((variant, size), []).append((
-                    keras_practise.count_params(model),
-                    keras_practise.count_macs(model),
-                ))
-                print(f"n={size} seed={seed} {variant}: {100 * acc:.2f}% "
-                      f"({time.perf_counter() - started:.0f}s)", flush=True)
+                chosen = None
+                for method in methods:
+                    name = run_name(variant, method)
+                    with harness.quiet():
+                        model, dropped = compress_variant(
+                            teacher, variant, method, data, seed, values, chosen
+                        )
+                    chosen = chosen or dropped
+                    models[name] = model
+                    acc = harness.accuracy(model, test_x, test_y)
+                    accuracies.setdefault((name, size), []).append(acc)
+                    costs.setdefault((name, size), []).append((
+                        keras_practise.count_params(model),
+                        keras_practise.count_macs(model),
+                    ))
+                    print(f"n={size} seed={seed} {name}: {100 * acc:.2f}% "
+                          f"({time.perf_counter() - started:.0f}s)", flush=True)
             timing = keras_practise.compare_latency(
                 models, batch_size=values["latency_batch_size"],
                 runs=values["latency_runs"], warmup=values["latency_warmup"],
             )
             print(timing.table(), flush=True)
-            for variant in values["variants"]:
-                reductions.setdefault((variant, size), []).append(
-                    timing.reductions[variant]
+            for name in names:
+                reductions.setdefault((name, size), []).append(
+                    timing.reductions[name]
                 )
             keras.utils.clear_session()
 
@@ -250,7 +312,8 @@ def main(argv):
         f"{keras_practise.count_params(teacher) / 1e3:.1f} K params, "
         f"{teacher_macs / 1e6:.2f} M MACs. Layer-wise steps per layer "
         f"{values['steps']}; blocks: {values['block_steps']} steps per "
-        f"candidate, {values['finetune_steps']} recovery steps; seeds "
+        f"candidate; {values['finetune_steps']} recovery steps (blocks, "
+        f"baselines, finetuning); methods {','.join(methods)}; seeds "
         f"{','.join(map(str, values['seeds']))}; latency batch "
         f"{values['latency_batch_size']}, {values['latency_runs']} interleaved "
         f"rounds per run; backend {keras.backend.backend()}, device "
@@ -260,16 +323,16 @@ def main(argv):
     points = {}
     for size in values["sizes"]:
         rows = []
-        for variant in values["variants"]:
+        for name in names:
             # Chosen blocks and PCA ranks depend on the draw: mean over seeds.
-            params, macs = np.mean(costs[(variant, size)], axis=0)
-            cut = 100 * float(np.mean(reductions[(variant, size)]))
-            acc = 100 * np.asarray(accuracies[(variant, size)])
-            points.setdefault(size, []).append((variant, cut, acc.mean(), acc.std()))
+            params, macs = np.mean(costs[(name, size)], axis=0)
+            cut = 100 * float(np.mean(reductions[(name, size)]))
+            acc = 100 * np.asarray(accuracies[(name, size)])
+            points.setdefault(size, []).append((name, cut, acc.mean(), acc.std()))
             rows.append((
-                variant, f"{params / 1e3:.1f}", f"{macs / 1e6:.2f}",
+                name, f"{params / 1e3:.1f}", f"{macs / 1e6:.2f}",
                 f"{100 * (1 - macs / teacher_macs):.1f}%", f"{cut:.1f}%",
-                harness.mean_std(accuracies[(variant, size)]),
+                harness.mean_std(accuracies[(name, size)]),
             ))
         sections += [
             f"{size} images (latency cut: mean over seeds; accuracy: mean "
@@ -284,7 +347,7 @@ def main(argv):
         size = values["sizes"][0]
         plot(
             points[size], 100 * teacher_accuracy, _PLOT.value,
-            f"{teacher.name}, {size} images, PRACTISE recovery",
+            f"{teacher.name}, {size} images, {keras.backend.backend()}",
         )
 
 

@@ -54,7 +54,7 @@ def test_scheme_accuracy(tmp_path):
         for line in output.read_text().splitlines()
         if line.startswith("| ")
     }
-    assert {"blocks-1", "filters-0.5"} <= set(rows)
+    assert {"blocks-1", "filters-0.5", "blocks-1/kd", "filters-0.5/kd"} <= set(rows)
     assert "8 images" in output.read_text()
     assert plot.stat().st_size > 1000
 
