@@ -121,7 +121,8 @@ def stack_basic_blocks(x, filters, blocks, stride1=2, name=None):
     return x
 
 
-def _validate_weights(weights):
+def validate_weights(weights):
+    """Raises `ValueError` unless `weights` is `None` or a `.weights.h5` file."""
     if weights is None:
         return
     if not isinstance(weights, (str, os.PathLike)) or not os.fspath(
@@ -139,7 +140,13 @@ def _validate_weights(weights):
         )
 
 
-def _model_input(input_tensor, input_shape, default_size):
+def model_input(input_tensor, input_shape, default_size):
+    """The image input: `input_tensor`, or a `keras.Input` of `input_shape`.
+
+    Raises:
+        TypeError: If `input_tensor` is not a Keras tensor.
+        ValueError: If `input_shape` does not have 3 dimensions.
+    """
     if input_tensor is not None:
         if not keras.backend.is_keras_tensor(input_tensor):
             raise TypeError(
@@ -196,13 +203,13 @@ def build_resnet(
         ValueError: If `weights`, `input_shape` or `pooling` is invalid.
         TypeError: If `input_tensor` is not a Keras tensor.
     """
-    _validate_weights(weights)
+    validate_weights(weights)
     if pooling not in (None, "avg", "max"):
         raise ValueError(
             "`pooling` should be one of None, 'avg', 'max'. "
             f"Received: pooling={pooling!r}"
         )
-    img_input = _model_input(input_tensor, input_shape, default_size)
+    img_input = model_input(input_tensor, input_shape, default_size)
 
     x = stem_fn(img_input)
     for stage, (filters, blocks) in enumerate(

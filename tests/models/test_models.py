@@ -33,6 +33,8 @@ def test_trainable_params_exact(factory, kwargs, expected):
         (models.ResNet34, {}, 21.80),
         (models.ResNet20, {"classes": 10}, 0.27),
         (models.ResNet56, {"classes": 10}, 0.85),
+        # The earlier PRACTISE paper's Table 16.
+        (models.VGG16, {"classes": 10}, 14.99),
     ],
 )
 def test_params_match_published(factory, kwargs, millions):
@@ -49,6 +51,7 @@ def test_params_match_published(factory, kwargs, millions):
         (models.ResNet34, (224, 224, 3), (7, 7, 512)),
         (models.ResNet20, (32, 32, 3), (8, 8, 64)),
         (models.ResNet56, (32, 32, 3), (8, 8, 64)),
+        (models.VGG16, (32, 32, 3), (1, 1, 512)),
     ],
 )
 def test_default_shapes(factory, default_shape, feature_shape):

@@ -180,3 +180,14 @@ def test_resnet34_filter_schemes_params_and_macs():
     trainable = sum(int(np.prod(w.shape)) for w in li_b.trainable_weights)
     assert trainable / 1e6 == pytest.approx(19.25, rel=0.015)
     assert macs.count_macs(li_b) / 1e9 == pytest.approx(2.80, rel=0.01)
+
+
+def test_cifar_vgg16_half_matches_the_papers_table_16():
+    model = models.VGG16(classes=10)
+    assert macs.count_macs(model) / 1e6 == pytest.approx(313.47, rel=1e-3)
+    half = filters.l1_pruned(model, filters.VGG16_CIFAR_HALF)
+    trainable = sum(int(np.prod(w.shape)) for w in half.trainable_weights)
+    assert trainable / 1e6 == pytest.approx(4.53, rel=0.01)
+    assert macs.count_macs(half) / 1e6 == pytest.approx(91.11, rel=0.01)
+    assert half.get_layer("block3_conv2").filters == 128
+    assert half.get_layer("block1_conv1").filters == 64
