@@ -121,8 +121,17 @@ def stack_basic_blocks(x, filters, blocks, stride1=2, name=None):
     return x
 
 
-def validate_weights(weights):
-    """Raises `ValueError` unless `weights` is `None` or a `.weights.h5` file."""
+def validate_arguments(weights, pooling):
+    """Raises `ValueError` for a `weights` or `pooling` argument builders refuse.
+
+    `weights` must be `None` or an existing `.weights.h5` file; `pooling`
+    `None`, `"avg"` or `"max"`.
+    """
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(
+            "`pooling` should be one of None, 'avg', 'max'. "
+            f"Received: pooling={pooling!r}"
+        )
     if weights is None:
         return
     if not isinstance(weights, (str, os.PathLike)) or not os.fspath(
@@ -203,12 +212,7 @@ def build_resnet(
         ValueError: If `weights`, `input_shape` or `pooling` is invalid.
         TypeError: If `input_tensor` is not a Keras tensor.
     """
-    validate_weights(weights)
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(
-            "`pooling` should be one of None, 'avg', 'max'. "
-            f"Received: pooling={pooling!r}"
-        )
+    validate_arguments(weights, pooling)
     img_input = model_input(input_tensor, input_shape, default_size)
 
     x = stem_fn(img_input)
@@ -228,15 +232,33 @@ def build_resnet(
         x = keras.layers.Dense(
             classes, activation=classifier_activation, name="predictions"
         )(x)
-    elif pooling == "avg":
+        pooling = None
+    return finish_model(img_input, input_tensor, x, pooling, name, weights)
+
+
+def finish_model(image, input_tensor, x, pooling, name, weights):
+    """Pools `x` as `pooling` says, builds the model and loads `weights`.
+
+    Args:
+        image: The image input (`model_input`'s result).
+        input_tensor: The builder's `input_tensor` argument.
+        x: The last tensor (feature map, or the classifier's output with
+            `pooling=None`).
+        pooling: `None`, `"avg"` or `"max"` (global pooling of `x`).
+        name: Model name.
+        weights: `None` or a `.weights.h5` path.
+
+    Returns:
+        A `keras.Model`.
+    """
+    if pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
     else:
-        inputs = img_input
+        inputs = image
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
         model.load_weights(weights)

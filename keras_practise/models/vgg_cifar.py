@@ -63,12 +63,7 @@ def VGG16(
     print(model.count_params())  # 14,992,970 with the BatchNorm statistics
     ```
     """
-    resnet_imagenet.validate_weights(weights)
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(
-            "`pooling` should be one of None, 'avg', 'max'. "
-            f"Received: pooling={pooling!r}"
-        )
+    resnet_imagenet.validate_arguments(weights, pooling)
     image = resnet_imagenet.model_input(input_tensor, input_shape, 32)
     x = image
     for stage, (filters, convs) in enumerate(_STAGES, start=1):
@@ -88,16 +83,5 @@ def VGG16(
         x = keras.layers.Dense(
             classes, activation=classifier_activation, name="predictions"
         )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    inputs = (
-        keras.utils.get_source_inputs(input_tensor)
-        if input_tensor is not None
-        else image
-    )
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+        pooling = None
+    return resnet_imagenet.finish_model(image, input_tensor, x, pooling, name, weights)
