@@ -12,6 +12,7 @@ import sys
 
 import keras
 
+from benchmarks import twin_models
 from keras_practise.demo import digits
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -111,3 +112,13 @@ def test_selection(tmp_path):
     assert output.read_text().split("wall time")[1].split("\n", 1)[1] == (
         text.split("wall time")[1].split("\n", 1)[1]
     )
+
+
+def test_twins(tmp_path):
+    output = tmp_path / "twins.md"
+    stdout = _run("twins", "--smoke", f"--output={output}")
+    rows = [l for l in output.read_text().splitlines() if l.startswith("| ")]
+    assert len(rows) == 1 + len(twin_models.TWINS)
+    # Every twin computes what the teacher computes.
+    gaps = [float(l.rsplit(" ", 1)[1]) for l in stdout.splitlines() if "max output difference" in l]
+    assert len(gaps) == len(twin_models.TWINS) and max(gaps) < 1e-3

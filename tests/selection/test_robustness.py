@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 
+from benchmarks import twin_models
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer
 from keras_practise.graph import blocks as blocks_lib
@@ -12,12 +13,7 @@ from keras_practise.selection import block_sets
 from keras_practise.selection import recoverability as scoring
 from tests import tiny_models
 
-TWINS = {
-    "conv x10": (lambda m: tiny_models.rescale_conv_bn(m, 10.0), 1.0),
-    "conv x0.1": (lambda m: tiny_models.rescale_conv_bn(m, 0.1), 1.0),
-    "images in [0, 255]": (tiny_models.scale_input, 255.0),
-    "stream x10": (lambda m: tiny_models.rescale_stream(m, 10.0), 1.0),
-}
+TWINS = {k: v for k, v in twin_models.TWINS.items() if k != "original"}
 
 
 def _net():
