@@ -15,18 +15,6 @@ def _copy(model):
     return twin
 
 
-def _followers(graph, layer):
-    """The layers that read `layer`'s output."""
-    for node in graph.nodes:
-        if node.layer is layer:
-            return [
-                graph.nodes[i].layer
-                for out in node.outputs
-                for i in graph.consumers.get(id(out), [])
-            ]
-    return []
-
-
 def rescale_conv_bn(model, c):
     """A function-preserving twin: every conv followed by BatchNorm computes
     `c` times its output, and the BatchNorm's moving mean, variance and
@@ -36,7 +24,7 @@ def rescale_conv_bn(model, c):
     for layer in twin.layers:
         if not isinstance(layer, keras.layers.Conv2D):
             continue
-        after = _followers(graph, layer)
+        after = graph.followers(layer)
         if len(after) != 1 or not isinstance(after[0], keras.layers.BatchNormalization):
             continue
         bn = after[0]
@@ -69,7 +57,7 @@ def rescale_stream(model, c):
     norms = [l for l in twin.layers if isinstance(l, keras.layers.BatchNormalization)]
     writers = [norms[0]] + [
         bn for bn in norms[1:]
-        if any(flat_graph.is_add(f) for f in _followers(graph, bn))
+        if any(flat_graph.is_add(f) for f in graph.followers(bn))
     ]
     for bn in writers:
         gamma, beta, mean, var = bn.get_weights()
@@ -77,7 +65,7 @@ def rescale_stream(model, c):
     readers, frontier, seen = [], list(writers), set()
     while frontier:
         layer = frontier.pop()
-        for follower in _followers(graph, layer):
+        for follower in graph.followers(layer):
             if id(follower) in seen:
                 continue
             seen.add(id(follower))

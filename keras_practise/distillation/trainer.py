@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from keras_practise import backend
+from keras_practise.graph import flat_graph
 from keras_practise.graph import taps
 from keras_practise.utils import progress
 from keras_practise.utils import validation
@@ -173,17 +174,98 @@ class _LossCurve(keras.callbacks.Callback):
             self.curve.append((batch + 1, loss))
 
 
-def make_optimizer(config):
-    """SGD with momentum, weight decay and a x0.1 step at `decay_at`."""
+class _RateScaledSGD(keras.optimizers.SGD):
+    """SGD whose gradient of some variables is multiplied by a fixed factor.
+
+    Lives only while a student trains: every model handed back is rebuilt
+    from its layers, so it never reaches a saved file.
+    """
+
+    def __init__(self, rates, **kwargs):
+        super().__init__(name="rate_scaled_sgd", **kwargs)
+        self._rates = dict(rates)
+
+    def apply(self, grads, trainable_variables=None):
+        # Keras' trainers pass the model's variables with their gradients.
+        if trainable_variables is not None:
+            grads = [
+                g if g is None or v.path not in self._rates
+                else keras.ops.multiply(g, self._rates[v.path])
+                for g, v in zip(grads, trainable_variables)
+            ]
+        return super().apply(grads, trainable_variables)
+
+
+def make_optimizer(config, rates=None):
+    """SGD with momentum, weight decay and a x0.1 step at `decay_at`.
+
+    Args:
+        config: A `TrainConfig`.
+        rates: Optional dict of variable path -> gradient multiplier
+            (`scale_free_rates`).
+    """
     boundary = max(1, int(config.decay_at * config.steps))
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
         [boundary], [config.learning_rate, config.learning_rate * 0.1]
     )
-    return keras.optimizers.SGD(
+    settings = dict(
         learning_rate=schedule,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
+    if rates:
+        return _RateScaledSGD(rates, **settings)
+    return keras.optimizers.SGD(**settings)
+
+
+def scale_free_rates(model, transparent=()):
+    """Gradient multipliers that make SGD blind to the scale of BN-fed kernels.
+
+    A kernel whose output only a `BatchNormalization` reads (directly or
+    through the `transparent` layers, e.g. adaptors behind a conv) can be
+    multiplied by any `c` without changing the function, if the BatchNorm's
+    statistics follow; its gradient then scales by `1 / c` and plain SGD's
+    relative step by `1 / c**2`. Multiplying its gradient by its mean square
+    over that of He initialisation (`2 / fan_in`) makes the relative step
+    independent of `c`; for a trained network the factors are about 1
+    (0.5-1.6 on the bundled ResNet-20), so training there is nearly
+    unchanged.
+
+    Args:
+        model: The model about to train.
+        transparent: Names of layers looked through when finding what reads
+            a kernel's output.
+
+    Returns:
+        A dict of variable path -> multiplier, for the trainable kernels
+        found.
+    """
+    transparent = set(transparent)
+    graph = flat_graph.FlatGraph(model)
+
+    def readers(layer):
+        found = []
+        for follower in graph.followers(layer):
+            found += readers(follower) if follower.name in transparent else [follower]
+        return found
+
+    rates = {}
+    for layer in graph.layers():
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or not layer.trainable or layer.name in transparent:
+            continue
+        after = readers(layer)
+        if not after or not all(
+            isinstance(f, keras.layers.BatchNormalization) for f in after
+        ):
+            continue
+        values = backend.to_numpy(kernel)
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        fan_in = int(np.prod(values.shape[:2] if depthwise else values.shape[:-1]))
+        rate = float(np.mean(np.square(values, dtype="float64"))) * fan_in / 2
+        if math.isfinite(rate) and rate > 0:
+            rates[kernel.path] = float(np.clip(rate, 1e-6, 1e6))
+    return rates
 
 
 def set_trainable(model, mode, adaptor_names=()):
@@ -226,7 +308,7 @@ def feature_scale(targets):
 
 def fit(
     model, x, targets, losses, config, loss_weights=None, accept=None,
-    normalize=False,
+    normalize=False, rates=None,
 ):
     """Trains `model` for exactly `config.steps` optimizer steps.
 
@@ -251,6 +333,8 @@ def fit(
             `False` undoes the run and retries it with a smaller step.
         normalize: Whether to divide feature MSEs by the targets' scale
             (their variance, or the starting error when that is larger).
+        rates: Optional gradient multipliers per variable path
+            (`scale_free_rates`).
 
     Returns:
         A list of `(step, running mean loss)` pairs of the accepted run.
@@ -274,7 +358,7 @@ def fit(
     for attempt in range(config.retries + 1):
         attempt_config = dataclasses.replace(config, learning_rate=learning_rate)
         model.compile(
-            optimizer=make_optimizer(attempt_config),
+            optimizer=make_optimizer(attempt_config, rates),
             loss=losses if len(losses) > 1 else losses[0],
             loss_weights=weights,
         )

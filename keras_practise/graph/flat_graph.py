@@ -183,6 +183,16 @@ class FlatGraph:
             for tensor in flat_node.inputs:
                 self.consumers.setdefault(id(tensor), []).append(index)
 
+    def followers(self, layer):
+        """The layers that read `layer`'s outputs (every call of it), in order."""
+        found = []
+        for flat_node in self.nodes:
+            if flat_node.layer is not layer:
+                continue
+            for tensor in flat_node.outputs:
+                found += [self.nodes[i].layer for i in self.consumers.get(id(tensor), [])]
+        return found
+
     def layers(self):
         """Returns the distinct layers of the flat graph in call order."""
         seen, layers = set(), []

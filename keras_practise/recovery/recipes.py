@@ -79,28 +79,28 @@ def train_whole(student, bank, method, config, adaptor_names=()):
     x = bank.views["train"]
     if mode == "mimic":
         view = keras.Model(student.inputs, tap)
-        return finetune.fit_or_skip(
-            view, x, [bank.targets["train"]], ["mse"], config, normalize=True
-        )
-    if mode == "kd":
+        fit_args = ([bank.targets["train"]], ["mse"], config)
+        options = dict(normalize=True)
+    elif mode == "kd":
+        view = student
         kd = finetune.distillation_loss(student, config.temperature)
-        return finetune.fit_or_skip(student, x, [bank.outputs("train")], [kd], config)
-    labels = bank.labels["train"]
-    ce = finetune.classification_loss(student)
-    if mode == "ce":
-        return finetune.fit_or_skip(student, x, [labels], [ce], config)
-    view = keras.Model(student.inputs, [tap, student.outputs[0]])
-    return finetune.fit_or_skip(
-        view,
-        x,
-        [bank.targets["train"], labels],
-        ["mse", ce],
-        config,
+        fit_args = ([bank.outputs("train")], [kd], config)
+        options = {}
+    elif mode == "ce":
+        view = student
+        fit_args = ([bank.labels["train"]], [finetune.classification_loss(student)], config)
+        options = {}
+    else:
+        view = keras.Model(student.inputs, [tap, student.outputs[0]])
+        ce = finetune.classification_loss(student)
+        fit_args = ([bank.targets["train"], bank.labels["train"]], ["mse", ce], config)
         # beta * MSE + CE, scaled by 1 / beta: the MSE term keeps the step
         # size of "mimic" (SGD 0.02 on 100 x MSE diverges).
-        loss_weights=[1.0, 1.0 / config.beta],
-        normalize=True,
-    )
+        options = dict(loss_weights=[1.0, 1.0 / config.beta], normalize=True)
+    # Steps blind to the scale of BatchNorm-fed kernels: a model and its
+    # function-preserving rescalings recover alike (docs/design.md).
+    rates = finetune.scale_free_rates(view, adaptor_names)
+    return finetune.fit_or_skip(view, x, *fit_args, rates=rates, **options)
 
 
 def _stagewise(model, blocks, bank, config):
@@ -160,7 +160,9 @@ def recover(model, blocks, bank, method="mimic", config=None):
         return surgery.drop_blocks(model, blocks), []
     if method in ("kd", "fitnet"):
         student = surgery.drop_blocks(model, blocks)
-        return student, train_whole(student, bank, method, config)
+        curve = train_whole(student, bank, method, config)
+        # Rebuilt, so that the compiled training state stays behind.
+        return surgery.rewrite(student, name=model.name), curve
     curve = []
     if method == "stagewise":
         model_after, curve = _stagewise(model, blocks, bank, config)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from benchmarks import twin_models
 from keras_practise.data.tiny_set import TinySet
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
@@ -99,3 +100,38 @@ def test_recovery_that_diverges_everywhere_keeps_the_dropped_model(monkeypatch):
     np.testing.assert_allclose(
         compressed.predict(x, verbose=0), dropped.predict(x, verbose=0), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("twin", ["conv x10", "conv x0.1", "images in [0, 255]"])
+def test_recovery_of_a_rescaled_twin_follows_the_originals(twin):
+    # The twin computes the same function with BatchNorm-fed kernels in
+    # other units: with scale-free steps, recovery takes the same path.
+    make, factor = twin_models.TWINS[twin]
+    model = tiny_models.tiny_resnet(bn_momentum=0.9)
+    tiny_models.randomize_batchnorm(model)
+    x = tiny_models.images(24)
+    results = []
+    for net, scale in ((model, 1.0), (make(model), factor)):
+        bank, _ = feature_bank.build_bank(net, TinySet(images=x * scale), augment_views=2)
+        chosen = blocks_lib.resolve_blocks(net, ["1.2", "2.2"])
+        compressed, curve = recovery.recover(
+            net, chosen, bank, "mimic", finetune.TrainConfig(steps=20, batch_size=8)
+        )
+        results.append((compressed.predict(x * scale, verbose=0), curve))
+    (original, curve), (rescaled, twin_curve) = results
+    start = np.abs(surgery.drop_blocks(model, chosen).predict(x, verbose=0) - original)
+    np.testing.assert_allclose(
+        [loss for _, loss in twin_curve], [loss for _, loss in curve], rtol=0.02
+    )
+    # Training moved the outputs; the twin ended where the original did.
+    assert np.abs(rescaled - original).max() < 0.05 * start.max()
+
+
+def test_scale_free_rates_scale_with_the_kernels_square():
+    model = tiny_models.tiny_resnet()
+    rates = finetune.scale_free_rates(model)
+    twin = finetune.scale_free_rates(twin_models.rescale_conv_bn(model, 10.0))
+    assert rates and set(rates) == set(twin)
+    assert all(k.endswith("kernel") and "predictions" not in k for k in rates)
+    for path, rate in rates.items():
+        assert twin[path] == pytest.approx(100 * rate, rel=1e-4)
