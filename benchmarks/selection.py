@@ -27,8 +27,8 @@ been run, with its wall time):
     KERAS_BACKEND=tensorflow nice -n 10 python -m benchmarks.selection \
         --models resnet20,user_resnet,mobilenet,vgg --drops 2,3 \
         --runs 50:0,50:1,500:0 --steps 40 --finetune_steps 40 \
-        --test_images 500 --cache_dir out/selection_cache \
-        --output out/selection.md
+        --model_finetune_steps vgg:200 --test_images 500 \
+        --cache_dir out/selection_cache --output out/selection.md
 
 Models are independent: one process per model (`--models vgg`, ...) with
 the same cache fills it in parallel; `--partial` then judges whatever
@@ -60,6 +60,17 @@ _RUNS = flags.DEFINE_list(
 _STEPS = flags.DEFINE_integer("steps", 40, "Adaptor steps per candidate.")
 _FINETUNE_STEPS = flags.DEFINE_integer(
     "finetune_steps", 40, "Recovery steps per subset (ground truth)."
+)
+_MODEL_FINETUNE_STEPS = flags.DEFINE_list(
+    "model_finetune_steps", [],
+    "Per-model recovery steps overriding --finetune_steps, as model:steps "
+    "(e.g. vgg:200: a plain net needs more steps to recover at all).",
+)
+_ANY_HASH = flags.DEFINE_bool(
+    "any_library_hash", False,
+    "Judge with the newest cached criteria of each model and tiny set, "
+    "whatever library hash measured them (the tables name the hashes): for "
+    "re-judging after library changes that do not touch scoring.",
 )
 _SCORE_LATENCY = flags.DEFINE_enum(
     "score_latency", "macs", ["macs", "measured"],
@@ -109,6 +120,9 @@ def settings():
         runs=[tuple(int(v) for v in r.split(":")) for r in _RUNS.value],
         steps=_STEPS.value,
         finetune_steps=_FINETUNE_STEPS.value,
+        model_finetune_steps={
+            m: int(n) for m, n in (v.split(":") for v in _MODEL_FINETUNE_STEPS.value)
+        },
         test_images=_TEST_IMAGES.value,
         train_epochs=_TRAIN_EPOCHS.value,
         train_images=_TRAIN_IMAGES.value,
@@ -121,7 +135,7 @@ def settings():
         )
     if _SMOKE.value:
         values.update(
-            drops=[1], runs=[(8, 0)], steps=1, finetune_steps=1,
+            drops=[1], runs=[(8, 0)], steps=1, finetune_steps=1, model_finetune_steps={},
             test_images=32, train_epochs=1, train_images=64, latency_runs=2,
         )
     return values
@@ -179,13 +193,12 @@ def measure_latency(model, blocks, keys, cache):
         })
 
 
-def recover_all(model, blocks, keys, images, seed, test, cache):
+def recover_all(model, blocks, keys, images, seed, test, cache, steps):
     """Recovers every subset in `keys` with the default recipe, cached."""
     import keras
 
     import keras_practise
 
-    s = settings()
     for key in keys:
         if key in cache.data:
             continue
@@ -193,7 +206,7 @@ def recover_all(model, blocks, keys, images, seed, test, cache):
         with harness.quiet():
             small = keras_practise.compress(
                 model, images, blocks=key.split("+"),
-                finetune_steps=s["finetune_steps"], seed=seed,
+                finetune_steps=steps, seed=seed,
                 latency_batch_size=0, verbose=0,
             )
         cache.set(key, {
@@ -265,6 +278,7 @@ def evaluate_model(name, test, log):
         f"{name}_e{s['train_epochs']}_n{s['train_images']}"
     )
     tag = f"{tag}_{keras.backend.backend()}"
+    finetune_steps = s["model_finetune_steps"].get(name, s["finetune_steps"])
     blocks = keras_practise.find_blocks(model)
     keys = [key for k in s["drops"] for key in criteria.subsets(
         [b.name for b in blocks], k)]
@@ -282,6 +296,8 @@ def evaluate_model(name, test, log):
         "blocks": [(b.name, b.label) for b in blocks],
         "latency": latency.data,
         "runs": {},
+        "finetune_steps": finetune_steps,
+        "criteria_hashes": set(),
     }
     library = library_hash()
     for size, seed in s["runs"]:
@@ -291,18 +307,23 @@ def evaluate_model(name, test, log):
         run = f"n{size}_s{seed}"
         truth = JsonCache(os.path.join(
             cache_dir, "truth",
-            f"{tag}_{run}_ft{s['finetune_steps']}_t{s['test_images']}.json",
+            f"{tag}_{run}_ft{finetune_steps}_t{s['test_images']}.json",
         ))
         started = time.perf_counter()
         if not _PARTIAL.value:
-            recover_all(model, blocks, keys, images, seed, test, truth)
+            recover_all(
+                model, blocks, keys, images, seed, test, truth, finetune_steps
+            )
         log(f"{name} {run}: ground truth of {len(truth.data)}/{len(keys)} "
             f"subsets ({time.perf_counter() - started:.0f}s)")
         started = time.perf_counter()
-        measured = JsonCache(os.path.join(
-            cache_dir, "criteria",
-            f"{tag}_{run}_st{s['steps']}_{_SCORE_LATENCY.value}_{library}.json",
-        ))
+        stem = os.path.join(
+            cache_dir, "criteria", f"{tag}_{run}_st{s['steps']}_{_SCORE_LATENCY.value}_"
+        )
+        cached = sorted(glob.glob(stem + "*.json"), key=os.path.getmtime)
+        path = cached[-1] if _ANY_HASH.value and cached else f"{stem}{library}.json"
+        measured = JsonCache(path)
+        info["criteria_hashes"].add(path[len(stem):-len(".json")])
         m = measure_criteria(model, blocks, images, seed, measured)
         log(f"{name} {run}: criteria ready "
             f"({time.perf_counter() - started:.0f}s)")
@@ -485,11 +506,14 @@ def main(argv):
         f"tiny sets (size:seed) {', '.join(f'{n}:{sd}' for n, sd in s['runs'])}; "
         f"drop k in {s['drops']}; recoverability {s['steps']} adaptor steps "
         f"(latency={_SCORE_LATENCY.value}); recovery `mimic`, "
-        f"{s['finetune_steps']} steps; {s['test_images']} test images; "
+        + ", ".join(f"{n} {i['finetune_steps']}" for n, i in results.items())
+        + f" steps; {s['test_images']} test images; "
         f"latency batch {_LATENCY_BATCH.value}, {s['latency_runs']} rounds, "
         f"equal-latency regret on {_SAVING.value} saving, tolerance "
-        f"{100 * _TOLERANCE.value:.1f} pp; library "
-        f"{library_hash()}; wall time {time.perf_counter() - started:.0f}s.",
+        f"{100 * _TOLERANCE.value:.1f} pp; library {library_hash()}, "
+        "criteria measured at "
+        + ", ".join(sorted(set().union(*(i["criteria_hashes"] for i in results.values()))))
+        + f"; wall time {time.perf_counter() - started:.0f}s.",
         "Models:\n\n" + "\n".join(
             f"- {name}: test accuracy {_pp(info['teacher_accuracy'])}%, "
             f"{info['macs'] / 1e6:.1f} M MACs, candidates "
