@@ -209,7 +209,7 @@ def check_settings(settings):
         validation.check_fraction(
             "latency_target", settings["latency_target"], allow_none=True
         )
-    if "method" in settings:
+    if settings.get("method") is not None:  # None: the default recipe.
         recovery.check_method(settings["method"], True)
     if "latency" in settings:
         savings_lib.check_source(settings["latency"])

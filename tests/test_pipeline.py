@@ -83,7 +83,7 @@ def test_data_free_compression():
     "kwargs,data,error,match",
     [
         (dict(drop=5), "ok", ValueError, "larger than the number"),
-        (dict(method="kd"), "ok", ValueError, "Unknown recovery method"),
+        (dict(method="layerwise"), "ok", ValueError, "Unknown recovery method"),
         (dict(method="ce"), "unlabelled", ValueError, "labels"),
         (dict(), "bad_labels", ValueError, "Labels must be class indices"),
         (dict(), "wrong_channels", ValueError, "channels"),
