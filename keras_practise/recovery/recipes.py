@@ -79,28 +79,32 @@ def train_whole(student, bank, method, config, adaptor_names=()):
     x = bank.views["train"]
     if mode == "mimic":
         view = keras.Model(student.inputs, tap)
-        fit_args = ([bank.targets["train"]], ["mse"], config)
+        targets, losses = [bank.targets["train"]], ["mse"]
         options = dict(normalize=True)
     elif mode == "kd":
         view = student
         kd = finetune.distillation_loss(student, config.temperature)
-        fit_args = ([bank.outputs("train")], [kd], config)
+        targets, losses = [bank.outputs("train")], [kd]
         options = {}
     elif mode == "ce":
         view = student
-        fit_args = ([bank.labels["train"]], [finetune.classification_loss(student)], config)
+        targets = [bank.labels["train"]]
+        losses = [finetune.classification_loss(student)]
         options = {}
     else:
         view = keras.Model(student.inputs, [tap, student.outputs[0]])
         ce = finetune.classification_loss(student)
-        fit_args = ([bank.targets["train"], bank.labels["train"]], ["mse", ce], config)
+        targets = [bank.targets["train"], bank.labels["train"]]
+        losses = ["mse", ce]
         # beta * MSE + CE, scaled by 1 / beta: the MSE term keeps the step
         # size of "mimic" (SGD 0.02 on 100 x MSE diverges).
         options = dict(loss_weights=[1.0, 1.0 / config.beta], normalize=True)
     # Steps blind to the scale of BatchNorm-fed kernels: a model and its
     # function-preserving rescalings recover alike (docs/design.md).
     rates = finetune.scale_free_rates(view, adaptor_names)
-    return finetune.fit_or_skip(view, x, *fit_args, rates=rates, **options)
+    return finetune.fit_or_skip(
+        view, x, targets, losses, config, rates=rates, **options
+    )
 
 
 def _stagewise(model, blocks, bank, config):
