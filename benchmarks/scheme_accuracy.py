@@ -172,6 +172,7 @@ def compress_variant(teacher, variant, method, data, seed, values, blocks=None):
         variant, the names of the dropped blocks.
     """
     import keras_practise
+    from keras_practise.recovery import recipes
     from keras_practise.schemes import core
     from keras_practise.schemes import decouple
     from keras_practise.schemes import filters
@@ -180,9 +181,9 @@ def compress_variant(teacher, variant, method, data, seed, values, blocks=None):
 
     scheme, options = VARIANTS[variant]
     block_method, layer_method = METHODS[method]
-    labelled = (block_method if scheme == "blocks" else layer_method) in (
-        "ce", "mimic_ce"
-    )
+    labelled = (
+        block_method if scheme == "blocks" else layer_method
+    ) in recipes.LABELLED_METHODS
     common = dict(
         seed=seed, verbose=0, finetune_steps=values["finetune_steps"],
         return_report=True,

@@ -28,7 +28,7 @@ SCHEMES = ("filters", "decouple", "lowrank", "sparse")
 # optionally whole-network finetuning ("mimic" label-free, "mimic_ce" the
 # earlier paper's "PRACTISE + FT"); or the baselines, which train the
 # untrained compression as a whole ("ce" = BP, "kd", "fitnet").
-METHODS = ("layerwise", "mimic", "mimic_ce", "ce", "kd", "fitnet")
+METHODS = ("layerwise",) + recipes.WHOLE_METHODS
 _LAYERWISE = ("layerwise", "mimic", "mimic_ce")
 
 
