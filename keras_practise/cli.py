@@ -216,6 +216,14 @@ def _add_compress(commands, common):
         "--rank", type=_number,
         help="decouple: filters per channel (3); lowrank: kept fraction or count",
     )
+    command.add_argument(
+        "--layers", type=lambda text: [n for n in text.split(",") if n],
+        help=(
+            "layer-wise schemes: comma-separated convs to compress (default: "
+            "every candidate); filters also takes residual streams, named by "
+            "their first producing conv"
+        ),
+    )
     command.add_argument("--energy", type=float, help="lowrank: PCA energy (0.4)")
     command.add_argument("--sparsity", type=float, help="sparse: zeros (0.9)")
     command.add_argument(
@@ -478,7 +486,7 @@ def _run_compress(args):
     )
     scheme_options = {
         k: getattr(args, k)
-        for k in ("keep", "rank", "energy", "sparsity")
+        for k in ("keep", "layers", "rank", "energy", "sparsity")
         if getattr(args, k) is not None
     }
     if args.scheme != "blocks":
@@ -487,7 +495,7 @@ def _run_compress(args):
     else:
         if scheme_options:
             raise ValueError(
-                "--keep, --rank, --energy and --sparsity go with a layer-wise "
+                "--keep, --layers, --rank, --energy and --sparsity go with a layer-wise "
                 f"--scheme. Received: {sorted(scheme_options)} with --scheme blocks"
             )
         settings.update(

@@ -55,19 +55,21 @@ def has_linear_output(layer):
 
 @dataclasses.dataclass(frozen=True)
 class Chain:
-    """Where a conv's output map goes before channels get mixed again.
+    """Where conv output maps go before channels get mixed again.
 
     Attributes:
-        conv: Name of the conv producing the map.
+        producers: Names of the convs producing the map, in network order
+            (one, or several whose outputs residual adds join: `follow_stream`).
         between: Names of the channel-wise layers (BatchNorm, activations,
-            pooling, padding) the map passes, in call order.
+            pooling, padding, and for a stream the adds) the map passes, in
+            call order.
         consumers: Names of the foldable convs that read the map.
         ends: Names of the layers whose outputs leave the chain elsewhere
             (a residual add, a concatenation, the classifier, the model
             output); empty when only convs read the map.
     """
 
-    conv: str
+    producers: tuple
     between: tuple
     consumers: tuple
     ends: tuple
@@ -112,7 +114,82 @@ def follow(model, conv_name):
                 ends.append(producer)
 
     walk(model.get_layer(conv_name).output, conv_name)
-    return Chain(conv_name, tuple(between), tuple(consumers), tuple(ends))
+    return Chain((conv_name,), tuple(between), tuple(consumers), tuple(ends))
+
+
+def follow_stream(model, conv_name):
+    """Follows a conv's output map through channel-wise layers *and* adds.
+
+    The residual stream between blocks (the earlier paper's Figure 4c/d) is
+    one feature map that several convs write (the last conv of every block,
+    a projection shortcut) through residual adds, and several convs read
+    (the first conv of every block, the next stage's projection). Pruning it
+    shrinks all of them together; the identity shortcuts then carry the
+    kept channels. Starting from one producer, this collects the connected
+    map: forward to its readers, and backward from every add to the other
+    convs writing into it. For a map that no add joins, it is `follow`.
+
+    Args:
+        model: A flat Functional model (every layer called once).
+        conv_name: Name of one conv writing the map.
+
+    Returns:
+        A `Chain`; a conv that both reads and writes the map is an end.
+    """
+    graph = graph_lib.FlatGraph(model)
+    outputs = {id(t) for t in graph.outputs}
+    inputs = {id(t) for t in graph.inputs}
+    start = graph.producer[id(model.get_layer(conv_name).output)]
+    producers, between, consumers, ends = {start}, set(), set(), []
+    pending, seen = list(graph.nodes[start].outputs), set()
+
+    def joins(index):
+        node = graph.nodes[index]
+        return graph_lib.is_add(node.layer) or (
+            isinstance(node.layer, _CHANNELWISE) and len(node.inputs) == 1
+        )
+
+    def enter(index):
+        if index not in between:
+            between.add(index)
+            pending.extend(graph.nodes[index].inputs + graph.nodes[index].outputs)
+
+    while pending:
+        tensor = pending.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if id(tensor) in outputs or id(tensor) in inputs:
+            ends.append(graph_lib.tensor_key(tensor))
+        for index in graph.consumers.get(id(tensor), []):
+            layer = graph.nodes[index].layer
+            if is_foldable_conv(layer):
+                consumers.add(index)
+            elif joins(index):
+                enter(index)
+            else:
+                ends.append(layer.name)
+        index = graph.producer.get(id(tensor))
+        if index is None:
+            continue
+        layer = graph.nodes[index].layer
+        if is_foldable_conv(layer) and has_linear_output(layer):
+            if index not in producers:
+                producers.add(index)
+                pending.extend(graph.nodes[index].outputs)
+        elif joins(index):
+            enter(index)
+        else:
+            ends.append(layer.name)
+    ends += [graph.nodes[i].layer.name for i in producers & consumers]
+
+    def names(indices):
+        return tuple(graph.nodes[i].layer.name for i in sorted(indices))
+
+    return Chain(
+        names(producers), names(between), names(consumers - producers),
+        tuple(dict.fromkeys(ends)),
+    )
 
 
 def layer_like(template, weights, input_channels, name=None, **overrides):
@@ -270,6 +347,26 @@ def _norms(model, names):
     ]
 
 
+def _targets(teacher, current, names, x):
+    """Values of the target layers' outputs on `x`, the teacher's where it can.
+
+    A map that an earlier step shrank (a pruned residual stream's writers)
+    has no teacher counterpart of its width; its target is the current
+    network's value, which that step trained to serve the teacher's next maps.
+    """
+    same = [
+        teacher.get_layer(n).output.shape == current.get_layer(n).output.shape
+        for n in names
+    ]
+    values = {}
+    for source, wanted in ((teacher, True), (current, False)):
+        chosen = [n for n, s in zip(names, same) if s == wanted]
+        if chosen:
+            tensors = [source.get_layer(n).output for n in chosen]
+            values.update(zip(chosen, activations(source, tensors, x)))
+    return [values[n] for n in names]
+
+
 def _train_step(current, step, cut, inputs, targets, config, freeze_norms):
     """Trains one step's student; returns it with its MSE before and after."""
     student = surgery.rewrite(
@@ -301,6 +398,10 @@ def _train_step(current, step, cut, inputs, targets, config, freeze_norms):
 def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
     """Compresses `teacher` layer by layer in network order.
 
+    Each step mimics the teacher's next feature maps; where an earlier step
+    shrank one of them (a pruned stream), the network's value before the
+    step (`_targets`).
+
     Args:
         teacher: A flat Functional model (from `flat_copy`); not modified.
         layer_names: Names of the layers to compress, in network order.
@@ -323,8 +424,7 @@ def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
         step = make_step(current, name, probe)
         cut = last_cut(current, name)
         inputs = {s: activations(current, [cut], v, batch_size)[0] for s, v in views.items()}
-        target_tensors = [teacher.get_layer(t).output for t in step.targets]
-        targets = {s: activations(teacher, target_tensors, v, batch_size) for s, v in views.items()}
+        targets = {s: _targets(teacher, current, step.targets, v) for s, v in views.items()}
         trained = _train_step(current, step, cut, inputs, targets, config, False)
         student, mse_init, mse_trained, curve = trained
         batchnorm = "updated" if _norms(current, step.trainable) else "none"

@@ -12,8 +12,12 @@ the first adaptor folds into the producing conv (N filters) and the second
 into each consumer (N input channels).
 
 Maps that only convs read can shrink this way: inside residual blocks (the
-first conv of a basic block, the first two of a bottleneck) and along plain
-conv chains (VGG). Maps that reach a residual add are left alone.
+first conv of a basic block, the first two of a bottleneck, Figure 4a/b)
+and along plain conv chains (VGG). The residual stream between blocks
+(Figure 4c/d) shrinks as a whole: every conv writing it through the adds
+(each block's last conv, the projection shortcut: the "extra" adaptor of
+Figure 4d) gets the first adaptor, every conv reading it the second, and the
+identity shortcuts carry the kept channels (`prunable_streams`).
 """
 
 import keras
@@ -24,6 +28,24 @@ from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import surgery
 from keras_practise.recovery import fold as fold_lib
 from keras_practise.schemes import core
+
+
+def _shrinkable(model, chain):
+    """Whether `chain`'s map can shrink: only convs read it, and nothing with
+    weights but BatchNorm (whose per-channel weights are sliced) is on it."""
+    return chain.closed and all(
+        isinstance(model.get_layer(b), keras.layers.BatchNormalization)
+        or not graph_lib.weight_count(model.get_layer(b))
+        for b in chain.between
+    )
+
+
+def _producing_convs(model):
+    return [
+        layer.name
+        for layer in model.layers
+        if core.is_foldable_conv(layer) and core.has_linear_output(layer)
+    ]
 
 
 def prunable_maps(model):
@@ -37,17 +59,35 @@ def prunable_maps(model):
         only foldable convs through BatchNorm, activations, pooling or
         padding.
     """
-    names = []
-    for layer in model.layers:
-        if not (core.is_foldable_conv(layer) and core.has_linear_output(layer)):
+    return [
+        name
+        for name in _producing_convs(model)
+        if _shrinkable(model, core.follow(model, name))
+    ]
+
+
+def prunable_streams(model):
+    """Residual streams that can shrink (Figure 4c/d), in network order.
+
+    A stream is named by the first conv writing it (a stage's projection
+    shortcut, or the stem conv before identity blocks); pruning it shrinks
+    every conv writing it (`core.follow_stream`). A ResNet's last stream
+    reaches the classifier and stays whole.
+
+    Args:
+        model: A flat Functional model.
+
+    Returns:
+        Names of the streams' first producing convs.
+    """
+    names, covered = [], set()
+    for name in _producing_convs(model):
+        if name in covered or _shrinkable(model, core.follow(model, name)):
             continue
-        chain = core.follow(model, layer.name)
-        if chain.closed and all(
-            isinstance(model.get_layer(b), keras.layers.BatchNormalization)
-            or not graph_lib.weight_count(model.get_layer(b))
-            for b in chain.between
-        ):
-            names.append(layer.name)
+        chain = core.follow_stream(model, name)
+        covered.update(chain.producers)
+        if _shrinkable(model, chain):
+            names.append(chain.producers[0])
     return names
 
 
@@ -56,29 +96,48 @@ def kept_count(channels, keep):
     return max(1, int(round(channels * keep)))
 
 
-def l1_choice(kernel, count):
-    """Indices (sorted) of the `count` filters of `kernel` with the largest L1 norm."""
-    norms = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+def l1_choice(kernels, count):
+    """Indices (sorted) of the `count` channels with the largest L1 norm.
+
+    Args:
+        kernels: The kernels of the convs writing the map (one for a map
+            inside a block, several for a stream). Each kernel's filter norms
+            are divided by their sum first, so that no conv's scale decides
+            for the others (for one conv this is Li et al.'s L1 choice).
+        count: Channels to keep.
+
+    Returns:
+        A sorted integer array.
+    """
+    norms = 0
+    for kernel in kernels:
+        norm = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+        norms = norms + norm / max(float(norm.sum()), np.finfo("float32").tiny)
     return np.sort(np.argsort(-norms, kind="stable")[:count])
 
 
 def filter_step(model, conv_name, keep):
-    """The step that shrinks `conv_name`'s output map to a fraction `keep`.
+    """The step that shrinks a map (or a stream) to a fraction `keep`.
 
     Args:
         model: The current flat model.
-        conv_name: A name from `prunable_maps(model)`.
-        keep: Fraction of the filters kept, in (0, 1].
+        conv_name: A name from `prunable_maps(model)` or
+            `prunable_streams(model)`.
+        keep: Fraction of the channels kept, in (0, 1].
 
     Returns:
         A `core.Step`.
     """
-    conv = model.get_layer(conv_name)
-    chain = core.follow(model, conv_name)
-    count = kept_count(conv.filters, keep)
-    kept = l1_choice(conv.get_weights()[0], count)
-    select = np.eye(conv.filters)[:, kept]
-    out_name = adaptors_lib.Site(conv_name, adaptors_lib.AFTER, count).adaptor_name
+    chain = core.follow_stream(model, conv_name)
+    convs = [model.get_layer(p) for p in chain.producers]
+    channels = convs[0].filters
+    count = kept_count(channels, keep)
+    kept = l1_choice([c.get_weights()[0] for c in convs], count)
+    select = np.eye(channels)[:, kept]
+    out_names = {
+        c.name: adaptors_lib.Site(c.name, adaptors_lib.AFTER, count).adaptor_name
+        for c in convs
+    }
     in_names = {
         q: adaptors_lib.Site(q, adaptors_lib.BEFORE, count).adaptor_name
         for q in chain.consumers
@@ -89,7 +148,7 @@ def filter_step(model, conv_name, keep):
         if isinstance(model.get_layer(b), keras.layers.BatchNormalization)
     ]
     student = dict(
-        after={conv_name: adaptors_lib.linear_adaptor(out_name, select)},
+        after={p: adaptors_lib.linear_adaptor(n, select) for p, n in out_names.items()},
         before={
             q: adaptors_lib.linear_adaptor(name, select.T)
             for q, name in in_names.items()
@@ -100,54 +159,59 @@ def filter_step(model, conv_name, keep):
     )
 
     def fold(trained):
-        matrix = fold_lib.adaptor_matrix(trained.get_layer(out_name))
-        pruned = core.layer_like(
-            conv,
-            fold_lib.folded_conv_weights(conv, after=matrix),
-            conv.input.shape[-1],
-            filters=count,
-        )
+        replace = {}
+        for conv in convs:
+            matrix = fold_lib.adaptor_matrix(trained.get_layer(out_names[conv.name]))
+            replace[conv.name] = core.applier(core.layer_like(
+                conv,
+                fold_lib.folded_conv_weights(conv, after=matrix),
+                conv.input.shape[-1],
+                filters=count,
+            ))
         weights = {b: trained.get_layer(b).get_weights() for b in norms}
         for q, name in in_names.items():
             weights[q] = fold_lib.folded_conv_weights(
                 model.get_layer(q),
                 before=fold_lib.adaptor_matrix(trained.get_layer(name)),
             )
-        return dict(replace={conv_name: core.applier(pruned)}, weights=weights)
+        return dict(replace=replace, weights=weights)
 
     return core.Step(
         layer=conv_name,
         student=student,
-        trainable=(out_name, *in_names.values(), *norms),
+        trainable=(*out_names.values(), *in_names.values(), *norms),
         targets=chain.consumers,
         fold=fold,
-        detail={"channels": (conv.filters, count)},
+        detail={"channels": (channels, count), "convs": len(convs)},
     )
 
 
 def resolve_keep(model, keep, layers=None):
-    """Validates `keep` and `layers`, returning `{conv name: kept fraction}`.
+    """Validates `keep` and `layers`, returning `{name: kept fraction}`.
 
     Args:
         model: The flat model.
-        keep: One fraction for every chosen map, or a dict mapping conv
-            names to fractions (then `layers` defaults to its keys).
-        layers: Optional conv names; defaults to every prunable map.
+        keep: One fraction for every chosen map, or a dict mapping names
+            to fractions (then `layers` defaults to its keys).
+        layers: Optional names from `prunable_maps` or `prunable_streams`;
+            defaults to every prunable map inside the blocks (the papers'
+            filter pruning; streams only when named).
 
     Returns:
         An ordered dict (network order).
 
     Raises:
-        ValueError: If a fraction is outside (0, 1] or a layer is not a
-            prunable map.
+        ValueError: If a fraction is outside (0, 1] or a layer is neither a
+            prunable map nor a prunable stream.
         TypeError: If `keep` is neither a number nor a dict.
     """
-    candidates = prunable_maps(model)
+    maps = prunable_maps(model)
+    candidates = maps + prunable_streams(model)
     if isinstance(keep, dict):
         layers = list(keep) if layers is None else layers
         fractions = dict(keep)
     elif isinstance(keep, (int, float)):
-        layers = candidates if layers is None else list(layers)
+        layers = maps if layers is None else list(layers)
         fractions = {name: keep for name in layers}
     else:
         raise TypeError(
@@ -158,7 +222,9 @@ def resolve_keep(model, keep, layers=None):
     if unknown:
         raise ValueError(
             f"Cannot prune the filters of {unknown}: only maps read by convs "
-            f"alone can shrink. Prunable: {candidates}"
+            "alone can shrink, and a residual stream is named by its first "
+            f"producing conv. Prunable maps: {maps}; streams: "
+            f"{candidates[len(maps):]}"
         )
     missing = [name for name in layers if name not in fractions]
     if missing:
@@ -169,7 +235,7 @@ def resolve_keep(model, keep, layers=None):
                 "Kept fractions must be in (0, 1]. Received: "
                 f"keep[{name!r}]={fractions[name]}"
             )
-    order = {name: i for i, name in enumerate(candidates)}
+    order = {layer.name: i for i, layer in enumerate(model.layers)}
     return {name: fractions[name] for name in sorted(layers, key=order.get)}
 
 
@@ -195,11 +261,14 @@ def l1_pruned(model, keep, layers=None):
         for layer in flat.layers
         if graph_lib.weight_count(layer)
     }
+    shrunk = set()
     for name, fraction in fractions.items():
-        kernel = weights[name][0]
-        kept = l1_choice(kernel, kept_count(kernel.shape[-1], fraction))
-        weights[name] = [kernel[..., kept]] + [b[kept] for b in weights[name][1:]]
-        chain = core.follow(flat, name)
+        chain = core.follow_stream(flat, name)
+        kernels = [weights[p][0] for p in chain.producers]
+        kept = l1_choice(kernels, kept_count(kernels[0].shape[-1], fraction))
+        for p in chain.producers:
+            weights[p] = [weights[p][0][..., kept]] + [b[kept] for b in weights[p][1:]]
+        shrunk.update(chain.producers)
         for b in chain.between:
             if b in weights:
                 weights[b] = [w[kept] for w in weights[b]]
@@ -214,7 +283,7 @@ def l1_pruned(model, keep, layers=None):
                 filters=weights[name][0].shape[-1],
             )
         )
-        for name in fractions
+        for name in shrunk
     }
     return surgery.rewrite(flat, replace=replace, weights=weights, name=model.name)
 

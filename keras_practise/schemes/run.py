@@ -181,13 +181,17 @@ def compress_with_scheme(
         model: A trained Functional or Sequential `keras.Model`; not modified.
         data: The tiny set (anything `compress()` accepts).
         scheme: `"filters"` (keep a fraction of the filters of convs whose
-            map only convs read), `"decouple"` (KxK conv -> depthwise +
+            map only convs read, or of a residual stream), `"decouple"` (KxK conv -> depthwise +
             pointwise), `"lowrank"` (3x3 conv -> 3x3 conv with fewer filters
             + 1x1, by PCA of its responses) or `"sparse"` (magnitude mask).
         keep: `"filters"`: fraction of filters kept, one for all or a dict
             per conv name. Defaults to `0.5`.
         layers: Names of the convs to compress. Defaults to every candidate
-            of the scheme.
+            of the scheme (`"filters"`: every map inside the blocks). For
+            `"filters"` also residual streams between blocks (the earlier
+            paper's Figure 4c/d), named by their first producing conv
+            (`filters.prunable_streams`): every conv writing the stream
+            shrinks with it.
         rank: `"decouple"`: depthwise filters per input channel (defaults
             to `3`); `"lowrank"`: a fraction of the channels or a number of
             components, instead of `energy`.

@@ -37,9 +37,16 @@ def test_cli_scheme(tmp_path):
     code = cli.main([
         "compress", str(model_path), "--out", str(tmp_path / "kd.keras"),
         "--data", str(data), "--scheme", "filters", "--keep", "0.25",
-        "--steps", "1", "--method", "kd", "--finetune-steps", "1", "-q",
+        "--layers", "stem_conv,s2_block2_1_conv", "--steps", "1",
+        "--method", "kd", "--finetune-steps", "1", "-q",
     ])
     assert code == 0
+    small = keras.saving.load_model(tmp_path / "kd.keras")
+    # The stage-1 stream: every conv writing it shrank together.
+    for name in ("stem_conv", "s1_block1_2_conv", "s1_block3_2_conv"):
+        assert small.get_layer(name).filters == 2
+    assert small.get_layer("s1_block1_1_conv").filters == 8
+    assert small.get_layer("s2_block2_1_conv").filters == 4
     with pytest.raises(ValueError, match="layerwise"):
         keras_practise.compress(
             tiny_models.tiny_resnet(), tiny_models.images(8), method="layerwise"

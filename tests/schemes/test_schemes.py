@@ -125,6 +125,65 @@ def test_compress_with_scheme_end_to_end(scheme, kwargs, tmp_path):
     np.testing.assert_allclose(_predict(reloaded), _predict(small), atol=1e-6)
 
 
+def test_stream_joins_every_conv_writing_the_residual_map():
+    flat = core.flat_copy(_teacher())
+    # Stage 2's stream reaches the classifier, so only stage 1's can shrink.
+    assert filters.prunable_streams(flat) == ["stem_conv"]
+    chain = core.follow_stream(flat, "s1_block2_2_conv")
+    assert chain.producers == (
+        "stem_conv", "s1_block1_2_conv", "s1_block2_2_conv", "s1_block3_2_conv"
+    )
+    assert set(chain.consumers) == {
+        "s1_block1_1_conv", "s1_block2_1_conv", "s1_block3_1_conv",
+        "s2_block1_1_conv", "s2_block1_0_conv",
+    }
+    assert chain.closed and "s1_block2_add" in chain.between
+    assert not core.follow_stream(flat, "s2_block1_0_conv").closed
+
+
+def test_stream_choice_does_not_depend_on_one_convs_scale():
+    rng = np.random.default_rng(0)
+    kernels = [rng.normal(size=(3, 3, 4, 8)) for _ in range(3)]
+    chosen = filters.l1_choice(kernels, 4)
+    assert list(filters.l1_choice([kernels[0] * 100, *kernels[1:]], 4)) == list(chosen)
+    # One kernel: Li et al.'s L1 choice.
+    norms = np.abs(kernels[0]).sum(axis=(0, 1, 2))
+    assert set(filters.l1_choice(kernels[:1], 4)) == set(np.argsort(-norms)[:4])
+
+
+def test_stream_pruning_end_to_end(tmp_path):
+    model = _teacher()
+    original = [w.copy() for w in model.get_weights()]
+    keep = {"stem_conv": 0.5, "s1_block2_1_conv": 0.5}
+    step = filters.filter_step(core.flat_copy(model), "stem_conv", 0.5)
+    np.testing.assert_allclose(
+        _predict(_student_at_init(model, step)),
+        _predict(filters.l1_pruned(model, {"stem_conv": 0.5})),
+        atol=1e-5,
+    )
+    small, report = compress_with_scheme(
+        model, _X, scheme="filters", keep=keep, steps=3, verbose=0,
+        return_report=True,
+    )
+    for before, after in zip(original, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert [r.layer for r in report.steps] == list(keep)
+    assert report.steps[0].detail == {"channels": (8, 4), "convs": 4}
+    assert all(r.fold_error <= 1e-4 for r in report.steps)
+    for name in ("stem_conv", "s1_block1_2_conv", "s1_block3_2_conv"):
+        assert small.get_layer(name).filters == 4
+    for name in ("s1_block1_1_conv", "s2_block1_0_conv", "s2_block1_1_conv"):
+        assert small.get_layer(name).get_weights()[0].shape[2] == 4
+    assert small.get_layer("s1_block2_1_conv").filters == 4
+    plain = filters.l1_pruned(model, keep)
+    assert report.params[1] == macs.count_params(plain) < report.params[0]
+    assert report.macs[1] == macs.count_macs(plain)
+    path = tmp_path / "small.keras"
+    small.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(_predict(reloaded), _predict(small), atol=1e-6)
+
+
 @pytest.mark.parametrize("method", ["mimic", "mimic_ce", "ce", "kd", "fitnet"])
 def test_scheme_recovery_methods_and_baselines(method):
     model = _teacher()
@@ -157,6 +216,8 @@ def test_bad_arguments_raise_before_training():
         compress_with_scheme(model, _X, scheme="filters", keep=1.5)
     with pytest.raises(ValueError, match="only maps read by convs"):
         compress_with_scheme(model, _X, scheme="filters", layers=["s1_block1_2_conv"])
+    with pytest.raises(ValueError, match=r"streams: \['stem_conv'\]"):
+        compress_with_scheme(model, _X, scheme="filters", layers=["s2_block1_0_conv"])
     with pytest.raises(TypeError, match="keep"):
         compress_with_scheme(model, _X, scheme="filters", keep="half")
     with pytest.raises(ValueError, match="sparsity"):
