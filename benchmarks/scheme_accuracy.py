@@ -8,6 +8,9 @@ PRACTISE's feature mimicking:
 * `blocks-K`: PRACTISE proper, the K most recoverable blocks dropped
   (recoverability with the MACs saving, greedy set choice);
 * `filters-F`: every prunable conv keeps the fraction F of its filters;
+* `streams-F`: every residual stream between blocks that can shrink (all
+  but the last, which reaches the classifier) keeps the fraction F of its
+  channels, with all the convs writing it (Figure 4c/d of the earlier paper);
 * `decouple-R`: every KxK conv as a depthwise conv (R filters per channel)
   plus a 1x1;
 * `lowrank-E`: every 3x3 conv as a 3x3 conv keeping the principal components
@@ -49,6 +52,9 @@ from absl import flags
 
 from benchmarks import harness
 
+# Stands for the teacher's prunable residual streams in a variant's options.
+STREAMS = "streams"
+
 # Variant name -> (`compress` scheme, its options).
 VARIANTS = {
     "blocks-1": ("blocks", {"drop": 1}),
@@ -57,6 +63,8 @@ VARIANTS = {
     "filters-0.75": ("filters", {"keep": 0.75}),
     "filters-0.5": ("filters", {"keep": 0.5}),
     "filters-0.25": ("filters", {"keep": 0.25}),
+    "streams-0.75": ("filters", {"keep": 0.75, "layers": STREAMS}),
+    "streams-0.5": ("filters", {"keep": 0.5, "layers": STREAMS}),
     "decouple-3": ("decouple", {"rank": 3}),
     "lowrank-0.9": ("lowrank", {"energy": 0.9}),
     "lowrank-0.95": ("lowrank", {"energy": 0.95}),
@@ -110,9 +118,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "Markdown file for the table.")
 _PLOT = flags.DEFINE_string("plot", None, "PNG latency-accuracy figure.")
 _SMOKE = flags.DEFINE_bool(
     "smoke", False,
-    "Tiny everything (one 8-image set, blocks-1 unscored and filters-0.5 "
-    "on one layer, 1 step, 50 test images, 2 latency rounds): checks the "
-    "code path only.",
+    "Tiny everything (one 8-image set, blocks-1 unscored, filters-0.5 "
+    "and streams-0.5 on one layer, 1 step, 50 test images, 2 latency "
+    "rounds): checks the code path only.",
 )
 
 
@@ -141,7 +149,7 @@ def settings():
             )
     if _SMOKE.value:
         values.update(
-            sizes=[8], seeds=[0], variants=["blocks-1", "filters-0.5"],
+            sizes=[8], seeds=[0], variants=["blocks-1", "filters-0.5", "streams-0.5"],
             methods=["practise", "kd"], steps=1,
             block_steps=1, finetune_steps=1, score_blocks=False, max_layers=1, test_images=50,
             latency_batch_size=8, latency_runs=2, latency_warmup=0,
@@ -200,14 +208,15 @@ def compress_variant(teacher, variant, method, data, seed, values, blocks=None):
             latency="macs", latency_batch_size=0, **options, **common,
         )
         return model, report.blocks
-    if values["max_layers"]:
+    if options.get("layers") == STREAMS or values["max_layers"]:
+        streams = options.get("layers") == STREAMS
         candidates = {
-            "filters": filters.prunable_maps,
+            "filters": filters.prunable_streams if streams else filters.prunable_maps,
             "decouple": decouple.candidates,
             "lowrank": lowrank.candidates,
             "sparse": sparse.candidates,
         }[scheme](core.flat_copy(teacher))
-        options = dict(options, layers=candidates[: values["max_layers"]])
+        options = dict(options, layers=candidates[: values["max_layers"] or None])
     model, _ = keras_practise.compress(
         teacher, images, scheme=scheme, steps=values["steps"],
         method=layer_method, **options, **common,
@@ -231,7 +240,7 @@ def plot(rows, teacher_accuracy, path, title):
     ) as axis:
         def curve(name):
             variant, _, method = name.partition("/")
-            return VARIANTS[variant][0] + (f" ({method})" if method else "")
+            return variant.rsplit("-", 1)[0] + (f" ({method})" if method else "")
 
         for label in dict.fromkeys(curve(r[0]) for r in rows):
             points = sorted((r for r in rows if curve(r[0]) == label), key=lambda r: r[1])

@@ -55,7 +55,8 @@ def test_scheme_accuracy(tmp_path):
         for line in output.read_text().splitlines()
         if line.startswith("| ")
     }
-    assert {"blocks-1", "filters-0.5", "blocks-1/kd", "filters-0.5/kd"} <= set(rows)
+    assert {"blocks-1", "filters-0.5", "streams-0.5", "blocks-1/kd"} <= set(rows)
+    assert "streams-0.5/kd" in rows
     assert "8 images" in output.read_text()
     assert plot.stat().st_size > 1000
 
