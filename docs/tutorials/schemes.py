@@ -2,7 +2,7 @@
 Title: Layer-wise schemes: filter pruning, decoupling, low rank, sparsity
 Author: keras_practise
 Date created: 2026/12/03
-Last modified: 2026/12/03
+Last modified: 2026/12/04
 Description: Compress with `compress(scheme="filters", keep=0.5)` and the other layer-wise schemes, read the SchemeReport, and compare with block dropping at the same latency.
 Accelerator: None
 """
@@ -142,6 +142,38 @@ for scheme, options in others.items():
     )
     before, after = scheme_report.macs
     print(f"{name}: {len(scheme_report.layers)} convs, MACs {before:,} -> {after:,}")
+
+"""
+## Residual streams between blocks
+
+The map *between* blocks meets the shortcuts in the adds, so plain filter
+pruning leaves it whole. It can still shrink as one (the earlier paper's
+Figure 4c/d): every conv writing it through the adds (each block's last
+conv, the projection shortcut) keeps the same channels, gets a trainable
+1x1 after it, every conv reading it gets one before it, and the identity
+shortcuts carry the kept channels. A stream is named by its first
+producing conv; `filters.prunable_streams` lists them (the last stage's
+stream reaches the classifier and stays whole), and `keep` / `layers`
+accept them beside the ordinary maps.
+"""
+
+from keras_practise.schemes import filters
+
+streams = filters.prunable_streams(teacher)
+print(f"prunable streams: {streams}")
+models["streams keep=0.5"], stream_report = keras_practise.compress(
+    teacher,
+    tiny_set,
+    scheme="filters",
+    keep=0.5,
+    layers=streams[:1] if FAST else streams,
+    steps=STEPS,
+    verbose=0,
+    return_report=True,
+)
+for record in stream_report.steps:
+    # channels (before, after) and how many convs write the stream.
+    print(f"{record.layer}: {record.detail}, fold error {record.fold_error:.1g}")
 
 """
 ## Block dropping at the same latency
