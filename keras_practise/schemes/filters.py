@@ -30,13 +30,29 @@ from keras_practise.recovery import fold as fold_lib
 from keras_practise.schemes import core
 
 
+def _on_map(model, chain):
+    """The layers on `chain`'s map (adds written as `x + y` are operations,
+    not layers, and carry no weights)."""
+    layers = {layer.name: layer for layer in model.layers}
+    return [layers[b] for b in chain.between if b in layers]
+
+
+def _norms(model, chain):
+    """Names of the BatchNorm layers on `chain`'s map."""
+    return [
+        layer.name
+        for layer in _on_map(model, chain)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
 def _shrinkable(model, chain):
     """Whether `chain`'s map can shrink: only convs read it, and nothing with
     weights but BatchNorm (whose per-channel weights are sliced) is on it."""
     return chain.closed and all(
-        isinstance(model.get_layer(b), keras.layers.BatchNormalization)
-        or not graph_lib.weight_count(model.get_layer(b))
-        for b in chain.between
+        isinstance(layer, keras.layers.BatchNormalization)
+        or not graph_lib.weight_count(layer)
+        for layer in _on_map(model, chain)
     )
 
 
@@ -142,11 +158,7 @@ def filter_step(model, conv_name, keep):
         q: adaptors_lib.Site(q, adaptors_lib.BEFORE, count).adaptor_name
         for q in chain.consumers
     }
-    norms = [
-        b
-        for b in chain.between
-        if isinstance(model.get_layer(b), keras.layers.BatchNormalization)
-    ]
+    norms = _norms(model, chain)
     student = dict(
         after={p: adaptors_lib.linear_adaptor(n, select) for p, n in out_names.items()},
         before={

@@ -151,6 +151,31 @@ def test_stream_choice_does_not_depend_on_one_convs_scale():
     assert set(filters.l1_choice(kernels[:1], 4)) == set(np.argsort(-norms)[:4])
 
 
+def test_stream_written_with_operator_adds_and_biased_convs():
+    # A user-written net: `x + y` adds (operations, not layers), conv biases,
+    # no BatchNorm in the blocks.
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    for i in range(2):
+        y = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name=f"b{i}_1")(x)
+        y = keras.layers.Conv2D(8, 3, padding="same", name=f"b{i}_2")(y)
+        x = keras.layers.ReLU()(x + y)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="down")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    assert filters.prunable_streams(core.flat_copy(model)) == ["stem"]
+    small, report = compress_with_scheme(
+        model, _X * 50, scheme="filters", keep={"stem": 0.5}, steps=3,
+        verbose=0, return_report=True,
+    )
+    assert report.steps[0].detail == {"channels": (8, 4), "convs": 3}
+    assert report.steps[0].fold_error <= 1e-4
+    assert np.isfinite(report.steps[0].mse_trained)
+    assert [small.get_layer(n).filters for n in ("stem", "b0_2", "b1_2")] == [4] * 3
+    assert small.get_layer("down").get_weights()[0].shape[2] == 4
+
+
 def test_stream_pruning_end_to_end(tmp_path):
     model = _teacher()
     original = [w.copy() for w in model.get_weights()]
