@@ -143,6 +143,11 @@ class _RandomBatches(keras.utils.PyDataset):
     def __len__(self):
         return len(self.index)
 
+    def release(self):
+        """Drops the arrays: on TensorFlow, tf.data's registry of generator
+        functions keeps every `fit`'s dataset alive after the call."""
+        self.x = self.y = None
+
     def __getitem__(self, i):
         rows = np.sort(self.index[i])
         y = [target[rows] for target in self.y]
@@ -353,6 +358,14 @@ def fit(
         weights = [
             w / scale for w, scale in zip(weights, _loss_scales(model, x, targets, losses))
         ]
+    try:
+        return _fit_with_retries(model, data, x, losses, weights, config, accept, rates)
+    finally:
+        data.release()
+
+
+def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
+    """`fit`'s attempts, each a compile and one epoch of `data`."""
     start = model.get_weights()
     learning_rate = config.learning_rate
     for attempt in range(config.retries + 1):
@@ -382,7 +395,7 @@ def fit(
                 f"diverged or did worse than its start; retrying at "
                 f"{learning_rate / 10:g}.",
                 RetryWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         learning_rate /= 10
     raise TrainingDiverged(
