@@ -64,6 +64,11 @@ _JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile", "auto", ["auto", "true", "false"],
     "Keras' jit_compile of our steps: XLA on TensorFlow, torch.compile on torch.",
 )
+_FUSED_KERNELS = flags.DEFINE_boolean(
+    "fused_kernels", True,
+    "Run our Keras steps in keras_practise.backend.fused_kernels(), as the "
+    "library does (torch; no effect on the other backends).",
+)
 _AUTHORS_REPO = flags.DEFINE_string(
     "authors_repo", None,
     "ResNet-50: a checkout of github.com/DoctorKey/Practise, whose PyTorch "
@@ -109,7 +114,15 @@ def _step_times(steps_fns, steps, warmup):
 
 def _keras_step(model, make_batch):
     """`step(i)`: one `train_on_batch` on `make_batch(i)` (timed with it)."""
-    return lambda i: model.train_on_batch(*make_batch(i))
+    from keras_practise import backend
+
+    def step(i):
+        if not _FUSED_KERNELS.value:
+            return model.train_on_batch(*make_batch(i))
+        with backend.fused_kernels():
+            return model.train_on_batch(*make_batch(i))
+
+    return step
 
 
 def _compile(model):

@@ -17,7 +17,9 @@ torch 2.13):
   copies of Keras' channels-last convs): ResNet-50 at 128x128, batch 8, ran
   in 177 ms against 354 ms eagerly. It is traced again when a weight
   changes, checked against the eager call once, and replaced by the eager
-  call (with a warning) where tracing fails. `torch.compile` took 20 s to
+  call (with a warning) where tracing fails. Both trace and eager call run
+  `fused_kernels()` (below): 224 vs 294 ms traced, 326 vs 528 ms eager.
+  `torch.compile` took 20 s to
   compile a 9-conv net and 140 s for MobileNetV2, hit Dynamo's recompile
   limit inside Keras' layer hooks and was not faster on MobileNetV2. The
   eager path uses `no_grad` rather than `inference_mode`: a model built
@@ -25,12 +27,26 @@ torch 2.13):
   which later training cannot use.
 - JAX: `jax.jit` of `model.stateless_call`, fed the variables' current values
   on every call so that the compiled function follows later weight updates.
+
+Training and eager inference on torch run inside `fused_kernels()`, which
+swaps three of Keras' torch functions (conv, moments, batch normalization)
+for leaner ones while it is active, the only place keras_practise touches
+Keras internals: a 1x1 convolution is a matrix product on the channels-last
+tensor, a KxK kernel is transposed as one 2-D matrix (8x faster than Keras'
+4-D permute of a 512x512x3x3 kernel), activations keep their memory layout
+(Keras copies each one twice per conv), and BatchNormalization normalises
+with torch's fused kernel. ResNet-50 at 128x128, batch 16, one thread: train
+step 2.02 -> 1.37 s, eager inference 0.76 -> 0.49 s, same results to float
+rounding.
 """
 
+import contextlib
 import inspect
 import os
 import platform
+import threading
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -91,7 +107,7 @@ def _compile_torch(model, jit):
     import torch
 
     def eager(x):
-        with torch.no_grad():
+        with torch.no_grad(), fused_kernels():
             return model(x, training=False)
 
     if not jit:
@@ -121,7 +137,7 @@ def _trace_torch(model, x, eager):
     """
     import torch
 
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), fused_kernels(), warnings.catch_warnings():
         # Keras' shape arithmetic on tensors is constant for a fixed input
         # shape, which is what the trace is specialised to.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -284,3 +300,196 @@ def _leaf_to_numpy(value):
     if hasattr(value, "detach"):
         value = value.detach().cpu()
     return np.asarray(value)
+
+
+_fused_lock = threading.Lock()
+_fused_depth = 0
+_fused_originals = None
+# The batch tensor each pair of moments was computed from, so that
+# BatchNormalization's normalisation can recognise its own batch statistics.
+_BATCH_OF = "_keras_practise_batch_of"
+
+
+@contextlib.contextmanager
+def fused_kernels():
+    """Runs Keras' convolutions and BatchNormalization on fused torch kernels.
+
+    Inside the block, and on the torch backend only, 2-D channels-last
+    convolutions and batch normalisation skip the layout copies and the
+    separate elementwise passes of Keras' torch implementations (see the
+    module docstring); results agree with Keras' to float rounding.
+    Anything else (other ranks, asymmetric "same" padding, masks, other
+    dtypes) runs Keras' own code. A no-op on the other backends. Blocks
+    may nest and may run in several threads.
+
+    Example:
+
+    ```python
+    with fused_kernels():
+        model.fit(x, y, epochs=1)
+    ```
+    """
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    from keras.src.backend.torch import nn as torch_nn
+
+    global _fused_depth, _fused_originals
+    with _fused_lock:
+        if _fused_depth == 0:
+            _fused_originals = (
+                torch_nn.conv,
+                torch_nn.moments,
+                torch_nn.batch_normalization,
+            )
+            torch_nn.conv = _fused_conv(_fused_originals[0])
+            torch_nn.moments = _tagged_moments(_fused_originals[1])
+            torch_nn.batch_normalization = _fused_batch_norm(
+                _fused_originals[2]
+            )
+        _fused_depth += 1
+    try:
+        yield
+    finally:
+        with _fused_lock:
+            _fused_depth -= 1
+            if _fused_depth == 0:
+                (
+                    torch_nn.conv,
+                    torch_nn.moments,
+                    torch_nn.batch_normalization,
+                ) = _fused_originals
+
+
+def _same_padding(size, kernel, stride, dilation):
+    """Keras' per-side "same" padding, or `None` where it is asymmetric."""
+    effective = (kernel - 1) * dilation + 1
+    total = max(0, (-(-size // stride) - 1) * stride + effective - size)
+    return None if total % 2 else total // 2
+
+
+def _fused_conv(keras_conv):
+    import torch
+
+    def conv(
+        inputs, kernel, strides=1, padding="valid", data_format=None,
+        dilation_rate=1,
+    ):
+        data_format = data_format or keras.config.image_data_format()
+        inputs = keras.ops.convert_to_tensor(inputs)
+        kernel = keras.ops.convert_to_tensor(kernel)
+        if (
+            data_format != "channels_last"
+            or inputs.ndim != 4
+            or kernel.ndim != 4
+            or inputs.dtype != kernel.dtype
+            or padding not in ("valid", "same")
+        ):
+            return keras_conv(
+                inputs, kernel, strides, padding, data_format, dilation_rate
+            )
+        strides = _pair(strides)
+        dilation = _pair(dilation_rate)
+        height, width, in_channels, out_channels = kernel.shape
+        if (height, width) == (1, 1) and in_channels == inputs.shape[-1]:
+            # Strided 1x1 convs read every stride-th pixel whatever the
+            # padding ("same" pads nothing for a 1x1 kernel).
+            x = inputs[:, :: strides[0], :: strides[1], :]
+            return torch.matmul(x, kernel[0, 0])
+        pads = (0, 0)
+        if padding == "same":
+            pads = tuple(
+                _same_padding(n, k, s, d)
+                for n, k, s, d in zip(
+                    inputs.shape[1:3], (height, width), strides, dilation
+                )
+            )
+            if None in pads:
+                return keras_conv(
+                    inputs, kernel, strides, padding, data_format,
+                    dilation_rate,
+                )
+        # (out, in, h, w) with channels-last strides, built by one 2-D
+        # transpose; the permuted input is already channels-last in memory.
+        weight = (
+            kernel.reshape(-1, out_channels)
+            .t()
+            .contiguous()
+            .reshape(out_channels, height, width, in_channels)
+            .permute(0, 3, 1, 2)
+        )
+        x = inputs.permute(0, 3, 1, 2)
+        outputs = torch.nn.functional.conv2d(
+            x,
+            weight,
+            stride=strides,
+            padding=pads,
+            dilation=dilation,
+            groups=x.shape[1] // in_channels,
+        )
+        return outputs.permute(0, 2, 3, 1)
+
+    return conv
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _tagged_moments(keras_moments):
+    def moments(x, axes, keepdims=False, synchronized=False):
+        mean, variance = keras_moments(x, axes, keepdims, synchronized)
+        x = keras.ops.convert_to_tensor(x)
+        if (
+            x.ndim == 4
+            and not keepdims
+            and str(x.dtype) in ("torch.float32", "torch.float64")
+            and sorted(a % 4 for a in axes) == [0, 1, 2]
+        ):
+            setattr(mean, _BATCH_OF, weakref.ref(x))
+            setattr(variance, _BATCH_OF, weakref.ref(x))
+        return mean, variance
+
+    return moments
+
+
+def _fused_batch_norm(keras_batch_norm):
+    import torch
+
+    def batch_normalization(
+        x, mean, variance, axis, offset=None, scale=None, epsilon=1e-3
+    ):
+        x, mean, variance, offset, scale = (
+            None if t is None else keras.ops.convert_to_tensor(t)
+            for t in (x, mean, variance, offset, scale)
+        )
+        if x.ndim != 4 or axis not in (-1, 3) or mean.ndim != 1:
+            return keras_batch_norm(
+                x, mean, variance, axis, offset, scale, epsilon
+            )
+        batch_of = (
+            getattr(mean, _BATCH_OF, None),
+            getattr(variance, _BATCH_OF, None),
+        )
+        if all(ref is not None and ref() is x for ref in batch_of):
+            # The layer's own batch statistics: torch recomputes them in
+            # its fused kernel and differentiates through them alike.
+            training, mean, variance = True, None, None
+        elif not (mean.requires_grad or variance.requires_grad):
+            training = False
+        else:
+            return keras_batch_norm(
+                x, mean, variance, axis, offset, scale, epsilon
+            )
+        outputs = torch.nn.functional.batch_norm(
+            x.permute(0, 3, 1, 2),
+            mean,
+            variance,
+            weight=scale,
+            bias=offset,
+            training=training,
+            eps=epsilon,
+        )
+        return outputs.permute(0, 2, 3, 1)
+
+    return batch_normalization

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from keras_practise import backend
 from keras_practise import schemes
 from keras_practise.data import synthesis
 from keras_practise.data import tiny_set as data_lib
@@ -224,6 +225,7 @@ def check_settings(settings):
         )
 
 
+@backend.fused_kernels()
 def compress(
     model,
     data=None,

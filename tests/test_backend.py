@@ -127,3 +127,147 @@ def test_torch_inference_falls_back_to_eager_when_tracing_fails(monkeypatch):
     with pytest.warns(RuntimeWarning, match="cannot trace this graph.*runs eagerly"):
         outputs = backend.to_numpy(backend.compile_inference(model)(x))
     np.testing.assert_allclose(outputs, model.predict(x, verbose=0), atol=1e-5)
+
+
+def _conv_cases():
+    for kernel in (1, 2, 3, 5):
+        for strides in (1, 2):
+            for padding in ("same", "valid"):
+                for dilation in (1, 2) if strides == 1 else (1,):
+                    if padding == "valid" and (kernel - 1) * dilation >= 7:
+                        continue  # no output pixel left
+                    for groups in (1, 2):
+                        yield kernel, strides, padding, dilation, groups
+
+
+def _value_and_grads(layer, x, weights):
+    import torch
+
+    outputs = layer(x)
+    # A fixed random target: a normalised output's own norm would be
+    # constant and leave BatchNorm's input gradient at rounding noise.
+    target = np.random.default_rng(1).normal(size=tuple(outputs.shape))
+    loss = (outputs - torch.tensor(target.astype("float32"))).square().sum()
+    grads = torch.autograd.grad(loss, [x, *(w.value for w in weights)])
+    return [t.detach().numpy() for t in (outputs, *grads)]
+
+
+def _assert_close_to_scale(actual, expected, rtol=1e-5):
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape
+        np.testing.assert_allclose(a, e, atol=rtol * np.abs(e).max())
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch kernels")
+@pytest.mark.parametrize("size", [7, 8])
+def test_fused_convolutions_match_keras(size):
+    import torch
+
+    rng = np.random.default_rng(0)
+    for kernel, strides, padding, dilation, groups in _conv_cases():
+        layer = keras.layers.Conv2D(
+            6, kernel, strides=strides, padding=padding,
+            dilation_rate=dilation, groups=groups,
+        )
+        x = torch.tensor(
+            rng.normal(size=(2, size, size + 1, 4)).astype("float32"),
+            requires_grad=True,
+        )
+        layer.build(tuple(x.shape))
+        expected = _value_and_grads(layer, x, [layer.kernel])
+        with backend.fused_kernels():
+            actual = _value_and_grads(layer, x, [layer.kernel])
+        _assert_close_to_scale(actual, expected)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch kernels")
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_matches_keras_and_uses_torch_kernel(training):
+    from unittest import mock
+
+    import torch
+
+    layer = keras.layers.BatchNormalization(momentum=0.5)
+    x = torch.tensor(
+        np.random.default_rng(0).normal(2.0, 3.0, (4, 5, 6, 3)).astype("float32"),
+        requires_grad=True,
+    )
+    layer.build(x.shape)
+    _randomize_batchnorm(keras.Sequential([layer]))
+    start = [w.copy() for w in layer.get_weights()]
+
+    def run():
+        layer.set_weights(start)
+        values = _value_and_grads(
+            lambda t: layer(t, training=training), x, [layer.gamma, layer.beta]
+        )
+        return values + [w.copy() for w in layer.get_weights()]
+
+    expected = run()
+    batch_norm = torch.nn.functional.batch_norm
+    with backend.fused_kernels(), mock.patch.object(
+        torch.nn.functional, "batch_norm", wraps=batch_norm
+    ) as fused:
+        actual = run()
+    assert fused.call_count == 1
+    # Outputs, gradients, and the moving statistics the layer updated.
+    _assert_close_to_scale(actual, expected)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch kernels")
+def test_fused_kernels_end_on_exit_even_after_errors_and_nesting():
+    from unittest import mock
+
+    import torch
+
+    layer = keras.layers.Conv2D(4, 1)
+    x = np.ones((1, 3, 3, 2), "float32")
+    layer(x)
+
+    def matmuls():
+        with mock.patch.object(torch, "matmul", wraps=torch.matmul) as spy:
+            layer(x)
+        return spy.call_count
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with backend.fused_kernels():
+            with backend.fused_kernels():
+                assert matmuls() == 1
+            assert matmuls() == 1
+            raise RuntimeError("inside")
+    assert matmuls() == 0
+
+
+def _small_resnet():
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    y = keras.layers.Conv2D(8, 3, strides=2, padding="same")(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.Conv2D(8, 1)(keras.layers.ReLU()(y))
+    x = keras.layers.Add()([y, keras.layers.Conv2D(8, 1, strides=2)(x)])
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_training_in_fused_kernels_gives_keras_results():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 12, 12, 3)).astype("float32")
+    y = rng.normal(size=(16, 3)).astype("float32")
+    model = _small_resnet()
+    start = model.get_weights()
+    results = []
+    for fused in (False, True):
+        model.set_weights(start)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="mse")
+        if fused:
+            with backend.fused_kernels():
+                model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False)
+        else:
+            model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False)
+        results.append(model.get_weights() + [model.predict(x, verbose=0)])
+    for fused, plain in zip(results[1], results[0]):
+        np.testing.assert_allclose(fused, plain, atol=1e-4 * np.abs(plain).max() + 1e-7)
+    # The weights moved, so the comparison covers training, not just the start.
+    assert not np.allclose(results[0][0], start[0])

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_practise import backend
 from keras_practise.data import augment
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import layer_kinds
@@ -73,6 +74,7 @@ def gaussian_noise(num_images, image_size, channels=3, mean=0.0, std=1.0, seed=0
     return rng.normal(mean, std, size=shape).astype("float32")
 
 
+@backend.fused_kernels()
 def synthesize_images(
     teacher,
     num_images,

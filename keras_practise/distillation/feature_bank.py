@@ -6,6 +6,7 @@ at the main-path cuts where a student's trainable part begins (the frozen
 prefix is the same computation for teacher and student).
 """
 
+from keras_practise import backend
 from keras_practise.data import views as views_lib
 from keras_practise.distillation import trainer
 from keras_practise.graph import flat_graph
@@ -75,6 +76,7 @@ class FeatureBank:
         self._prefix = {}
 
 
+@backend.fused_kernels()
 def build_bank(
     model,
     data,

@@ -30,6 +30,7 @@ Recipes (`METHODS`):
 
 import keras
 
+from keras_practise import backend
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import blocks as blocks_lib
@@ -144,6 +145,7 @@ def _stagewise(model, blocks, bank, config):
     return current, curves
 
 
+@backend.fused_kernels()
 def recover(model, blocks, bank, method="mimic", config=None):
     """Drops `blocks` from `model` and trains the result back.
 

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import time
 
+from keras_practise import backend
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer
 from keras_practise.export import exporter
@@ -144,6 +145,7 @@ def _plan(teacher, scheme, keep, layers, rank, energy, sparsity):
     return chosen, lambda m, n, probe: sparse.sparse_step(m, n, sparsity)
 
 
+@backend.fused_kernels()
 def compress_with_scheme(
     model,
     data,

@@ -26,6 +26,7 @@ import math
 import time
 import warnings
 
+from keras_practise import backend
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
@@ -293,6 +294,7 @@ def score_blocks(model, candidates, bank, config, latency="measured", verbose=1,
     return report
 
 
+@backend.fused_kernels()
 def recoverability(
     model,
     data,

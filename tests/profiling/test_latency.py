@@ -76,18 +76,23 @@ def test_multi_input_model():
 
 
 def test_reference_has_zero_reduction_and_self_ratio_near_one():
-    # Calls of a few ms and 40 rounds: sub-ms calls on a loaded 2-core
-    # machine gave self-ratios from 0.4 to 2.7, these stay within 0.75-1.25.
+    # Calls of a few ms and 40 rounds: on a quiet machine self-ratios stay
+    # within 0.75-1.25, but a CI run beside a benchmark once gave 0.46, so a
+    # measurement outside the band is repeated; a systematic bias (the
+    # reference timed differently from the rest) fails all three.
     model = _conv_net(4, channels=32)
-    comparison = latency.compare_latency(
-        {"a": model, "same_again": model}, batch_size=16, runs=40, warmup=3
-    )
-    assert comparison.reference == "a"
-    assert comparison.reductions["a"] == 0.0
-    assert comparison.ratios["a"] == 1.0
-    # Same model, interleaved: only noise separates the two; the margin is
-    # wide because other processes share this machine's cores.
-    assert 0.5 < comparison.ratios["same_again"] < 2.0
+    ratios = []
+    for _ in range(3):
+        comparison = latency.compare_latency(
+            {"a": model, "same_again": model}, batch_size=16, runs=40, warmup=3
+        )
+        assert comparison.reference == "a"
+        assert comparison.reductions["a"] == 0.0
+        assert comparison.ratios["a"] == 1.0
+        ratios.append(comparison.ratios["same_again"])
+        if 0.5 < ratios[-1] < 2.0:
+            return
+    pytest.fail(f"Self-ratios of one model timed twice: {ratios}")
 
 
 def test_deep_model_is_measured_slower_than_shallow():
