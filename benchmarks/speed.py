@@ -14,7 +14,11 @@ Measures, side by side in one run on the active backend:
   step: every candidate is scored with `--overhead_steps` A, B, then A
   steps again (the first run pays for the teacher's activations at the
   candidate's cut, shared by later candidates); seconds per step =
-  (t_B - t_A) / (B - A), overhead = t_A - A * that, with the second t_A.
+  (t_B - t_A) / (B - A), overhead = t_A - A * that, with the second t_A;
+* with `--call_cost`, the fixed cost of a whole `recoverability()` call
+  (feature bank, building, tracing, evaluation, retries) on the first
+  `--blocks` entry: calls with A, B, A, B steps, fixed cost = the fastest
+  A call minus A times the seconds per step of the fastest calls.
 
 Steady state only: the first `--warmup` steps (tracing, compilation) are not
 timed. With `--authors_repo`, the authors' own PyTorch steps (their ResNet-50
@@ -34,6 +38,11 @@ runs whichever `keras_practise` is on `PYTHONPATH`, e.g. an older commit's:
 
     KERAS_BACKEND=tensorflow python benchmarks/speed.py --overhead \
         --model resnet20 --input_size 32 --batch_size 64
+
+Fixed cost of a `recoverability()` call (ResNet-50 at 128x128, block 3.2):
+
+    KERAS_BACKEND=torch python benchmarks/speed.py --call_cost --blocks 3.2 \
+        --overhead_steps 2,12
 """
 
 import time
@@ -74,6 +83,10 @@ _AUTHORS_REPO = flags.DEFINE_string(
     "ResNet-50: a checkout of github.com/DoctorKey/Practise, whose PyTorch "
     "training steps are timed beside ours on the same images (any backend: "
     "their code is plain torch).",
+)
+_CALL_COST = flags.DEFINE_boolean(
+    "call_cost", False,
+    "Only measure the fixed cost of a whole recoverability() call.",
 )
 _OVERHEAD_STEPS = flags.DEFINE_list(
     "overhead_steps", ["2", "22"], "The two step counts A, B of --overhead."
@@ -294,6 +307,30 @@ def table(rows):
     return "\n".join(lines)
 
 
+def call_cost(model, batch_size, block, steps):
+    """`(seconds per step, fixed seconds, call times)` of `recoverability()`.
+
+    32 uniform images, two views each, MACs savings (no latency timing).
+    """
+    import numpy as np
+
+    import keras_practise
+
+    size = model.input_shape[1]
+    images = np.random.default_rng(0).uniform(size=(32, size, size, 3))
+    times = {int(n): [] for n in steps}
+    for n in [int(n) for n in steps] * 2:
+        start = time.perf_counter()
+        keras_practise.recoverability(
+            model, images.astype("float32"), blocks=[block], steps=n,
+            batch_size=batch_size, latency="macs", augment_views=2, verbose=0,
+        )
+        times[n].append(time.perf_counter() - start)
+    (a, t_a), (b, t_b) = sorted((n, min(t)) for n, t in times.items())
+    per_step = (t_b - t_a) / (b - a)
+    return per_step, t_a - a * per_step, times
+
+
 def main(argv):
     del argv
     import keras
@@ -312,6 +349,17 @@ def main(argv):
         rows = overhead(model, _BATCH_SIZE.value, _OVERHEAD_STEPS.value)
         print(overhead_table(rows))
         print(f"wall time {time.perf_counter() - start:.0f} s")
+        return
+    if _CALL_COST.value:
+        per_step, fixed, times = call_cost(
+            model, _BATCH_SIZE.value, _BLOCKS.value[0], _OVERHEAD_STEPS.value
+        )
+        calls = "; ".join(
+            f"{n} steps: " + ", ".join(f"{t:.1f}" for t in ts)
+            for n, ts in times.items()
+        )
+        print(f"calls (s) {calls}")
+        print(f"seconds per step {per_step:.3f}, fixed cost per call {fixed:.1f} s")
         return
     authors = None
     if _AUTHORS_REPO.value:

@@ -82,6 +82,19 @@ def test_speed():
     assert "speed-up" in stdout
 
 
+def test_speed_call_cost():
+    stdout = _run(
+        "speed", "--model=resnet20", "--input_size=32", "--call_cost",
+        "--blocks=1.2", "--overhead_steps=1,3", "--batch_size=8",
+    )
+    times = stdout.split("calls (s) ")[1].splitlines()[0]
+    assert times.startswith("1 steps: ") and "; 3 steps: " in times
+    # Two calls per step count, each a positive number of seconds.
+    assert all(float(t) > 0 for part in times.split("; ")
+               for t in part.split(": ")[1].split(", "))
+    assert "fixed cost per call" in stdout
+
+
 def test_train_teacher(tmp_path):
     out = tmp_path / "teacher.keras"
     stdout = _run(
