@@ -472,6 +472,11 @@ def _fused_batch_norm(keras_batch_norm):
             getattr(variance, _BATCH_OF, None),
         )
         if all(ref is not None and ref() is x for ref in batch_of):
+            if x.shape[0] * x.shape[1] * x.shape[2] == 1:
+                # torch refuses batch statistics of one value per channel.
+                return keras_batch_norm(
+                    x, mean, variance, axis, offset, scale, epsilon
+                )
             # The layer's own batch statistics: torch recomputes them in
             # its fused kernel and differentiates through them alike.
             training, mean, variance = True, None, None

@@ -271,3 +271,13 @@ def test_training_in_fused_kernels_gives_keras_results():
         np.testing.assert_allclose(fused, plain, atol=1e-4 * np.abs(plain).max() + 1e-7)
     # The weights moved, so the comparison covers training, not just the start.
     assert not np.allclose(results[0][0], start[0])
+
+
+def test_fused_batch_norm_of_a_single_value_per_channel_is_keras_own():
+    # torch's fused kernel refuses batch statistics of one value; Keras
+    # normalises it to beta. Inside fused_kernels() the result is Keras'.
+    layer = keras.layers.BatchNormalization(beta_initializer="ones")
+    x = np.full((1, 1, 1, 3), 2.0, "float32")
+    with backend.fused_kernels():
+        outputs = backend.to_numpy(layer(x, training=True))
+    np.testing.assert_allclose(outputs, np.ones((1, 1, 1, 3)), atol=1e-6)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 
 from benchmarks import twin_models
 from keras_practise.demo import digits
@@ -93,6 +94,20 @@ def test_speed_call_cost():
     assert all(float(t) > 0 for part in times.split("; ")
                for t in part.split(": ")[1].split(", "))
     assert "fixed cost per call" in stdout
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="fused_kernels() changes torch only"
+)
+def test_kernel_accuracy():
+    stdout = _run("kernel_accuracy", "--models=MobileNetV2", "--size=32")
+    row = next(line for line in stdout.splitlines() if line.startswith("| MobileNetV2"))
+    keras_inference, fused_inference, keras_training, fused_training = (
+        float(cell) for cell in row.strip("| ").split(" | ")[1:]
+    )
+    # Fused float32 kernels as close to float64 as Keras' float32 kernels.
+    assert fused_inference < 10 * keras_inference + 1e-6
+    assert fused_training < 10 * keras_training + 1e-6
 
 
 def test_train_teacher(tmp_path):
