@@ -334,6 +334,20 @@ def fused_kernels():
         return
     from keras.src.backend.torch import nn as torch_nn
 
+    if not all(
+        callable(getattr(torch_nn, name, None))
+        for name in ("conv", "moments", "batch_normalization")
+    ):
+        # A Keras version laid out differently: its own kernels, slower.
+        warnings.warn(
+            f"Keras {keras.__version__} has no torch conv / moments / "
+            "batch_normalization functions where keras_practise expects "
+            "them; training runs on Keras' own torch kernels.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        yield
+        return
     global _fused_depth, _fused_originals
     with _fused_lock:
         if _fused_depth == 0:

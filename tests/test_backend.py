@@ -281,3 +281,17 @@ def test_fused_batch_norm_of_a_single_value_per_channel_is_keras_own():
     with backend.fused_kernels():
         outputs = backend.to_numpy(layer(x, training=True))
     np.testing.assert_allclose(outputs, np.ones((1, 1, 1, 3)), atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch kernels")
+def test_fused_kernels_warn_and_step_aside_when_keras_is_laid_out_differently(
+    monkeypatch,
+):
+    from keras.src.backend.torch import nn as torch_nn
+
+    monkeypatch.delattr(torch_nn, "moments")
+    conv = torch_nn.conv
+    with pytest.warns(RuntimeWarning, match="Keras' own torch kernels"):
+        with backend.fused_kernels():
+            assert torch_nn.conv is conv
+    assert torch_nn.conv is conv
