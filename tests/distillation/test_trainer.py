@@ -1,6 +1,7 @@
 """Tests for keras_practise.distillation.trainer: the training engine."""
 
 import gc
+import random
 import weakref
 
 import keras
@@ -33,11 +34,52 @@ def test_fit_keeps_no_reference_to_its_data():
     assert [r() for r in refs] == [None, None]
 
 
+def test_fit_depends_on_its_seed_only():
+    # Keras' fit would reorder the batches with Python's global `random`.
+    x = tiny_models.images(12)
+    y = tiny_models.tiny_resnet().predict(x, verbose=0) + 0.5
+    start = tiny_models.tiny_resnet()
+    results = []
+    for global_seed in (1, 2):
+        random.seed(global_seed)
+        model = keras.models.clone_model(start)
+        model.set_weights(start.get_weights())
+        finetune.fit(model, x, [y], ["mse"], finetune.TrainConfig(steps=6, batch_size=4))
+        results.append(model.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_retry_is_a_fresh_run_at_a_tenth_of_the_rate(monkeypatch):
+    # The retry reuses the compiled step: it must restart steps, momenta and
+    # the schedule exactly as a new run at the smaller rate would.
+    x = tiny_models.images(12)
+    y = tiny_models.tiny_resnet().predict(x, verbose=0) + 0.5
+    config = finetune.TrainConfig(steps=6, batch_size=4, learning_rate=0.05)
+    start = tiny_models.tiny_resnet()
+    fresh = keras.models.clone_model(start)
+    fresh.set_weights(start.get_weights())
+    finetune.fit(fresh, x, [y], ["mse"], finetune.TrainConfig(
+        steps=6, batch_size=4, learning_rate=0.005))
+    compiles = []
+    original = keras.Model.compile
+    monkeypatch.setattr(
+        keras.Model, "compile",
+        lambda self, *a, **k: compiles.append(1) or original(self, *a, **k),
+    )
+    answers = iter([False, True])
+    with pytest.warns(finetune.RetryWarning, match="retrying at 0.005"):
+        finetune.fit(start, x, [y], ["mse"], config, accept=lambda: next(answers))
+    assert len(compiles) == 1
+    assert int(keras.ops.convert_to_numpy(start.optimizer.iterations)) == 6
+    for a, b in zip(start.get_weights(), fresh.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_learning_rate_drops_at_forty_percent():
     config = finetune.TrainConfig(steps=10, learning_rate=0.5)
-    optimizer = finetune.make_optimizer(config)
-    schedule = optimizer._learning_rate
-    assert float(schedule(3)) == pytest.approx(0.5)
+    schedule = finetune.learning_rate_schedule(config)
+    assert float(schedule(4)) == pytest.approx(0.5)
     assert float(schedule(5)) == pytest.approx(0.05)
 
 
