@@ -4,7 +4,15 @@ Everything the frozen teacher computes on the tiny set is computed once and
 kept: its feature maps at the tap (the mimicking targets) and its activations
 at the main-path cuts where a student's trainable part begins (the frozen
 prefix is the same computation for teacher and student).
+
+Activations at the cuts the caller plans to use are computed together, in
+the teacher's pass for the targets and then in one pass per group, as many
+as fit in `cache_bytes`; a cut that does not fit with the ones kept evicts
+them, so the bank's memory stays bounded (one cut of ResNet-50 at 224x224 on
+2048 views already takes 6.6 GB).
 """
+
+import math
 
 from keras_practise import backend
 from keras_practise.data import views as views_lib
@@ -13,6 +21,8 @@ from keras_practise.graph import flat_graph
 from keras_practise.graph import input_size
 from keras_practise.graph import surgery
 from keras_practise.graph import taps
+
+CACHE_BYTES = 2 * 2**30
 
 
 class FeatureBank:
@@ -25,6 +35,11 @@ class FeatureBank:
         labels: Optional labels of the train views and of the eval views, as
             a pair of arrays.
         batch_size: Batch size of the teacher's forward passes.
+        cuts: Tensors of `teacher`'s graph whose activations `prefix` will be
+            asked for, in the order they will be (computed ahead, in groups).
+        cache_bytes: Memory for cached activations at the cuts; a cut that
+            does not fit beside those cached evicts them. Defaults to
+            `CACHE_BYTES` (2 GiB).
 
     Attributes:
         targets: The teacher's features at the tap, per split.
@@ -32,38 +47,95 @@ class FeatureBank:
             every reported feature MSE.
     """
 
-    def __init__(self, teacher, train_views, eval_views, labels=None, batch_size=64):
+    def __init__(
+        self, teacher, train_views, eval_views, labels=None, batch_size=64,
+        cuts=(), cache_bytes=None,
+    ):
         self.teacher = teacher
         self.views = {"train": train_views, "eval": eval_views}
         self.labels = (
             {"train": labels[0], "eval": labels[1]} if labels is not None else None
         )
         self.batch_size = batch_size
+        self.cache_bytes = CACHE_BYTES if cache_bytes is None else cache_bytes
         self.tap = taps.feature_tap(teacher)
         self._input = flat_graph.FlatGraph(teacher).inputs[0]
+        self._plan = []
+        for cut in cuts:
+            if cut is not self._input and all(cut is not c for c in self._plan):
+                self._plan.append(cut)
         self._prefix = {}
         self._outputs = {}
-        tap_model = surgery.rewrite(teacher, outputs=[self.tap])
-        self.targets = {
-            split: tap_model.predict(v, batch_size=batch_size, verbose=0)
-            for split, v in self.views.items()
-        }
+        self.targets = {}
+        for split in self.views:
+            group = self._reserve(None, split)
+            outputs = self._run([self.tap] + group, split)
+            self.targets[split] = outputs[0]
+            self._store(group, outputs[1:], split)
         # Feature MSEs are reported in units of the teacher's own feature
         # variance, so scores do not depend on the model's feature scale.
         self.scale = trainer.feature_scale(self.targets["train"])
 
     def prefix(self, cut, split):
         """The teacher's activations at `cut` for the `split` views."""
+        if cut is self._input:
+            return self.views[split]
         key = (flat_graph.tensor_key(cut), split)
         if key not in self._prefix:
-            if cut is self._input:
-                self._prefix[key] = self.views[split]
-            else:
-                prefix_model = surgery.rewrite(self.teacher, outputs=[cut])
-                self._prefix[key] = prefix_model.predict(
-                    self.views[split], batch_size=self.batch_size, verbose=0
-                )
+            group = self._reserve(cut, split)
+            self._store(group, self._run(group, split), split)
         return self._prefix[key]
+
+    def _run(self, tensors, split):
+        """The teacher's activations at `tensors` on the `split` views."""
+        if not tensors:
+            return []
+        model = surgery.rewrite(self.teacher, outputs=list(tensors))
+        outputs = model.predict(
+            self.views[split], batch_size=self.batch_size, verbose=0
+        )
+        return list(outputs) if len(tensors) > 1 else [outputs]
+
+    def _reserve(self, cut, split):
+        """Makes room for `cut` and returns the cuts to compute with it.
+
+        Those are `cut` and the planned cuts after it (from the first with
+        `cut=None`) not yet cached, as many as fit beside what stays cached;
+        the cache is emptied when `cut` alone does not fit beside it.
+        """
+        keys = [flat_graph.tensor_key(c) for c in self._plan]
+        if cut is None:
+            group, after = [], self._plan
+        else:
+            key = flat_graph.tensor_key(cut)
+            group = [cut]
+            after = self._plan[keys.index(key) + 1 :] if key in keys else []
+        size = sum(self._bytes(c, split) for c in group)
+        if self._cached_bytes() + size > self.cache_bytes:
+            self._prefix = {}
+        size += self._cached_bytes()
+        for planned in after:
+            if (flat_graph.tensor_key(planned), split) in self._prefix:
+                continue
+            size += self._bytes(planned, split)
+            if size > self.cache_bytes:
+                break
+            group.append(planned)
+        return group
+
+    def _bytes(self, cut, split):
+        """Memory of the activations at `cut` on the `split` views (float32)."""
+        dims = tuple(cut.shape[1:])
+        if any(d is None for d in dims):
+            return math.inf
+        return len(self.views[split]) * math.prod(dims) * 4
+
+    def _cached_bytes(self):
+        return sum(a.nbytes for a in self._prefix.values())
+
+    def _store(self, tensors, activations, split):
+        for tensor, value in zip(tensors, activations):
+            self._prefix[(flat_graph.tensor_key(tensor), split)] = value
 
     def outputs(self, split):
         """The teacher's outputs (logits or probabilities) on the `split` views."""
@@ -88,6 +160,7 @@ def build_bank(
     preprocess=None,
     data_dir=None,
     batch_size=64,
+    cuts=(),
 ):
     """Draws the tiny set, makes its views and the teacher's features.
 
@@ -103,6 +176,8 @@ def build_bank(
             `preprocess_input`).
         data_dir: Folder of prepared tensorflow-datasets datasets.
         batch_size: Batch size of the teacher's forward passes.
+        cuts: Tensors of `model`'s graph whose activations will be asked for
+            (see `FeatureBank`).
 
     Returns:
         A tuple `(bank, tiny_set)`.
@@ -115,5 +190,5 @@ def build_bank(
     train_views, eval_views, labels = views_lib.prepare_views(
         tiny_set, size, augment_views, seed, channels
     )
-    bank = FeatureBank(model, train_views, eval_views, labels, batch_size)
+    bank = FeatureBank(model, train_views, eval_views, labels, batch_size, cuts)
     return bank, tiny_set

@@ -168,6 +168,23 @@ class Trial:
     status: str
 
 
+def student_cut(model, blocks):
+    """Where the trainable part of `model` without `blocks` begins.
+
+    Args:
+        model: The original model.
+        blocks: The `Block`s dropped together.
+
+    Returns:
+        A tuple `(sites, cut)`: the adaptor sites of the hole and the
+        tensor of `model`'s graph at the last main-path cut before the first
+        changed layer (the student's input).
+    """
+    sites = adaptors_lib.find_sites(model, blocks)
+    changed = [s.conv for s in sites] + [n for b in blocks for n in b.layer_names]
+    return sites, taps.frozen_prefix_cut(model, changed)
+
+
 def score_block(model, blocks, bank, config):
     """Trains the adaptors of dropped blocks and measures the feature MSE.
 
@@ -182,9 +199,7 @@ def score_block(model, blocks, bank, config):
         A `Trial`. Its MSEs are divided by `bank.scale`.
     """
     blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
-    sites = adaptors_lib.find_sites(model, blocks)
-    changed = [s.conv for s in sites] + [n for b in blocks for n in b.layer_names]
-    cut = taps.frozen_prefix_cut(model, changed)
+    sites, cut = student_cut(model, blocks)
     student, sites = adaptors_lib.insert_adaptors(
         model, blocks, sites, outputs=[bank.tap], start=cut
     )
@@ -370,6 +385,7 @@ def recoverability(
         seed=seed,
         image_size=image_size,
         augment_views=augment_views,
+        cuts=[student_cut(model, [b])[1] for b in candidates],
     )
     config = finetune.TrainConfig(
         steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks
