@@ -281,6 +281,35 @@ def _cpu_model_name():
     return platform.processor() or platform.machine() or "unknown"
 
 
+@contextlib.contextmanager
+def seeded_global_rng(seed):
+    """Runs the block with the backend's global random generator at `seed`.
+
+    Keras' torch `Dropout` without a seed draws its masks from torch's global
+    generator, which training must not depend on; the generator's state is
+    restored on exit. TensorFlow and JAX draw from the layers' own seed
+    generators (`trainer.seed_random_layers`), so there this does nothing.
+
+    Args:
+        seed: An integer seed.
+
+    Example:
+
+    ```python
+    with seeded_global_rng(0):
+        model.fit(x, y, epochs=1)
+    ```
+    """
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
 def to_numpy(x):
     """Converts backend tensors (any nesting) to NumPy arrays.
 

@@ -295,3 +295,26 @@ def test_fused_kernels_warn_and_step_aside_when_keras_is_laid_out_differently(
         with backend.fused_kernels():
             assert torch_nn.conv is conv
     assert torch_nn.conv is conv
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="only torch's Dropout draws from a global generator",
+)
+def test_seeded_global_rng_fixes_torch_dropout_and_restores_the_state():
+    layer = keras.layers.Dropout(0.5)
+    x = keras.ops.ones((4, 32))
+
+    def masks(seed):
+        with backend.seeded_global_rng(seed):
+            return [backend.to_numpy(layer(x, training=True)) for _ in range(2)]
+
+    import torch
+
+    state = torch.random.get_rng_state()
+    first, again, other = masks(0), masks(0), masks(1)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], first[1])
+    assert not np.array_equal(first[0], other[0])
+    assert torch.equal(torch.random.get_rng_state(), state)

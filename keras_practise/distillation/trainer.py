@@ -267,6 +267,26 @@ def restart(optimizer, schedule, learning_rate):
     schedule.rate.assign(learning_rate)
 
 
+def seed_random_layers(model, seed):
+    """Sets the generator of every random layer of `model` from `seed`.
+
+    Keras seeds a `Dropout` (or stochastic depth, noise) layer from Python's
+    global `random` when the layer is made, and every student is made anew
+    from its layers' configs: without this, its training masks would follow
+    the global state, not `seed`.
+
+    Args:
+        model: The model about to train.
+        seed: The training seed.
+    """
+    for index, layer in enumerate(flat_graph.FlatGraph(model).layers()):
+        for value in vars(layer).values():
+            if isinstance(value, keras.random.SeedGenerator):
+                value.state.assign(
+                    keras.ops.convert_to_tensor([seed, index], value.state.dtype)
+                )
+
+
 def scale_free_rates(model, transparent=()):
     """Gradient multipliers that make SGD blind to the scale of BN-fed kernels.
 
@@ -424,14 +444,16 @@ def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
     for attempt in range(config.retries + 1):
         if attempt:
             restart(optimizer, schedule, learning_rate)
+        seed_random_layers(model, config.seed)
         curve = _LossCurve()
         verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
         # The batches are already in the seed's order; Keras' own shuffle
         # would reorder them with Python's global `random`.
-        model.fit(
-            data, epochs=1, verbose=verbose, shuffle=False,
-            callbacks=[curve, *logging, *config.callbacks],
-        )
+        with backend.seeded_global_rng(config.seed):
+            model.fit(
+                data, epochs=1, verbose=verbose, shuffle=False,
+                callbacks=[curve, *logging, *config.callbacks],
+            )
         if (
             not curve.diverged
             and _finite_weights(model)

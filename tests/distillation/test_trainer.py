@@ -50,6 +50,29 @@ def test_fit_depends_on_its_seed_only():
         np.testing.assert_array_equal(a, b)
 
 
+def test_dropout_masks_follow_the_seed():
+    def net():
+        inputs = keras.Input((8,))
+        x = keras.layers.Dense(16, activation="relu")(inputs)
+        x = keras.layers.Dropout(0.5)(x)
+        return keras.Model(inputs, keras.layers.Dense(4)(x))
+
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(16, 4)).astype("float32")
+    start = net()
+    results = []
+    for global_seed, seed in ((1, 0), (2, 0), (1, 3)):
+        # A new model draws its layers' seeds from Python's global `random`.
+        random.seed(global_seed)
+        model = net()
+        model.set_weights(start.get_weights())
+        finetune.fit(model, x, [y], ["mse"], finetune.TrainConfig(steps=4, batch_size=8, seed=seed))
+        results.append(model.get_weights())
+    for a, b in zip(results[0], results[1]):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(results[0], results[2]))
+
+
 def test_a_retry_is_a_fresh_run_at_a_tenth_of_the_rate(monkeypatch):
     # The retry reuses the compiled step: it must restart steps, momenta and
     # the schedule exactly as a new run at the smaller rate would.
