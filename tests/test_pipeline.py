@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import warnings
 
 import keras
 import numpy as np
@@ -175,3 +176,18 @@ def test_backbone_called_on_its_own_input_compresses():
         latency="macs", verbose=0, latency_batch_size=0,
     )
     assert keras_practise.count_params(small) < keras_practise.count_params(model)
+
+
+@pytest.mark.parametrize("scheme", ["blocks", "filters"])
+def test_no_keras_warnings_about_input_structure(scheme):
+    # Internal models built on `model.inputs` (a list) made Keras warn on
+    # every call with a single tensor.
+    model = tiny_models.tiny_resnet()
+    options = dict(drop=1, latency="macs") if scheme == "blocks" else dict(keep=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keras_practise.compress(
+            model, _data(labels=False), scheme=scheme, steps=2, finetune_steps=2,
+            augment_views=1, verbose=0, latency_batch_size=0, **options,
+        )
+    assert not [w for w in caught if "structure of `inputs`" in str(w.message)]

@@ -79,7 +79,7 @@ def train_whole(student, bank, method, config, adaptor_names=()):
     tap = taps.feature_tap(student)
     x = bank.views["train"]
     if mode == "mimic":
-        view = keras.Model(student.inputs, tap)
+        view = keras.Model(student.input, tap)
         targets, losses = [bank.targets["train"]], ["mse"]
         options = dict(normalize=True)
     elif mode == "kd":
@@ -93,7 +93,7 @@ def train_whole(student, bank, method, config, adaptor_names=()):
         losses = [finetune.classification_loss(student)]
         options = {}
     else:
-        view = keras.Model(student.inputs, [tap, student.outputs[0]])
+        view = keras.Model(student.input, [tap, student.outputs[0]])
         ce = finetune.classification_loss(student)
         targets = [bank.targets["train"], bank.labels["train"]]
         losses = ["mse", ce]
@@ -135,7 +135,7 @@ def _stagewise(model, blocks, bank, config):
                 student, "adaptors", [s.adaptor_name for s in sites]
             )
             view = keras.Model(
-                student.inputs, [student.get_layer(c).output for c in convs]
+                student.input, [student.get_layer(c).output for c in convs]
             )
             curves += finetune.fit_or_skip(
                 view, bank.views["train"], targets, ["mse"] * len(convs), config,

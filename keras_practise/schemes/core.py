@@ -326,7 +326,7 @@ def recalibrate_batchnorm(model, names, x, batch_size=_BATCH):
     ]
     if not norms:
         return
-    probe = keras.Model(model.inputs, [layer.input for layer in norms])
+    probe = keras.Model(model.input, [layer.input for layer in norms])
     values = _predict(probe, x, batch_size)
     for layer, value in zip(norms, values):
         axes = tuple(range(value.ndim - 1))
