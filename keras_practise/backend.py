@@ -328,6 +328,8 @@ def _leaf_to_numpy(value):
     # on an accelerator or attached to an autograd graph.
     if hasattr(value, "detach"):
         value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16.
+            value = value.float()
     return np.asarray(value)
 
 

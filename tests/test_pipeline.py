@@ -191,3 +191,20 @@ def test_no_keras_warnings_about_input_structure(scheme):
             augment_views=1, verbose=0, latency_batch_size=0, **options,
         )
     assert not [w for w in caught if "structure of `inputs`" in str(w.message)]
+
+
+def test_mixed_precision_model():
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = tiny_models.tiny_resnet()
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    small = keras_practise.compress(
+        model, _data(labels=False), drop=1, steps=2, finetune_steps=2,
+        latency="macs", augment_views=1, verbose=0,
+    )
+    assert small.layers[-1].dtype_policy.name == "mixed_bfloat16"
+    outputs = keras.ops.convert_to_numpy(
+        keras.ops.cast(small(tiny_models.images(2)), "float32")
+    )
+    assert np.isfinite(outputs).all()
