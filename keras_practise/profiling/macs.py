@@ -7,6 +7,7 @@ convolution or dense layer, for one image.
 
 import dataclasses
 import math
+import warnings
 
 import keras
 
@@ -147,6 +148,67 @@ def _call_macs(layer, input_shape, output_shape):
     return 0
 
 
+def _counted(layer):
+    return isinstance(
+        layer,
+        _SEPARABLE_LAYERS + _CONV_LAYERS + _CONV_TRANSPOSE_LAYERS + (keras.layers.Dense,),
+    )
+
+
+def _sublayers(layer):
+    """The layers held in `layer`'s attributes (and lists of them), deeply."""
+    found = []
+    for value in vars(layer).values():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for sub in values:
+            if isinstance(sub, keras.layers.Layer) and sub is not layer:
+                found += [sub] + _sublayers(sub)
+    return found
+
+
+def _inner_macs(layer, input_shape):
+    """MACs of the counted layers that a custom layer calls inside `call`.
+
+    A block written as one `Layer` subclass (KerasHub's MobileNetV3
+    `InvertedResidualBlock`) hides its convolutions from the graph; its
+    `call` is run once on zeros, batch of one, while each counted sublayer
+    records the shapes it is called with.
+    """
+    inner = {id(sub): sub for sub in _sublayers(layer) if _counted(sub)}
+    if (
+        not inner
+        or not isinstance(input_shape, tuple)
+        or any(d is None for d in input_shape[1:])
+    ):
+        return 0
+    calls = []
+
+    def recording(sub, call):
+        def record(inputs, *args, **kwargs):
+            outputs = call(inputs, *args, **kwargs)
+            calls.append((sub, tuple(inputs.shape), tuple(outputs.shape)))
+            return outputs
+
+        return record
+
+    for sub in inner.values():
+        sub.call = recording(sub, sub.call)
+    try:
+        layer(keras.ops.zeros((1,) + input_shape[1:], dtype=layer.compute_dtype))
+    except Exception as error:  # A user's layer may reject a probe input.
+        warnings.warn(
+            f"The MACs inside layer '{layer.name}' ({type(layer).__name__}) "
+            f"are counted as 0: calling it on zeros of shape "
+            f"{(1,) + input_shape[1:]} failed ({type(error).__name__}: {error}).",
+            stacklevel=3,
+        )
+        return 0
+    finally:
+        for sub in inner.values():
+            del sub.call
+    return sum(_call_macs(sub, i, o) for sub, i, o in calls)
+
+
 def count_macs(model, per_layer=False):
     """Counts the multiply-accumulates of one forward pass for one sample.
 
@@ -154,7 +216,9 @@ def count_macs(model, per_layer=False):
     `DepthwiseConv1D`/`DepthwiseConv2D`, `SeparableConv1D`/`SeparableConv2D`,
     `Conv1DTranspose`/`Conv2DTranspose`/`Conv3DTranspose` and `Dense`
     (on inputs of any rank), including layers of Functional or Sequential
-    models nested in `model`. Bias additions, BatchNormalization,
+    models nested in `model` and those a custom layer calls inside its
+    `call` (found among its attributes; the layer is run once on zeros to
+    see their shapes). Bias additions, BatchNormalization,
     activations, pooling, element-wise adds and every other layer count as
     0, the convention of the PRACTISE tables (ResNet-34: 3.66 G).
 
@@ -200,7 +264,11 @@ def count_macs(model, per_layer=False):
                 name=layer.name,
                 class_name=type(layer).__name__,
                 output_shape=tuple(output_shape),
-                macs=int(_call_macs(layer, input_shape, output_shape)),
+                macs=int(
+                    _call_macs(layer, input_shape, output_shape)
+                    if _counted(layer)
+                    else _inner_macs(layer, input_shape)
+                ),
                 params=params,
             )
         )

@@ -221,3 +221,42 @@ def test_subclassed_model():
 def test_not_a_model(func):
     with pytest.raises(TypeError, match="keras.Model"):
         func(keras.layers.Dense(2))
+
+
+class _ConvBlock(keras.layers.Layer):
+    """A residual block written as one layer: its convs are not graph nodes."""
+
+    def __init__(self, fail=False, **kwargs):
+        super().__init__(**kwargs)
+        self.fail = fail
+        self.convs = [
+            keras.layers.Conv2D(8, 3, padding="same"),
+            keras.layers.Conv2D(8, 1),
+        ]
+        self.head = keras.layers.Dense(8)
+
+    def call(self, x):
+        if self.fail and x.shape[0] == 1:
+            raise RuntimeError("no batches of one")
+        y = self.convs[1](self.convs[0](x))
+        return x + self.head(self.convs[1](y))
+
+
+def test_convs_inside_a_custom_layer_are_counted_per_call():
+    inputs = keras.Input((6, 6, 8))
+    block = _ConvBlock()
+    opaque = keras.Model(inputs, block(inputs))
+    x = keras.Input((6, 6, 8))
+    y = block.convs[1](block.convs[0](x))
+    plain = keras.Model(x, x + block.head(block.convs[1](y)))
+    expected = 36 * (3 * 3 * 8 * 8 + 2 * 8 * 8 + 8 * 8)
+    assert count_macs(plain) == expected
+    assert count_macs(opaque) == expected
+    assert "call" not in vars(block.convs[0])
+
+
+def test_a_custom_layer_that_cannot_be_probed_counts_zero_with_a_warning():
+    inputs = keras.Input((6, 6, 8))
+    model = keras.Model(inputs, _ConvBlock(fail=True)(inputs))
+    with pytest.warns(UserWarning, match="counted as 0"):
+        assert count_macs(model) == 0
