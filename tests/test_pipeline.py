@@ -122,6 +122,18 @@ def test_model_without_blocks_is_rejected():
         keras_practise.compress(model, _data(), verbose=0)
 
 
+@pytest.mark.parametrize("scheme", ["blocks", "filters"])
+def test_channels_first_model_is_rejected_by_name(scheme):
+    inputs = keras.Input((3, 8, 8))
+    x = keras.layers.Conv2D(4, 3, padding="same", data_format="channels_first")(inputs)
+    y = keras.layers.Conv2D(4, 3, padding="same", data_format="channels_first",
+                            name="cf_conv")(x)
+    model = keras.Model(inputs, keras.layers.Flatten()(x + y))
+    with pytest.raises(ValueError, match="channels-last models.*data_format='channels_first'"):
+        keras_practise.compress(model, tiny_models.images(4, size=8), scheme=scheme,
+                                verbose=0)
+
+
 def test_subclassed_model_is_rejected():
     class Net(keras.Model):
         def call(self, x):

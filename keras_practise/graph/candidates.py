@@ -22,9 +22,11 @@ def require_blocks(model):
 
     Raises:
         TypeError: If `model` is not a Functional or Sequential model.
-        ValueError: If the model has no droppable block.
+        ValueError: If the model has no droppable block or computes
+            channels first.
     """
     flat_graph.check_graph_model(model)
+    flat_graph.check_channels_last(model)
     candidates = blocks_lib.find_blocks(model)
     if not candidates:
         raise ValueError(blocks_lib.no_blocks_reason(model))

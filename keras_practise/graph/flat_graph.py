@@ -64,6 +64,31 @@ def check_graph_model(model):
         )
 
 
+def check_channels_last(model):
+    """Raises `ValueError` if a layer of `model` computes channels first.
+
+    Tiny-set views, adaptors and folding all take channels last.
+
+    Args:
+        model: A Keras model.
+
+    Raises:
+        ValueError: If a layer (of `model` or a model nested in it) has
+            `data_format="channels_first"`.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            check_channels_last(layer)
+        elif getattr(layer, "data_format", None) == "channels_first":
+            raise ValueError(
+                "keras_practise works on channels-last models (Keras' default "
+                "`data_format`). Received: layer "
+                f"'{layer.name}' of model '{model.name}' with "
+                "data_format='channels_first'. Rebuild the model without "
+                "`data_format` (or with 'channels_last') and load its weights."
+            )
+
+
 def input_shape(model):
     """The batch shape of `model`'s first input, without flattening its graph.
 

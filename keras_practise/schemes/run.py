@@ -251,6 +251,7 @@ def compress_with_scheme(
     if scheme not in SCHEMES:
         raise ValueError(f"Unknown scheme. Expected one of {SCHEMES}. Received: {scheme!r}")
     graph_lib.check_graph_model(model)
+    graph_lib.check_channels_last(model)
     if scheme == "decouple" and rank is None:
         rank = 3
     input_shape = graph_lib.input_shape(model)[1:]
