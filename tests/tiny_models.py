@@ -49,6 +49,22 @@ def randomize_batchnorm(model, seed=0):
             )
 
 
+def calibrate_batchnorm(model, x):
+    """Sets BatchNorm moving statistics to those of `x`, as in a trained net.
+
+    Random gammas and betas are kept; only where training left a network
+    do its moving statistics match its data's batch statistics, so that
+    training-mode steps do not move its inference outputs by themselves.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            probe = keras.Model(model.input, layer.input)
+            values = keras.ops.convert_to_numpy(probe(x, training=False))
+            axes = tuple(range(values.ndim - 1))
+            layer.moving_mean.assign(values.mean(axis=axes))
+            layer.moving_variance.assign(values.var(axis=axes))
+
+
 def images(n=24, size=16, seed=0):
     return np.random.default_rng(seed).uniform(size=(n, size, size, 3)).astype("float32")
 

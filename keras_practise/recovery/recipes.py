@@ -27,6 +27,7 @@ Recipes (`METHODS`):
 * `"none"`: no training (the dropped network as it is).
 """
 
+import math
 
 import keras
 
@@ -72,7 +73,9 @@ def train_whole(student, bank, method, config, adaptor_names=()):
 
     Returns:
         The loss curve as `(step, loss)` pairs (`[]` when every learning rate
-        diverged and the step was skipped).
+        diverged and the step was skipped). A `"mimic"`/`"fitnet"` run that
+        ends with a larger feature MSE on the evaluation views than it
+        started from counts as diverged.
     """
     mode = {"fitnet": "mimic"}.get(method, method)
     finetune.set_trainable(student, mode, adaptor_names)
@@ -81,7 +84,7 @@ def train_whole(student, bank, method, config, adaptor_names=()):
     if mode == "mimic":
         view = keras.Model(student.input, tap)
         targets, losses = [bank.targets["train"]], ["mse"]
-        options = dict(normalize=True)
+        options = dict(normalize=True, accept=_no_worse(view, bank))
     elif mode == "kd":
         view = student
         kd = finetune.distillation_loss(student, config.temperature)
@@ -106,6 +109,24 @@ def train_whole(student, bank, method, config, adaptor_names=()):
     return finetune.fit_or_skip(
         view, x, targets, losses, config, rates=rates, **options
     )
+
+
+def _no_worse(view, bank):
+    """An `accept` check: the feature MSE on the evaluation views (inference
+    mode) did not grow.
+
+    Training-mode BatchNorm can take a run far from where inference ends up
+    (tiny feature maps, random statistics): such a run is undone and
+    retried rather than handed back worse than the model it started from.
+    """
+    x, targets = bank.views["eval"], bank.targets["eval"]
+    start = finetune.feature_mse(view, x, targets)
+
+    def accept():
+        after = finetune.feature_mse(view, x, targets)
+        return after <= start if math.isfinite(start) else math.isfinite(after)
+
+    return accept
 
 
 def _stagewise(model, blocks, bank, config):
