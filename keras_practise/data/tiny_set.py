@@ -67,6 +67,15 @@ class TinySet:
                 f"Received: images of type {type(self.images).__name__} and "
                 f"shape {getattr(self.images, 'shape', None)}"
             )
+        finite = np.isfinite(self.images)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.reshape(len(self.images), -1).all(axis=1))
+            raise ValueError(
+                "`images` must be finite numbers: every feature MSE and score "
+                f"would be NaN. Received: {int((~finite).sum())} NaN or "
+                f"infinite values in {len(bad)} of {len(self.images)} images "
+                f"(first at index {int(bad[0])})"
+            )
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError(
                 "`labels` must have one entry per image. Received: "

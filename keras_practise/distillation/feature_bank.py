@@ -14,6 +14,8 @@ them, so the bank's memory stays bounded (one cut of ResNet-50 at 224x224 on
 
 import math
 
+import numpy as np
+
 from keras_practise import backend
 from keras_practise.data import views as views_lib
 from keras_practise.distillation import trainer
@@ -40,6 +42,9 @@ class FeatureBank:
         cache_bytes: Memory for cached activations at the cuts; a cut that
             does not fit beside those cached evicts them. Defaults to
             `CACHE_BYTES` (2 GiB).
+
+    Raises:
+        ValueError: If the teacher's features on the views are not finite.
 
     Attributes:
         targets: The teacher's features at the tap, per split.
@@ -72,6 +77,15 @@ class FeatureBank:
             outputs = self._run([self.tap] + group, split)
             self.targets[split] = outputs[0]
             self._store(group, outputs[1:], split)
+        for split, features in self.targets.items():
+            if not np.isfinite(features).all():
+                raise ValueError(
+                    "The model's features on the tiny set must be finite to "
+                    f"mimic them. Received: {int((~np.isfinite(features)).sum())} "
+                    f"NaN or infinite values at '{flat_graph.tensor_key(self.tap)}' "
+                    f"on the {split} views (check the model's weights and the "
+                    "images' range)."
+                )
         # Feature MSEs are reported in units of the teacher's own feature
         # variance, so scores do not depend on the model's feature scale.
         self.scale = trainer.feature_scale(self.targets["train"])

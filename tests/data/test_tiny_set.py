@@ -289,3 +289,13 @@ def test_tfds_missing_dataset_names_the_location(tmp_path):
 def test_bad_inputs_are_rejected(data, kwargs, error, match):
     with pytest.raises(error, match=match):
         load_tiny_set(data, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_rejected_before_any_work(bad):
+    x = np.random.default_rng(0).uniform(size=(6, 8, 8, 3)).astype("float32")
+    x[4, 1, 2, 0] = bad
+    with pytest.raises(ValueError, match="1 NaN or infinite values in 1 of 6 images .first at index 4"):
+        load_tiny_set(x)
+    # A draw that leaves the bad image out is fine.
+    assert len(load_tiny_set(x[:4])) == 4

@@ -1,5 +1,6 @@
 """Tests for keras_practise.distillation.feature_bank: the teacher's features."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -102,3 +103,13 @@ def test_scores_do_not_depend_on_the_cache(cache_bytes, monkeypatch):
         model, images, steps=3, latency="macs", augment_views=1, verbose=0
     )
     np.testing.assert_allclose([s.mse for s in report], [s.mse for s in again], rtol=1e-4)
+
+
+def test_teacher_features_that_are_not_finite_are_rejected():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1e30)(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", kernel_initializer="ones")(x)
+    x = keras.layers.Rescaling(1e30)(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(ValueError, match="features on the tiny set must be finite"):
+        feature_bank.FeatureBank(model, tiny_models.images(4, size=8), tiny_models.images(2, size=8))
