@@ -343,6 +343,11 @@ def compress(
     small.save("small.keras")
     ```
     """
+    if scheme != "blocks" and scheme not in schemes.SCHEMES:
+        raise ValueError(
+            f"Unknown scheme. Expected 'blocks' or one of {schemes.SCHEMES}. "
+            f"Received: scheme={scheme!r}"
+        )
     if scheme == "blocks" and scheme_options:
         raise TypeError(
             "Block dropping takes no layer-wise scheme arguments. Received: "

@@ -134,6 +134,13 @@ def test_channels_first_model_is_rejected_by_name(scheme):
                                 verbose=0)
 
 
+def test_unknown_scheme_is_named_before_other_arguments():
+    with pytest.raises(ValueError, match="Unknown scheme.*scheme='bogus'"):
+        keras_practise.compress(
+            tiny_models.tiny_resnet(), _data(), scheme="bogus", latency="macs"
+        )
+
+
 def test_subclassed_model_is_rejected():
     class Net(keras.Model):
         def call(self, x):
