@@ -416,9 +416,7 @@ def compress(
     bank, _ = feature_bank.build_bank(
         teacher, tiny_set, seed=seed, image_size=image_size,
         augment_views=augment_views,
-        cuts=[] if chosen is not None else [
-            scoring.student_cut(teacher, [b])[1] for b in candidates
-        ],
+        cuts=[] if chosen is not None else scoring.candidate_cuts(teacher, candidates),
     )
     phases["teacher features"] = time.perf_counter() - t
 

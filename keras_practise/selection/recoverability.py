@@ -185,6 +185,15 @@ def student_cut(model, blocks):
     return sites, taps.frozen_prefix_cut(model, changed)
 
 
+def candidate_cuts(model, candidates):
+    """The `student_cut` of each candidate dropped alone, in order.
+
+    A set of dropped blocks starts at the cut of its earliest block, so
+    these are all the cuts scoring `candidates` (alone or in sets) needs.
+    """
+    return [student_cut(model, [block])[1] for block in candidates]
+
+
 def score_block(model, blocks, bank, config):
     """Trains the adaptors of dropped blocks and measures the feature MSE.
 
@@ -385,7 +394,7 @@ def recoverability(
         seed=seed,
         image_size=image_size,
         augment_views=augment_views,
-        cuts=[student_cut(model, [b])[1] for b in candidates],
+        cuts=candidate_cuts(model, candidates),
     )
     config = finetune.TrainConfig(
         steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks

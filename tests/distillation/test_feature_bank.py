@@ -16,10 +16,7 @@ from tests import tiny_models
 def _model_and_cuts():
     model = models.ResNet20(weights=None, input_shape=(16, 16, 3), classes=4)
     graph_input = flat_graph.FlatGraph(model).inputs[0]
-    cuts = [
-        recoverability.student_cut(model, [b])[1]
-        for b in blocks_lib.find_blocks(model)
-    ]
+    cuts = recoverability.candidate_cuts(model, blocks_lib.find_blocks(model))
     return model, [c for c in cuts if c is not graph_input]
 
 
