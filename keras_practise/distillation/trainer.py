@@ -430,7 +430,7 @@ def fit(
 
 
 def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
-    """`fit`'s attempts, each a compile and one epoch of `data`."""
+    """`fit`'s attempts: one compile, then one epoch of `data` per attempt."""
     start = model.get_weights()
     learning_rate = config.learning_rate
     # One compile for all attempts: a retry restarts the optimizer instead.
