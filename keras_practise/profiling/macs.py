@@ -155,14 +155,17 @@ def _counted(layer):
     )
 
 
-def _sublayers(layer):
-    """The layers held in `layer`'s attributes (and lists of them), deeply."""
+def _sublayers(layer, seen=None):
+    """The layers held in `layer`'s attributes (and lists of them), deeply,
+    each once (layers that refer to each other do not loop)."""
+    seen = {id(layer)} if seen is None else seen
     found = []
     for value in vars(layer).values():
         values = value if isinstance(value, (list, tuple)) else [value]
         for sub in values:
-            if isinstance(sub, keras.layers.Layer) and sub is not layer:
-                found += [sub] + _sublayers(sub)
+            if isinstance(sub, keras.layers.Layer) and id(sub) not in seen:
+                seen.add(id(sub))
+                found += [sub] + _sublayers(sub, seen)
     return found
 
 
@@ -174,7 +177,7 @@ def _inner_macs(layer, input_shape):
     `call` is run once on zeros, batch of one, while each counted sublayer
     records the shapes it is called with.
     """
-    inner = {id(sub): sub for sub in _sublayers(layer) if _counted(sub)}
+    inner = [sub for sub in _sublayers(layer) if _counted(sub)]
     if (
         not inner
         or not isinstance(input_shape, tuple)
@@ -191,7 +194,7 @@ def _inner_macs(layer, input_shape):
 
         return record
 
-    for sub in inner.values():
+    for sub in inner:
         sub.call = recording(sub, sub.call)
     try:
         layer(keras.ops.zeros((1,) + input_shape[1:], dtype=layer.compute_dtype))
@@ -204,7 +207,7 @@ def _inner_macs(layer, input_shape):
         )
         return 0
     finally:
-        for sub in inner.values():
+        for sub in inner:
             del sub.call
     return sum(_call_macs(sub, i, o) for sub, i, o in calls)
 
