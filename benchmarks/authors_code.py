@@ -8,8 +8,9 @@ hooks). Their package `__init__` and scripts import torchvision, whose PyPI
 wheel does not import beside the CPU build of torch used here.
 
 Their loops (`practise.train`, `finetune.end_to_end_finetune`) call
-`.cuda()` unconditionally, so the steps below are those loops' bodies on the
-CPU, statement for statement:
+`.cuda()` unconditionally, so the steps below are those loops' bodies,
+statement for statement, on the device Keras' torch backend computes on (the
+GPU where torch sees one, else the CPU):
 
 * recoverability (`practise.train`): teacher and student in `eval()`, the
   teacher's features under `no_grad`, the student's forward, MSE, backward
@@ -61,12 +62,13 @@ class AuthorsCode:
                 f"Missing: {missing}"
             )
         self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.resnet = _import_file(paths[0], "practise_authors_resnet")
         self.warp = _import_file(paths[1], "practise_authors_adaptor_warp")
         self.batch_size = batch_size
         self.teacher = self.resnet.resnet50(num_classes=1000)
         self.teacher.get_feat = "pre_GAP"
-        self.teacher.eval()
+        self.teacher.eval().to(self.device)
 
     def _student(self, labels):
         """Their pruned ResNet-50, wrapped with adaptors, and the adaptors."""
@@ -78,6 +80,7 @@ class AuthorsCode:
                 num_classes=1000,
             )
             model.get_feat = "pre_GAP"
+            model.to(self.device)
             wrapped = self.warp.AdaptorWarp(model)
             modules = dict(model.named_modules())
             adaptors = []
@@ -111,11 +114,11 @@ class AuthorsCode:
         torch = self.torch
         conv = torch.nn.Conv2d(channels, channels, kernel_size=1, bias=False)
         conv.weight.data.copy_(torch.eye(channels).view(channels, channels, 1, 1))
-        return conv
+        return conv.to(self.device)
 
     def _batches(self, views):
         # Channels first, as their loaders give them.
-        images = self.torch.from_numpy(views.transpose(0, 3, 1, 2).copy())
+        images = self.torch.from_numpy(views.transpose(0, 3, 1, 2).copy()).to(self.device)
         n = len(images)
 
         def batch(i):
