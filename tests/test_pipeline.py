@@ -227,3 +227,22 @@ def test_mixed_precision_model():
         keras.ops.cast(small(tiny_models.images(2)), "float32")
     )
     assert np.isfinite(outputs).all()
+
+
+@pytest.mark.parametrize("build_policy,call_policy", [
+    ("float32", "mixed_bfloat16"), ("mixed_bfloat16", "float32"),
+])
+def test_layers_keep_their_dtype_policy_whatever_the_global_one(
+    build_policy, call_policy,
+):
+    keras.mixed_precision.set_dtype_policy(build_policy)
+    try:
+        model = tiny_models.tiny_resnet()
+        keras.mixed_precision.set_dtype_policy(call_policy)
+        small = keras_practise.compress(
+            model, _data(labels=False), drop=1, steps=2, finetune_steps=2,
+            latency="macs", augment_views=1, verbose=0,
+        )
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert {layer.dtype_policy.name for layer in small.layers} == {build_policy}

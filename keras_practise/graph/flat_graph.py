@@ -360,11 +360,13 @@ def replay(
         shape = tensor.shape
         if input_shape is not None:
             shape = (shape[0],) + tuple(input_shape)
+        old_layer = tensor._keras_history[0]
         new_input = keras.Input(
-            batch_shape=shape,
-            dtype=tensor.dtype,
-            name=tensor._keras_history[0].name,
+            batch_shape=shape, dtype=tensor.dtype, name=old_layer.name
         )
+        # A new layer takes the global policy, which may have changed since
+        # the model was built; the copy keeps the original's.
+        new_input._keras_history[0].dtype_policy = old_layer.dtype_policy
         values[id(tensor)] = new_input
         new_inputs.append(new_input)
 
