@@ -71,6 +71,7 @@ class FeatureBank:
                 self._plan.append(cut)
         self._prefix = {}
         self._outputs = {}
+        self._runner = None
         self.targets = {}
         for split in self.views:
             group = self._reserve(None, split)
@@ -104,11 +105,13 @@ class FeatureBank:
         """The teacher's activations at `tensors` on the `split` views."""
         if not tensors:
             return []
-        model = surgery.rewrite(self.teacher, outputs=list(tensors))
-        outputs = model.predict(
-            self.views[split], batch_size=self.batch_size, verbose=0
-        )
-        return list(outputs) if len(tensors) > 1 else [outputs]
+        # The splits usually ask for the same tensors: one rewritten model
+        # serves them all.
+        keys = tuple(flat_graph.tensor_key(t) for t in tensors)
+        if self._runner is None or self._runner[0] != keys:
+            self._runner = (keys, surgery.rewrite(self.teacher, outputs=list(tensors)))
+        outputs = trainer.predict(self._runner[1], self.views[split], self.batch_size)
+        return outputs if isinstance(outputs, list) else [outputs]
 
     def _reserve(self, cut, split):
         """Makes room for `cut` and returns the cuts to compute with it.
@@ -160,6 +163,7 @@ class FeatureBank:
     def release(self):
         """Frees the cached prefix activations (recovery needs none of them)."""
         self._prefix = {}
+        self._runner = None
 
 
 @backend.fused_kernels()
