@@ -21,7 +21,6 @@ from keras_practise.data import views as views_lib
 from keras_practise.distillation import trainer
 from keras_practise.graph import flat_graph
 from keras_practise.graph import input_size
-from keras_practise.graph import surgery
 from keras_practise.graph import taps
 
 CACHE_BYTES = 2 * 2**30
@@ -105,11 +104,10 @@ class FeatureBank:
         """The teacher's activations at `tensors` on the `split` views."""
         if not tensors:
             return []
-        # The splits usually ask for the same tensors: one rewritten model
-        # serves them all.
+        # The splits usually ask for the same tensors: one model serves all.
         keys = tuple(flat_graph.tensor_key(t) for t in tensors)
         if self._runner is None or self._runner[0] != keys:
-            self._runner = (keys, surgery.rewrite(self.teacher, outputs=list(tensors)))
+            self._runner = (keys, taps.tap_model(self.teacher, tensors))
         outputs = trainer.predict(self._runner[1], self.views[split], self.batch_size)
         return outputs if isinstance(outputs, list) else [outputs]
 

@@ -27,6 +27,7 @@ from keras_practise.distillation import trainer
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import layer_kinds
 from keras_practise.graph import surgery
+from keras_practise.graph import taps
 from keras_practise.recovery import fold as fold_lib
 
 # Batch size of the forward passes that compute activations.
@@ -295,7 +296,7 @@ def activations(model, tensors, x, batch_size=_BATCH):
     """`model`'s values of `tensors` on `x` (a list of arrays)."""
     if len(tensors) == 1 and tensors[0] is graph_lib.FlatGraph(model).inputs[0]:
         return [x]
-    return _predict(surgery.rewrite(model, outputs=list(tensors)), x, batch_size)
+    return _predict(taps.tap_model(model, tensors), x, batch_size)
 
 
 def _predict(model, x, batch_size):

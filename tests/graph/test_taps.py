@@ -69,3 +69,34 @@ def test_ends_in_softmax(kind, expected):
     assert taps.ends_in_softmax(nested) is expected
     loss = finetune.classification_loss(nested)
     assert loss.from_logits is (not expected)
+
+
+def _nested():
+    inner = tiny_models.tiny_resnet()
+    backbone = keras.Model(inner.input, taps.feature_tap(inner), name="backbone")
+    inputs = keras.Input(backbone.input_shape[1:])
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(backbone(inputs)))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("build,shares", [(tiny_models.tiny_resnet, True), (_nested, False)])
+def test_tap_model_reads_the_same_activations_as_a_rewritten_copy(build, shares):
+    import numpy as np
+
+    from keras_practise.graph import surgery
+
+    model = build()
+    tiny_models.randomize_batchnorm(model)
+    graph = flat_graph.FlatGraph(model)
+    tensors = [t for _, t in graph.cut_tensors()][1:3] + [taps.feature_tap(model)]
+    tapped = taps.tap_model(model, tensors)
+    x = tiny_models.images(4)
+    expected = surgery.rewrite(model, outputs=tensors)(x)
+    for actual, wanted in zip(tapped(x), expected):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(wanted),
+            atol=1e-5,
+        )
+    # A plain model's own layers serve (no copy); a nested one's are copied.
+    own = {id(layer) for layer in model.layers}
+    assert any(id(layer) in own for layer in tapped.layers[1:]) == shares
