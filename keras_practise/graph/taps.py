@@ -90,6 +90,8 @@ def tap_model(model, tensors):
         A Functional `keras.Model` with one output per tensor.
     """
     try:
-        return keras.Model(model.inputs, list(tensors))
+        # `model.input`, not `.inputs`: a one-element list would make Keras
+        # warn on every call with a plain tensor.
+        return keras.Model(model.input, list(tensors))
     except ValueError:  # "not connected to `inputs`": inside a nested model.
         return surgery.rewrite(model, outputs=list(tensors))
