@@ -110,3 +110,26 @@ def test_teacher_features_that_are_not_finite_are_rejected():
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
     with pytest.raises(ValueError, match="features on the tiny set must be finite"):
         feature_bank.FeatureBank(model, tiny_models.images(4, size=8), tiny_models.images(2, size=8))
+
+
+@pytest.mark.parametrize("batch_size", [64, 2])
+def test_eager_and_traced_passes_give_the_same_activations(batch_size):
+    # 11 training views: eager at batch 64; at batch 2 more than
+    # `_EAGER_BATCHES` batches, traced, the last one padded and trimmed.
+    model, cuts = _model_and_cuts()
+    assert 11 > feature_bank._EAGER_BATCHES * 2
+    bank = feature_bank.FeatureBank(
+        model, tiny_models.images(11), tiny_models.images(6, seed=1),
+        cuts=cuts[:1], batch_size=batch_size,
+    )
+    for split in ("train", "eval"):
+        views = bank.views[split]
+        assert bank.prefix(cuts[0], split).shape[0] == len(views)
+        np.testing.assert_allclose(
+            bank.prefix(cuts[0], split), _expected(model, cuts[0], views),
+            rtol=1e-5, atol=1e-5,
+        )
+        np.testing.assert_allclose(
+            bank.targets[split], _expected(model, bank.tap, views),
+            rtol=1e-5, atol=1e-5,
+        )
