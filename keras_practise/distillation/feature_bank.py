@@ -26,13 +26,6 @@ from keras_practise.graph import taps
 CACHE_BYTES = 2 * 2**30
 
 
-# Up to this many batches the teacher runs eagerly: tracing Keras' predict
-# cost a ResNet-50 call about 2 s on TensorFlow, more than eager lost on 96
-# views; on 1,280 views eager was 24% slower than the traced graph (27 s
-# against 22 s), so larger banks trace once.
-_EAGER_BATCHES = 4
-
-
 class FeatureBank:
     """The tiny set's views and the teacher's features on them.
 
@@ -115,25 +108,7 @@ class FeatureBank:
         keys = tuple(flat_graph.tensor_key(t) for t in tensors)
         if self._runner is None or self._runner[0] != keys:
             self._runner = (keys, taps.tap_model(self.teacher, tensors))
-        model, x, size = self._runner[1], self.views[split], self.batch_size
-        if len(x) <= _EAGER_BATCHES * size:
-            outputs = trainer.predict(model, x, size)
-            return outputs if isinstance(outputs, list) else [outputs]
-        # Every batch has one shape (the last one padded), so TensorFlow
-        # traces one predict function per model, not one per batch shape.
-        full = len(x) - len(x) % size
-        parts = [x[:full]] if full else []
-        if full < len(x):
-            tail = x[full:]
-            parts.append(np.concatenate([tail, np.repeat(tail[:1], size - len(tail), 0)]))
-        outputs = []
-        for part in parts:
-            values = model.predict(part, batch_size=size, verbose=0)
-            outputs.append(values if isinstance(values, list) else [values])
-        return [
-            np.concatenate(values)[: len(x)] if len(values) > 1 else values[0][: len(x)]
-            for values in zip(*outputs)
-        ]
+        return trainer.activations(self._runner[1], self.views[split], self.batch_size)
 
     def _reserve(self, cut, split):
         """Makes room for `cut` and returns the cuts to compute with it.
