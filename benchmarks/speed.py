@@ -159,6 +159,7 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop, authors=None):
     import keras
     import numpy as np
 
+    from keras_practise.data import views as views_lib
     from keras_practise.distillation import adaptors
     from keras_practise.distillation import feature_bank
     from keras_practise.distillation import trainer as finetune
@@ -168,7 +169,7 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop, authors=None):
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch_size * 2, size, size, 3)).astype("float32")
-    bank, _ = feature_bank.build_bank(model, x, augment_views=1)
+    bank, _ = feature_bank.build_bank(model, views_lib.TinySetSpec(x, augment_views=1))
     teacher_tap = surgery.rewrite(model, outputs=[bank.tap])
     rows = []
 
@@ -242,6 +243,7 @@ def overhead(model, batch_size, step_counts, num_images=50):
     """
     import numpy as np
 
+    from keras_practise.data import views as views_lib
     from keras_practise.distillation import feature_bank
     from keras_practise.distillation import trainer
     from keras_practise.graph import blocks as blocks_lib
@@ -251,7 +253,7 @@ def overhead(model, batch_size, step_counts, num_images=50):
     images = np.random.default_rng(0).uniform(
         size=(num_images, size, size, 3)
     ).astype("float32")
-    bank, _ = feature_bank.build_bank(model, images, augment_views=8)
+    bank, _ = feature_bank.build_bank(model, views_lib.TinySetSpec(images, augment_views=8))
     few, many = (int(s) for s in step_counts)
     rows = []
     for block in blocks_lib.find_blocks(model):

@@ -3,27 +3,49 @@
 Drop whole blocks of a trained CNN, chosen by how well they can be recovered
 from a tiny set of images, recover by feature mimicking, and fold the helper
 layers away, so that the result is a plain, faster Functional `keras.Model`.
+
+The public names below are imported on first use (PEP 562), so importing the
+package, or running `keras-practise --help`, starts no Keras backend.
 """
 
-from keras_practise import models
-from keras_practise.data.natural_images import sample_photographs
-from keras_practise.data.synthesis import bn_statistics_loss
-from keras_practise.data.synthesis import gaussian_noise
-from keras_practise.data.synthesis import save_images
-from keras_practise.data.synthesis import synthesize_images
-from keras_practise.data.tiny_set import TinySet
-from keras_practise.data.tiny_set import load_tiny_set
-from keras_practise.export import ExportResult
-from keras_practise.export import export
-from keras_practise.graph.blocks import Block
-from keras_practise.graph.blocks import find_blocks
-from keras_practise.graph.surgery import drop_blocks
-from keras_practise.pipeline import CompressionReport
-from keras_practise.pipeline import compress
-from keras_practise.profiling.latency import compare_latency
-from keras_practise.profiling.latency import measure_latency
-from keras_practise.profiling.macs import count_macs
-from keras_practise.profiling.macs import count_params
-from keras_practise.selection.recoverability import recoverability
+import importlib
 
 __version__ = "0.1.0"
+
+# Public name -> the module that holds it.
+_PUBLIC = {
+    "sample_photographs": "keras_practise.data.natural_images",
+    "bn_statistics_loss": "keras_practise.data.synthesis",
+    "gaussian_noise": "keras_practise.data.synthesis",
+    "save_images": "keras_practise.data.synthesis",
+    "synthesize_images": "keras_practise.data.synthesis",
+    "TinySet": "keras_practise.data.tiny_set",
+    "load_tiny_set": "keras_practise.data.tiny_set",
+    "ExportResult": "keras_practise.export",
+    "export": "keras_practise.export",
+    "Block": "keras_practise.graph.blocks",
+    "find_blocks": "keras_practise.graph.blocks",
+    "drop_blocks": "keras_practise.graph.surgery",
+    "CompressionReport": "keras_practise.pipeline",
+    "compress": "keras_practise.pipeline",
+    "compare_latency": "keras_practise.profiling.latency",
+    "measure_latency": "keras_practise.profiling.latency",
+    "count_macs": "keras_practise.profiling.macs",
+    "count_params": "keras_practise.profiling.macs",
+    "recoverability": "keras_practise.selection.recoverability",
+}
+__all__ = sorted(_PUBLIC) + ["models"]
+
+
+def __getattr__(name):
+    if name == "models":
+        return importlib.import_module("keras_practise.models")
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'keras_practise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,186 +1,69 @@
-"""`compress()`: the whole PRACTISE pipeline, and its report.
+"""`compress()`: one pipeline for every scheme.
 
-tiny set -> score candidates (recoverability) -> select -> drop + adaptors ->
-recover -> fold -> a plain Functional `keras.Model`.
+validate -> tiny-set specification -> the scheme's run (`schemes/`) -> the
+shared tail: the user's input signature back, latency before/after, export,
+report.
 """
 
 import dataclasses
-import json
-import time
-
-import numpy as np
 
 from keras_practise import backend
-from keras_practise import schemes
-from keras_practise.data import synthesis
-from keras_practise.data import tiny_set as data_lib
 from keras_practise.data import views
-from keras_practise.distillation import feature_bank
-from keras_practise.distillation import trainer as finetune
+from keras_practise.distillation import trainer
 from keras_practise.export import exporter
-from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import flat_graph as graph_lib
-from keras_practise.graph import input_size
 from keras_practise.graph import surgery
 from keras_practise.profiling import latency as latency_lib
-from keras_practise.profiling import macs as macs_lib
-from keras_practise.recovery import recipes as recovery
-from keras_practise.selection import block_sets
-from keras_practise.selection import recoverability as scoring
-from keras_practise.selection import savings as savings_lib
-from keras_practise.utils import text_table
+from keras_practise.schemes import base
+from keras_practise.schemes import registry
+from keras_practise.schemes.block_dropping import CompressionReport
 from keras_practise.utils import validation
 
+__all__ = ["CompressionReport", "check_settings", "compress"]
 
-@dataclasses.dataclass
-class CompressionReport:
-    """What `compress()` did, with before/after figures.
-
-    Attributes:
-        blocks: Names of the dropped blocks, in network order.
-        labels: Their `stage.position` labels.
-        method: The recovery recipe.
-        scores: The `RecoverabilityReport` (empty when blocks were given).
-        params: `(before, after)` parameter counts.
-        macs: `(before, after)` multiply-accumulates per image.
-        latency_ms: `(before, after)` median latency in ms (`None` when not
-            measured), with `latency_batch_size` and `device`.
-        latency_reduction: Fraction of latency saved.
-        recovery_curve: `(step, loss)` pairs of the recovery training.
-        phase_seconds: Wall time per phase.
-        tiny_set: Source, size, seed and the drawn indices or files.
-        settings: The arguments that shaped the run.
-        exported: The `ExportResult` of `export=` as a dict (file, format,
-            size, max abs difference in its runtime), or `None`.
-        rounds: With `selection="greedy"`, the `RecoverabilityReport` of
-            each later choice (remaining candidates scored dropped together
-            with the blocks chosen before).
-    """
-
-    blocks: list
-    labels: list
-    method: str
-    scores: list
-    params: tuple
-    macs: tuple
-    latency_ms: tuple
-    latency_reduction: float
-    latency_batch_size: int
-    device: str
-    recovery_curve: list
-    phase_seconds: dict
-    tiny_set: dict
-    settings: dict
-    exported: dict = None
-    rounds: list = dataclasses.field(default_factory=list)
-
-    def table(self):
-        """The before/after table (and the candidate scores) as text."""
-        lines = []
-        if self.scores:
-            lines += ["Recoverability of the candidates:", self.scores.table(), ""]
-        for i, scores in enumerate(self.rounds):
-            lines += [
-                f"Choice {i + 2}: each candidate dropped with the {i + 1} "
-                "chosen before:", scores.table(), "",
-            ]
-        lines.append(
-            f"Dropped {len(self.blocks)} blocks: "
-            + ", ".join(f"{n} ({l})" for n, l in zip(self.blocks, self.labels))
-            + f"; recovery: {self.method}"
-        )
-        rows = [("", "before", "after", "change")]
-        rows.append(_row("params", self.params, "{:,}"))
-        rows.append(_row("MACs", self.macs, "{:,}"))
-        if self.latency_ms[0] is not None:
-            rows.append(_row(f"latency ms (batch {self.latency_batch_size})",
-                             self.latency_ms, "{:.2f}"))
-        lines.append(text_table.format_table(rows))
-        if self.exported:
-            lines.append(f"exported {exporter.ExportResult(**self.exported)}")
-        lines.append(
-            "phases: "
-            + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
-        )
-        return "\n".join(lines)
-
-    def __str__(self):
-        return self.table()
-
-    def to_dict(self):
-        """A JSON-serialisable dict of the report."""
-        result = dataclasses.asdict(self)
-        result["scores"] = [dataclasses.asdict(s) for s in self.scores]
-        return json.loads(json.dumps(result, default=_json_default))
+# Scalar settings every scheme shares: name -> (minimum, None allowed).
+_COUNTS = {
+    "finetune_steps": (1, False), "batch_size": (1, True),
+    "num_samples": (1, True), "per_class": (1, True), "seed": (0, False),
+    "augment_views": (0, True), "latency_batch_size": (0, False),
+}
 
 
-def _row(name, pair, fmt):
-    before, after = pair
-    change = f"{100 * (after - before) / before:+.1f}%" if before else ""
-    return (name, fmt.format(before), fmt.format(after), change)
+def _scheme_options(scheme, settings):
+    """The chosen scheme's options from `settings`, defaults filled in.
 
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _check_labels(model, tiny_set):
-    if tiny_set.labels is None:
-        return
-    classes = graph_lib.FlatGraph(model).outputs[0].shape[-1]
-    labels = tiny_set.labels
-    if labels.min() < 0 or (classes is not None and labels.max() >= classes):
-        raise ValueError(
-            f"Labels must be class indices in [0, {classes}) to match the "
-            f"model's {classes} outputs. Received: labels in "
-            f"[{labels.min()}, {labels.max()}]"
-        )
-
-
-def _synthesize(model, num_samples, steps, seed, image_size, verbose):
-    size = input_size.model_image_size(model, image_size)
-    result = synthesis.synthesize_images(
-        model,
-        num_images=num_samples or 64,
-        image_size=size,
-        steps=steps,
-        seed=seed,
-        verbose=verbose,
-    )
-    return data_lib.TinySet(
-        images=result.images, source="data-free synthesis", seed=seed
-    )
-
-
-def _check_block_only(**settings):
-    """Refuses block-dropping settings given with a layer-wise scheme.
-
-    Args:
-        **settings: `name=(value, default)` pairs; `data` is `(data is None,
-            False)`, since the schemes need images.
+    `compress()` passes block dropping's options always (they are its own
+    parameters), at their defaults unless the user set them; the other
+    schemes' options come only when the user set them.
 
     Raises:
-        ValueError: If a setting differs from its default, which the scheme
-            would otherwise silently ignore.
+        TypeError: If a name is no option of the chosen scheme and not one
+            of `compress()`'s own parameters.
+        ValueError: If one of block dropping's options is set for another
+            scheme (it would silently ignore it).
     """
-    changed = sorted(
-        name for name, (value, default) in settings.items() if value != default
-    )
-    if "data" in changed:
-        raise ValueError(
-            "The layer-wise schemes train on images: pass a tiny set. "
-            "Received: data=None"
+    own = registry.entry(scheme).defaults
+    blocks = registry.entry("blocks").defaults
+    owners = {}
+    for entry in registry.ENTRIES:
+        for name in entry.defaults:
+            owners.setdefault(name, []).append(entry.name)
+    given = {n: v for n, v in settings.items() if n not in own and v is not None}
+    taken = sorted(n for n in given if n not in blocks)
+    if taken:
+        where = {n: owners.get(n, "no scheme") for n in taken}
+        raise TypeError(
+            f"Scheme {scheme!r} takes no arguments {taken} (options of {where}). "
+            f"Its options: {sorted(own)}"
         )
-    if changed:
-        received = ", ".join(f"{n}={settings[n][0]!r}" for n in changed)
+    ignored = sorted(n for n, v in given.items() if n in blocks and v != blocks[n])
+    if ignored:
+        received = ", ".join(f"{n}={settings[n]!r}" for n in ignored)
         raise ValueError(
-            f"{changed} apply to scheme='blocks' only; a layer-wise scheme "
+            f"{ignored} apply to scheme='blocks' only; scheme={scheme!r} "
             f"would ignore them. Received: {received}"
         )
+    return {n: d if settings.get(n) is None else settings[n] for n, d in own.items()}
 
 
 def check_settings(settings):
@@ -190,39 +73,40 @@ def check_settings(settings):
     model and data, so the API and the CLI accept the same values.
 
     Args:
-        settings: A dict of `compress()` arguments by name; names it does not
-            know (the model, the data, callables) are ignored.
+        settings: A dict of `compress()` arguments by name (`scheme`
+            defaults to `"blocks"`); the model, the data and callables are
+            not looked at.
+
+    Returns:
+        The chosen scheme's options, defaults filled in.
 
     Raises:
-        TypeError: If a count is not an integer.
-        ValueError: If a value is out of range or not one of the choices.
+        TypeError: If a count is not an integer, or an option is unknown.
+        ValueError: If a value is out of range or not one of the choices, or
+            an option of another scheme is set.
     """
-    counts = {
-        "drop": (1, False), "steps": (1, False), "finetune_steps": (1, False),
-        "synthesis_steps": (1, False), "batch_size": (1, True),
-        "num_samples": (1, True), "per_class": (1, True), "seed": (0, False),
-        "augment_views": (0, True), "latency_batch_size": (0, False),
-    }
-    for name, (minimum, allow_none) in counts.items():
+    scheme_name = settings.get("scheme", "blocks")
+    scheme = registry.load(scheme_name)
+    shared = set(_COUNTS) | {"scheme", "steps", "method", "verbose"}
+    options = _scheme_options(
+        scheme_name, {n: v for n, v in settings.items() if n not in shared}
+    )
+    validation.check_int("steps", settings.get("steps", 200), scheme.min_steps)
+    for name, (minimum, allow_none) in _COUNTS.items():
         if name in settings:
             validation.check_int(name, settings[name], minimum, allow_none)
-    if "latency_target" in settings:
-        validation.check_fraction(
-            "latency_target", settings["latency_target"], allow_none=True
-        )
-    if settings.get("method") is not None:  # None: the default recipe.
-        recovery.check_method(settings["method"], True)
-    if "latency" in settings:
-        savings_lib.check_source(settings["latency"])
-    if settings.get("selection", "greedy") not in block_sets.RULES:
+    method = settings.get("method")
+    if method is not None and method not in scheme.methods:
         raise ValueError(
-            f"`selection` must be one of {block_sets.RULES}. "
-            f"Received: selection={settings['selection']!r}"
+            f"Unknown recovery method for scheme {scheme_name!r}. Expected one "
+            f"of {scheme.methods}. Received: method={method!r}"
         )
     if settings.get("verbose", 0) not in (0, 1, 2):
         raise ValueError(
             f"`verbose` must be 0, 1 or 2. Received: verbose={settings['verbose']!r}"
         )
+    scheme.check(options)
+    return options
 
 
 @backend.fused_kernels()
@@ -311,14 +195,17 @@ def compress(
             or `.xml` (OpenVINO) path, or a `(format, path)` pair (see
             `keras_practise.export`). The file is checked in its runtime on
             the tiny set and recorded in the report.
-        scheme: `"blocks"` (this pipeline) or a layer-wise scheme of
-            `keras_practise.schemes` (`"filters"`, `"decouple"`,
-            `"lowrank"`, `"sparse"`), which then gets `steps` (per layer),
-            `method`, `finetune_steps`, the data arguments and
-            `**scheme_options` (e.g. `keep=0.5`,
-            `rank=3`, `energy=0.4`, `sparsity=0.9`); see
-            `schemes.compress_with_scheme`.
-        **scheme_options: Arguments of the layer-wise schemes.
+        scheme: A name in `schemes.SCHEMES`: `"blocks"` (block dropping) or
+            a layer-wise scheme (`"filters"`, `"decouple"`, `"lowrank"`,
+            `"sparse"`), which then gets `steps` (per layer), `method`,
+            `finetune_steps`, the data arguments and `**scheme_options`.
+        **scheme_options: Options of the layer-wise schemes (their
+            `schemes.registry` entries): `keep` (filters, `0.5`: fraction of
+            filters kept, or a dict per conv), `layers` (convs to compress;
+            filters also takes residual streams), `rank` (decouple:
+            depthwise filters per channel, `3`; lowrank: a fraction or count
+            instead of `energy`), `energy` (lowrank, `0.4`), `sparsity`
+            (sparse, `0.9`), `learning_rate` (per-layer SGD, `0.01`).
 
     Returns:
         The compressed Functional `keras.Model` (saves to `.keras` and reloads
@@ -326,12 +213,13 @@ def compress(
         `return_report=True`.
 
     Raises:
-        TypeError: If `model` is not a Functional or Sequential model, or
-            `data` is of an unsupported kind.
+        TypeError: If `model` is not a Functional or Sequential model,
+            `data` is of an unsupported kind, or `**scheme_options` holds a
+            name no scheme takes.
         ValueError: If the model has no droppable blocks, `drop` exceeds
             them, the data is empty or mis-shaped, labels do not match the
-            classifier, or an argument is out of range. All checks run
-            before any training.
+            classifier, an argument is out of range, or an option of another
+            scheme is set. All checks run before any training.
 
     Example:
 
@@ -343,153 +231,84 @@ def compress(
     small.save("small.keras")
     ```
     """
-    if scheme != "blocks" and scheme not in schemes.SCHEMES:
-        raise ValueError(
-            f"Unknown scheme. Expected 'blocks' or one of {schemes.SCHEMES}. "
-            f"Received: scheme={scheme!r}"
-        )
-    if scheme == "blocks" and scheme_options:
-        raise TypeError(
-            "Block dropping takes no layer-wise scheme arguments. Received: "
-            f"{sorted(scheme_options)} with scheme='blocks'"
-        )
-    if scheme != "blocks":
-        _check_block_only(
-            latency_target=(latency_target, None), blocks=(blocks, None),
-            latency=(latency, "measured"), synthesis_steps=(synthesis_steps, 1000),
-            selection=(selection, "greedy"), data=(data is None, False),
-        )
-        return schemes.compress_with_scheme(
-            model, data, scheme=scheme, steps=steps, batch_size=batch_size,
-            num_samples=num_samples, per_class=per_class, seed=seed,
-            image_size=image_size, augment_views=augment_views,
-            preprocess=preprocess, data_dir=data_dir, verbose=verbose,
-            return_report=return_report, callbacks=callbacks, export=export,
-            method=method or "layerwise", finetune_steps=finetune_steps,
-            **scheme_options,
-        )
-    method = method or "mimic"
-    settings = {
-        "drop": drop, "latency_target": latency_target, "method": method,
-        "steps": steps, "finetune_steps": finetune_steps,
+    registry.entry(scheme)  # An unknown scheme is named first.
+    shared = {
+        "method": method, "steps": steps, "finetune_steps": finetune_steps,
         "batch_size": batch_size, "num_samples": num_samples,
-        "per_class": per_class, "seed": seed, "latency": latency,
-        "augment_views": augment_views,
-        "latency_batch_size": latency_batch_size,
-        "synthesis_steps": synthesis_steps, "verbose": verbose,
-        "selection": selection,
+        "per_class": per_class, "seed": seed, "augment_views": augment_views,
+        "latency_batch_size": latency_batch_size, "verbose": verbose,
     }
-    check_settings(settings)
-    phases = {}
-    started = time.perf_counter()
+    options = check_settings({
+        **shared, "scheme": scheme, "drop": drop,
+        "latency_target": latency_target, "blocks": blocks,
+        "latency": latency, "synthesis_steps": synthesis_steps,
+        "selection": selection, **scheme_options,
+    })
+    chosen = registry.load(scheme)
+    if data is None and chosen.needs_data:
+        raise ValueError(
+            f"Scheme {scheme!r} trains on images: pass a tiny set. Received: data=None"
+        )
+    graph_lib.check_graph_model(model)
+    graph_lib.check_channels_last(model)
+    callbacks = trainer.check_callbacks(callbacks)
     export_target = None if export is None else exporter.resolve_target(export)
-    # A size-agnostic model is worked on at `image_size`; the result gets the
-    # user's input signature back at the end.
-    input_shape = graph_lib.input_shape(model)[1:]
-    teacher, candidates, chosen = candidates_lib.working_copy(
-        model, image_size, blocks
-    )
-    if chosen is None and latency_target is None:
-        block_sets.check_drop(drop, len(candidates))
-    config = finetune.TrainConfig(
-        steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks
-    )
-    recover_config = finetune.TrainConfig(
-        steps=finetune_steps, batch_size=batch_size, seed=seed, verbose=verbose,
-        callbacks=callbacks,
-    )
-
-    if data is None:
-        tiny_set = _synthesize(
-            teacher, num_samples, synthesis_steps, seed, image_size, verbose
-        )
-    else:
-        tiny_set = views.load_for_model(
-            teacher, data, num_samples, per_class, seed, image_size,
-            preprocess, data_dir,
-        )
-    _check_labels(teacher, tiny_set)
-    recovery.check_method(method, tiny_set.labels is not None)
-    phases["data"] = time.perf_counter() - started
-
-    t = time.perf_counter()
-    bank, _ = feature_bank.build_bank(
-        teacher, tiny_set, seed=seed, image_size=image_size,
-        augment_views=augment_views,
-        cuts=[] if chosen is not None else scoring.candidate_cuts(teacher, candidates),
-    )
-    phases["teacher features"] = time.perf_counter() - t
-
-    scores, rounds = scoring.RecoverabilityReport(), []
-    if chosen is None:
-        t = time.perf_counter()
-        choice = block_sets.choose_blocks(
-            teacher, bank, candidates,
-            k=None if latency_target is not None else drop,
-            rule=selection, config=config, latency=latency,
-            latency_target=latency_target, verbose=verbose,
-        )
-        scores, chosen, rounds = choice.rounds[0], choice.blocks, choice.rounds[1:]
-        phases["recoverability"] = time.perf_counter() - t
-    bank.release()
-
-    t = time.perf_counter()
-    compressed, curve = recovery.recover(
-        teacher, chosen, bank, method, recover_config
-    )
-    phases["recovery"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    latency_ms, reduction, device = (None, None), None, None
-    if latency_batch_size:
-        result = latency_lib.compare_latency(
-            {"original": teacher, "compressed": compressed},
-            batch_size=latency_batch_size,
-        )
-        latency_ms = (result.results["original"].median_ms, result.results["compressed"].median_ms)
-        reduction = result.reductions["compressed"]
-        device = result.results["original"].device
-    phases["latency"] = time.perf_counter() - t
-    phases["total"] = time.perf_counter() - started
-
-    report = CompressionReport(
-        blocks=[b.name for b in chosen],
-        labels=[b.label for b in chosen],
-        method=method,
-        scores=scores,
-        params=(macs_lib.count_params(teacher), macs_lib.count_params(compressed)),
-        macs=(macs_lib.count_macs(teacher), macs_lib.count_macs(compressed)),
-        latency_ms=latency_ms,
-        latency_reduction=reduction,
-        latency_batch_size=latency_batch_size,
-        device=device,
-        recovery_curve=curve,
-        phase_seconds=phases,
-        tiny_set={
-            "source": tiny_set.source,
-            "size": len(tiny_set),
-            "labelled": tiny_set.labels is not None,
-            "seed": tiny_set.seed,
-            "indices": _as_list(tiny_set.indices),
-        },
-        settings=settings,
-        rounds=rounds,
-    )
-    if teacher is not model:
-        compressed = surgery.rewrite(compressed, input_shape=input_shape)
-    if export_target is not None:
-        t = time.perf_counter()
-        path, format = export_target
-        report.exported = dataclasses.asdict(exporter.export(
-            compressed, path, format, sample=tiny_set.images[:8]
-        ))
-        phases["export"] = time.perf_counter() - t
+    job = _job(chosen, data, shared, options, image_size, preprocess, data_dir,
+               callbacks)
+    phases = {}
+    with base.timed(phases, "total"):
+        outcome = chosen.run(model, job, phases)
+        report = _finish(model, outcome, latency_batch_size, export_target, phases)
     if verbose >= 2:
         print(report.table())
+    compressed = outcome.compressed
     return (compressed, report) if return_report else compressed
 
 
-def _as_list(indices):
-    if indices is None:
-        return None
-    return [str(i) if not isinstance(i, (int, np.integer)) else int(i) for i in indices]
+def _job(scheme, data, shared, options, image_size, preprocess, data_dir,
+         callbacks):
+    tiny = views.TinySetSpec(
+        data, num_samples=shared["num_samples"], per_class=shared["per_class"],
+        seed=shared["seed"], image_size=image_size,
+        augment_views=shared["augment_views"], preprocess=preprocess,
+        data_dir=data_dir,
+    )
+    return base.Job(
+        tiny=tiny, method=shared["method"] or scheme.methods[0],
+        steps=shared["steps"], finetune_steps=shared["finetune_steps"],
+        batch_size=shared["batch_size"], seed=shared["seed"],
+        verbose=shared["verbose"], callbacks=callbacks, options=options,
+        settings=shared,
+    )
+
+
+def _finish(model, outcome, latency_batch_size, export_target, phases):
+    """The tail every scheme shares; fills the report's shared fields."""
+    report = outcome.report
+    with base.timed(phases, "latency"):
+        if latency_batch_size:
+            result = latency_lib.compare_latency(
+                {"original": outcome.teacher, "compressed": outcome.compressed},
+                batch_size=latency_batch_size,
+            )
+            report.latency_ms = (
+                result.results["original"].median_ms,
+                result.results["compressed"].median_ms,
+            )
+            report.latency_reduction = result.reductions["compressed"]
+            report.device = result.results["original"].device
+        report.latency_batch_size = latency_batch_size
+    # A fresh graph (no training state left on it) with the user's input
+    # signature (a size-agnostic model was worked on at `image_size`) and
+    # the user's model name.
+    outcome.compressed = surgery.rewrite(
+        outcome.compressed, name=model.name,
+        input_shape=graph_lib.input_shape(model)[1:],
+    )
+    if export_target is not None:
+        with base.timed(phases, "export"):
+            path, format = export_target
+            report.exported = dataclasses.asdict(exporter.export(
+                outcome.compressed, path, format, sample=outcome.sample
+            ))
+    return report

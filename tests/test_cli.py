@@ -10,6 +10,8 @@ import pytest
 
 import keras_practise
 from keras_practise import cli
+from keras_practise.cli import commands
+from keras_practise.cli import parser
 
 TINY = ["--steps", "2", "--finetune-steps", "2", "--num-samples", "6",
         "--latency", "macs", "--latency-batch-size", "0", "--batch-size", "6"]
@@ -173,12 +175,12 @@ def test_bad_input_exits_with_one_line_error(files, tmp_path, capsys, args, code
 def test_staged_writes_all_outputs_or_none(tmp_path):
     targets = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
     with pytest.raises(RuntimeError):
-        with cli._staged(targets) as temporary:
+        with commands.staged(targets) as temporary:
             for path in temporary:
                 pathlib.Path(path).write_text("partial")
             raise RuntimeError("interrupted")
     assert _only_files(tmp_path) == []
-    with cli._staged(targets) as temporary:
+    with commands.staged(targets) as temporary:
         for path in temporary:
             pathlib.Path(path).write_text("whole")
     assert _only_files(tmp_path) == ["a.txt", "b.txt"]
@@ -187,16 +189,16 @@ def test_staged_writes_all_outputs_or_none(tmp_path):
 
 def test_staged_moves_what_is_written_beside_a_target(tmp_path):
     # An OpenVINO export writes its weights beside the .xml.
-    with cli._staged([str(tmp_path / "m.xml")]) as (staged,):
+    with commands.staged([str(tmp_path / "m.xml")]) as (staged,):
         pathlib.Path(staged).write_text("graph")
         pathlib.Path(staged[: -len(".xml")] + ".bin").write_text("weights")
     assert _only_files(tmp_path) == ["m.bin", "m.xml"]
 
 
 def test_image_size_accepts_both_spellings():
-    parser = cli._build_parser()
+    command_line = parser.build_parser()
     for spelling in (["12", "10"], ["12x10"]):
-        args = parser.parse_args(
+        args = command_line.parse_args(
             ["compress", "m.keras", "--out", "o.keras", "--image-size", *spelling]
         )
         assert args.image_size == (12, 10)

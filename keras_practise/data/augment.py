@@ -28,27 +28,6 @@ _CROP_ATTEMPTS = 10
 _CHUNK_BYTES = 64 * 1024 * 1024
 
 
-def as_size(image_size):
-    """Returns `image_size` (an int or a pair) as a `(height, width)` tuple.
-
-    Raises:
-        ValueError: if `image_size` is not a positive int or pair.
-    """
-    if isinstance(image_size, (int, np.integer)):
-        size = (int(image_size), int(image_size))
-    else:
-        try:
-            size = tuple(int(s) for s in image_size)
-        except (TypeError, ValueError):
-            size = ()
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(
-            "`image_size` must be a positive int or a (height, width) pair. "
-            f"Received: image_size={image_size}"
-        )
-    return size
-
-
 def _check_range(name, value, upper=None):
     """Validates a `(low, high)` range of positive floats."""
     try:
@@ -135,7 +114,7 @@ def resize(images, image_size, crop_to_aspect_ratio=True):
         float32 numpy array of shape `(N, height, width, C)`.
     """
     images = _as_image_batch(images)
-    out_h, out_w = as_size(image_size)
+    out_h, out_w = validation.as_size(image_size)
     height, width = images.shape[1:3]
     box_h, box_w = float(height), float(width)
     if crop_to_aspect_ratio:
@@ -185,7 +164,7 @@ def crop_and_resize(images, boxes, image_size, image_index=None, flip=None):
         ValueError: if the shapes of the arguments do not agree.
     """
     images = _as_image_batch(images)
-    out_h, out_w = as_size(image_size)
+    out_h, out_w = validation.as_size(image_size)
     boxes = np.asarray(boxes, dtype=np.float64)
     if image_index is None:
         image_index = np.arange(len(images))
@@ -242,7 +221,7 @@ class TrainAugmentation:
 
     def __init__(self, image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                  flip=True, seed=None):
-        self.image_size = as_size(image_size)
+        self.image_size = validation.as_size(image_size)
         self.scale = _check_range("scale", scale, upper=1.0)
         self.ratio = _check_range("ratio", ratio)
         self.flip = bool(flip)
@@ -288,7 +267,7 @@ class EvalTransform:
     """
 
     def __init__(self, image_size, crop_fraction=0.875):
-        self.image_size = as_size(image_size)
+        self.image_size = validation.as_size(image_size)
         if not 0 < crop_fraction <= 1:
             raise ValueError(
                 "`crop_fraction` must be in (0, 1]. "

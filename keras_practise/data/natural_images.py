@@ -81,7 +81,7 @@ def sample_photographs(
     ```
     """
     validation.check_int("num_images", num_images)
-    height, width = augment.as_size(image_size)
+    height, width = validation.as_size(image_size)
     names = PHOTOGRAPHS if photographs is None else tuple(photographs)
     unknown = sorted(set(names) - set(PHOTOGRAPHS))
     if unknown or not names:

@@ -22,7 +22,6 @@ import numpy as np
 from keras import ops
 
 from keras_practise import backend
-from keras_practise.data import augment
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import layer_kinds
 from keras_practise.graph import surgery
@@ -65,7 +64,7 @@ def gaussian_noise(num_images, image_size, channels=3, mean=0.0, std=1.0, seed=0
     ```
     """
     num_images = validation.check_int("num_images", num_images)
-    height, width = augment.as_size(image_size)
+    height, width = validation.as_size(image_size)
     channels = validation.check_int("channels", channels)
     if std < 0:
         raise ValueError(f"`std` must be >= 0. Received: std={std}")
@@ -565,7 +564,7 @@ def _input_shape(input_shape, image_size):
                 f"Received: input shape={input_shape}"
             )
         return shape
-    height, width = augment.as_size(image_size)
+    height, width = validation.as_size(image_size)
     for expected, got in zip(shape[:2], (height, width)):
         if expected is not None and expected != got:
             raise ValueError(

@@ -380,7 +380,7 @@ def load_tiny_set(data, num_samples=None, per_class=None, seed=0, image_size=Non
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed}")
     if image_size is not None:
-        image_size = augment.as_size(image_size)
+        image_size = validation.as_size(image_size)
     if preprocess is not None and not callable(preprocess):
         raise TypeError(
             f"`preprocess` must be callable. Received: preprocess={preprocess!r}"

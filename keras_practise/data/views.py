@@ -1,5 +1,6 @@
 """From a tiny set to the views a model trains and evaluates on."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,37 +15,56 @@ _DEFAULT_BANK = 2048
 _MAX_VIEWS_PER_IMAGE = 32
 
 
-def load_for_model(
-    model,
-    data,
-    num_samples=None,
-    per_class=None,
-    seed=0,
-    image_size=None,
-    preprocess=None,
-    data_dir=None,
-):
-    """Draws a `TinySet` from `data` for `model` (a `TinySet` passes through).
+@dataclasses.dataclass(frozen=True)
+class TinySetSpec:
+    """Where the tiny set comes from and how it becomes views.
 
-    Files and datasets named by a string come in any size: they are loaded a
-    little larger than the model's input, so the eval transform can
-    centre-crop; arrays are kept as they are.
+    The public functions take these as keyword arguments; inside the library
+    they travel together as one object.
+
+    Attributes:
+        data: Anything `load_tiny_set` accepts, or a `TinySet`.
+        num_samples: Images to draw. Defaults to all.
+        per_class: Images per class to draw instead (1 = "1-shot").
+        seed: Seed of the draw and the augmentation.
+        image_size: Input size for models with a dynamic input shape.
+        augment_views: Augmented views per image (see `prepare_views`).
+        preprocess: Callable applied to loaded images, e.g. a model's
+            `preprocess_input`.
+        data_dir: Folder of prepared tensorflow-datasets datasets.
     """
-    if isinstance(data, tiny_set_lib.TinySet):
-        return data
-    load_size = None
-    if isinstance(data, str):
-        size = input_size.model_image_size(model, image_size)
-        load_size = tuple(round(s / 0.875) for s in size)
-    return tiny_set_lib.load_tiny_set(
-        data,
-        num_samples=num_samples,
-        per_class=per_class,
-        seed=seed,
-        image_size=load_size,
-        preprocess=preprocess,
-        data_dir=data_dir,
-    )
+
+    data: object
+    num_samples: int = None
+    per_class: int = None
+    seed: int = 0
+    image_size: tuple = None
+    augment_views: int = None
+    preprocess: object = None
+    data_dir: str = None
+
+    def load(self, model):
+        """Draws the `TinySet` for `model` (a `TinySet` passes through).
+
+        Files and datasets named by a string come in any size: they are
+        loaded a little larger than the model's input, so the eval transform
+        can centre-crop; arrays are kept as they are.
+        """
+        if isinstance(self.data, tiny_set_lib.TinySet):
+            return self.data
+        load_size = None
+        if isinstance(self.data, str):
+            size = input_size.model_image_size(model, self.image_size)
+            load_size = tuple(round(s / 0.875) for s in size)
+        return tiny_set_lib.load_tiny_set(
+            self.data,
+            num_samples=self.num_samples,
+            per_class=self.per_class,
+            seed=self.seed,
+            image_size=load_size,
+            preprocess=self.preprocess,
+            data_dir=self.data_dir,
+        )
 
 
 def prepare_views(

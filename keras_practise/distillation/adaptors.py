@@ -58,20 +58,6 @@ class Site:
         return f"{self.conv}_adaptor_{'in' if self.side == BEFORE else 'out'}"
 
 
-def _is_foldable_conv(layer):
-    return (
-        layer_kinds.is_conv(layer)
-        and layer.groups == 1
-        and layer.data_format == "channels_last"
-    )
-
-
-def _linear_output(layer):
-    return keras.activations.serialize(layer.activation) in ("linear", None) or (
-        layer.activation is keras.activations.linear
-    )
-
-
 def find_sites(model, blocks):
     """Finds the adaptor sites for dropping `blocks` from `model` together.
 
@@ -114,7 +100,7 @@ def find_sites(model, blocks):
             layer = flat_node.layer
             if id(layer) in dropped:
                 continue
-            if _is_foldable_conv(layer):
+            if layer_kinds.is_foldable_conv(layer):
                 add(flat_node, BEFORE)
             elif _passes_through(layer) or isinstance(layer, _SPATIAL):
                 for output in flat_node.outputs:
@@ -132,8 +118,8 @@ def find_sites(model, blocks):
             return
         flat_node = graph.nodes[index]
         layer = flat_node.layer
-        if _is_foldable_conv(layer):
-            if _linear_output(layer):
+        if layer_kinds.is_foldable_conv(layer):
+            if layer_kinds.has_linear_output(layer):
                 add(flat_node, AFTER)
         elif _passes_through(layer):
             for source in flat_node.inputs:

@@ -164,32 +164,13 @@ class FeatureBank:
 
 
 @backend.fused_kernels()
-def build_bank(
-    model,
-    data,
-    num_samples=None,
-    per_class=None,
-    seed=0,
-    image_size=None,
-    augment_views=None,
-    preprocess=None,
-    data_dir=None,
-    batch_size=64,
-    cuts=(),
-):
+def build_bank(model, tiny, batch_size=64, cuts=()):
     """Draws the tiny set, makes its views and the teacher's features.
 
     Args:
         model: The teacher.
-        data: Anything `data.load_tiny_set` accepts, or a `TinySet`.
-        num_samples: Images to draw. Defaults to all.
-        per_class: Images per class to draw instead (1 = "1-shot").
-        seed: Seed of the draw and the augmentation.
-        image_size: Input size for models with a dynamic input shape.
-        augment_views: See `prepare_views`.
-        preprocess: Callable applied to the loaded images (e.g. the model's
-            `preprocess_input`).
-        data_dir: Folder of prepared tensorflow-datasets datasets.
+        tiny: A `views.TinySetSpec`, or anything `data.load_tiny_set`
+            accepts (a `TinySet` too), drawn with the spec's defaults.
         batch_size: Batch size of the teacher's forward passes.
         cuts: Tensors of `model`'s graph whose activations will be asked for
             (see `FeatureBank`).
@@ -197,13 +178,13 @@ def build_bank(
     Returns:
         A tuple `(bank, tiny_set)`.
     """
-    size = input_size.model_image_size(model, image_size)
-    tiny_set = views_lib.load_for_model(
-        model, data, num_samples, per_class, seed, image_size, preprocess, data_dir
-    )
+    if not isinstance(tiny, views_lib.TinySetSpec):
+        tiny = views_lib.TinySetSpec(tiny)
+    size = input_size.model_image_size(model, tiny.image_size)
+    tiny_set = tiny.load(model)
     channels = flat_graph.input_shape(model)[-1]
     train_views, eval_views, labels = views_lib.prepare_views(
-        tiny_set, size, augment_views, seed, channels
+        tiny_set, size, tiny.augment_views, tiny.seed, channels
     )
     bank = FeatureBank(model, train_views, eval_views, labels, batch_size, cuts)
     return bank, tiny_set

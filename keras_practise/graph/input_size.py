@@ -1,8 +1,8 @@
 """The image size a model takes, and fixed-size copies of size-agnostic models."""
 
-from keras_practise.data import augment
 from keras_practise.graph import flat_graph
 from keras_practise.graph import surgery
+from keras_practise.utils import validation
 
 
 def model_image_size(model, image_size=None):
@@ -19,7 +19,7 @@ def model_image_size(model, image_size=None):
             f"(batch, height, width, channels). Received: input shape {shape}"
         )
     if image_size is not None:
-        return augment.as_size(image_size)
+        return validation.as_size(image_size)
     if shape[1] is None or shape[2] is None:
         raise ValueError(
             f"Model {model.name!r} accepts any image size: pass "

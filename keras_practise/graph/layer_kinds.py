@@ -50,3 +50,19 @@ def is_softmax(layer):
     if isinstance(layer, keras.layers.Softmax):
         return True
     return getattr(layer, "activation", None) is keras.activations.softmax
+
+
+def is_foldable_conv(layer):
+    """Whether a 1x1 adaptor can fold into `layer` (a plain NHWC 2D conv)."""
+    return (
+        is_conv(layer)
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+    )
+
+
+def has_linear_output(layer):
+    """Whether `layer` has no activation fused into it."""
+    return keras.activations.serialize(layer.activation) in ("linear", None) or (
+        layer.activation is keras.activations.linear
+    )

@@ -1,11 +1,32 @@
-"""Layer-wise compression schemes recovered by PRACTISE's 1x1-conv trick.
+"""Compression schemes: block dropping and the layer-wise schemes.
 
-Filter pruning, network decoupling, low-rank decomposition and unstructured
-sparsity (the earlier paper's Sections 3.1-3.3 and 4.1-4.4), for comparing
-them with block dropping on the user's own model and device.
+Block dropping is PRACTISE's own scheme; filter pruning, network
+decoupling, low-rank decomposition and unstructured sparsity (the earlier
+paper's Sections 3.1-3.3 and 4.1-4.4) are recovered by the same 1x1-conv
+adaptors, for comparing them with block dropping on the user's own model
+and device. `compress(scheme=...)` runs any of them (`registry.SCHEMES`).
 """
 
-from keras_practise.schemes.run import METHODS
-from keras_practise.schemes.run import SCHEMES
-from keras_practise.schemes.run import SchemeReport
-from keras_practise.schemes.run import compress_with_scheme
+import importlib
+
+from keras_practise.schemes.registry import SCHEMES
+
+
+def __getattr__(name):
+    # The layer-wise machinery imports Keras: loaded on first use, so the
+    # command line can read the registry without starting a backend.
+    if name in ("METHODS", "SchemeReport"):
+        return getattr(importlib.import_module("keras_practise.schemes.layerwise"), name)
+    raise AttributeError(f"module 'keras_practise.schemes' has no attribute {name!r}")
+
+
+def compress_with_scheme(model, data, scheme="filters", **kwargs):
+    """`keras_practise.compress(model, data, scheme=scheme, **kwargs)`.
+
+    Kept for code written when the layer-wise schemes had their own entry
+    point; `compress` is the one pipeline.
+    """
+    # compress() dispatches to this package: imported when called.
+    from keras_practise import pipeline
+
+    return pipeline.compress(model, data, scheme=scheme, **kwargs)

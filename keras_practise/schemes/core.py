@@ -40,20 +40,6 @@ _CHANNELWISE = layer_kinds.NORM_AND_ACTIVATION + layer_kinds.POOLING + (
 )
 
 
-def is_foldable_conv(layer):
-    """Whether a 1x1 adaptor can fold into `layer` (a plain NHWC 2D conv)."""
-    return (
-        layer_kinds.is_conv(layer)
-        and layer.groups == 1
-        and layer.data_format == "channels_last"
-    )
-
-
-def has_linear_output(layer):
-    """Whether `layer` has no activation fused into it."""
-    return keras.activations.serialize(layer.activation) in ("linear", None)
-
-
 @dataclasses.dataclass(frozen=True)
 class Chain:
     """Where conv output maps go before channels get mixed again.
@@ -106,7 +92,7 @@ def follow(model, conv_name):
             ends.append(producer)
         for index in readers:
             layer = graph.nodes[index].layer
-            if is_foldable_conv(layer):
+            if layer_kinds.is_foldable_conv(layer):
                 consumers.append(layer.name)
             elif isinstance(layer, _CHANNELWISE) and len(graph.nodes[index].inputs) == 1:
                 between.append(layer.name)
@@ -164,7 +150,7 @@ def follow_stream(model, conv_name):
             ends.append(graph_lib.tensor_key(tensor))
         for index in graph.consumers.get(id(tensor), []):
             layer = graph.nodes[index].layer
-            if is_foldable_conv(layer):
+            if layer_kinds.is_foldable_conv(layer):
                 consumers.add(index)
             elif joins(index):
                 enter(index)
@@ -174,7 +160,7 @@ def follow_stream(model, conv_name):
         if index is None:
             continue
         layer = graph.nodes[index].layer
-        if is_foldable_conv(layer) and has_linear_output(layer):
+        if layer_kinds.is_foldable_conv(layer) and layer_kinds.has_linear_output(layer):
             if index not in producers:
                 producers.add(index)
                 pending.extend(graph.nodes[index].outputs)
@@ -281,33 +267,16 @@ def flat_copy(model):
     return surgery.rewrite(model)
 
 
-def last_cut(model, layer_name):
-    """The last main-path tensor before `layer_name`'s call (start of a step)."""
-    graph = graph_lib.FlatGraph(model)
-    position = graph.producer[id(model.get_layer(layer_name).output)]
-    cut = graph.inputs[0]
-    for index, tensor in graph.cut_tensors():
-        if index <= position:
-            cut = tensor
-    return cut
-
-
 def activations(model, tensors, x, batch_size=_BATCH):
     """`model`'s values of `tensors` on `x` (a list of arrays)."""
     if len(tensors) == 1 and tensors[0] is graph_lib.FlatGraph(model).inputs[0]:
         return [x]
-    return _predict(taps.tap_model(model, tensors), x, batch_size)
-
-
-def _predict(model, x, batch_size):
-    predictions = model.predict(x, batch_size=batch_size, verbose=0)
-    if not isinstance(predictions, (list, tuple)):
-        predictions = [predictions]
-    return predictions
+    return trainer.activations(taps.tap_model(model, tensors), x, batch_size)
 
 
 def _mse(model, x, targets, batch_size):
-    predictions = _predict(model, x, batch_size)
+    """Mean over the outputs of each output's MSE against its target."""
+    predictions = trainer.activations(model, x, batch_size)
     return float(
         np.mean([np.mean((p - t) ** 2) for p, t in zip(predictions, targets)])
     )
@@ -328,7 +297,7 @@ def recalibrate_batchnorm(model, names, x, batch_size=_BATCH):
     if not norms:
         return
     probe = keras.Model(model.input, [layer.input for layer in norms])
-    values = _predict(probe, x, batch_size)
+    values = trainer.activations(probe, x, batch_size)
     for layer, value in zip(norms, values):
         axes = tuple(range(value.ndim - 1))
         layer.moving_mean.assign(value.mean(axis=axes))
@@ -423,7 +392,7 @@ def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
     for name in layer_names:
         probe = functools.partial(_probe, current, views["train"])
         step = make_step(current, name, probe)
-        cut = last_cut(current, name)
+        cut = taps.frozen_prefix_cut(current, [name])
         inputs = {s: activations(current, [cut], v, batch_size)[0] for s, v in views.items()}
         targets = {s: _targets(teacher, current, step.targets, v) for s, v in views.items()}
         trained = _train_step(current, step, cut, inputs, targets, config, False)
@@ -448,8 +417,8 @@ def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
         fold_error = max(
             float(np.max(np.abs(a - b)))
             for a, b in zip(
-                _predict(student, inputs["eval"], batch_size),
-                _predict(folded, inputs["eval"], batch_size),
+                trainer.activations(student, inputs["eval"], batch_size),
+                trainer.activations(folded, inputs["eval"], batch_size),
             )
         )
         records.append(

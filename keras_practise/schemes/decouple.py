@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_practise.schemes import core
+from keras_practise.schemes import layerwise
 
 
 def candidates(model):
@@ -26,7 +27,7 @@ def candidates(model):
     return [
         layer.name
         for layer in model.layers
-        if core.is_foldable_conv(layer) and tuple(layer.kernel_size) != (1, 1)
+        if layer_kinds.is_foldable_conv(layer) and tuple(layer.kernel_size) != (1, 1)
     ]
 
 
@@ -115,3 +116,19 @@ def decouple_step(model, conv_name, rank):
         trainable=(conv_name,),
         detail={"rank": layers[0].depth_multiplier},
     )
+
+
+def _check(options):
+    rank = options["rank"]
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(
+            f"`rank` must be a positive integer for decoupling. Received: rank={rank!r}"
+        )
+
+
+def _plan(teacher, options):
+    names = layerwise.chosen_layers("decouple", candidates(teacher), options["layers"])
+    return names, lambda m, n, probe: decouple_step(m, n, options["rank"])
+
+
+SCHEME = layerwise.scheme("decouple", _plan, _check)

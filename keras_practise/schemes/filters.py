@@ -25,9 +25,11 @@ import numpy as np
 
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.graph import layer_kinds
 from keras_practise.graph import surgery
 from keras_practise.recovery import fold as fold_lib
 from keras_practise.schemes import core
+from keras_practise.schemes import layerwise
 
 
 def _on_map(model, chain):
@@ -60,7 +62,7 @@ def _producing_convs(model):
     return [
         layer.name
         for layer in model.layers
-        if core.is_foldable_conv(layer) and core.has_linear_output(layer)
+        if layer_kinds.is_foldable_conv(layer) and layer_kinds.has_linear_output(layer)
     ]
 
 
@@ -335,3 +337,11 @@ def _vgg16_cifar_half():
 
 
 VGG16_CIFAR_HALF = _vgg16_cifar_half()
+
+
+def _plan(teacher, options):
+    fractions = resolve_keep(teacher, options["keep"], options["layers"])
+    return list(fractions), lambda m, n, probe: filter_step(m, n, fractions[n])
+
+
+SCHEME = layerwise.scheme("filters", _plan)

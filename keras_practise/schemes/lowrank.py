@@ -14,7 +14,9 @@ the BatchNorm between then train to mimic the next feature map.
 
 import numpy as np
 
+from keras_practise.graph import layer_kinds
 from keras_practise.schemes import core
+from keras_practise.schemes import layerwise
 
 # Rows of responses used for the PCA: enough for a stable covariance of a few
 # hundred channels, small enough for memory.
@@ -26,9 +28,9 @@ def candidates(model):
     return [
         layer.name
         for layer in model.layers
-        if core.is_foldable_conv(layer)
+        if layer_kinds.is_foldable_conv(layer)
         and tuple(layer.kernel_size) == (3, 3)
-        and core.has_linear_output(layer)
+        and layer_kinds.has_linear_output(layer)
     ]
 
 
@@ -122,3 +124,30 @@ def lowrank_step(model, conv_name, responses, energy=0.4, rank=None):
         trainable=(conv_name,),
         detail={"rank": (conv.filters, count), "energy": round(float(kept), 4)},
     )
+
+
+def _check(options):
+    energy, rank = options["energy"], options["rank"]
+    if not 0 < energy <= 1:
+        raise ValueError(f"`energy` must be in (0, 1]. Received: energy={energy}")
+    if rank is not None and not (
+        (isinstance(rank, float) and 0 < rank <= 1)
+        or (isinstance(rank, int) and rank >= 1)
+    ):
+        raise ValueError(
+            "`rank` must be a fraction in (0, 1], a positive integer or None. "
+            f"Received: rank={rank!r}"
+        )
+
+
+def _plan(teacher, options):
+    names = layerwise.chosen_layers("lowrank", candidates(teacher), options["layers"])
+
+    def make_step(model, name, probe):
+        responses = probe([model.get_layer(name).output])[0]
+        return lowrank_step(model, name, responses, options["energy"], options["rank"])
+
+    return names, make_step
+
+
+SCHEME = layerwise.scheme("lowrank", _plan, _check)

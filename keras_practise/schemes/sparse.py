@@ -16,11 +16,12 @@ import keras
 import numpy as np
 
 from keras_practise.schemes import core
+from keras_practise.schemes import layerwise
 
 
 def candidates(model):
     """Every foldable conv, in network order."""
-    return [layer.name for layer in model.layers if core.is_foldable_conv(layer)]
+    return [layer.name for layer in model.layers if layer_kinds.is_foldable_conv(layer)]
 
 
 def magnitude_mask(kernel, sparsity):
@@ -131,3 +132,20 @@ def sparsity_of(model, layer_names):
         zeros += int(np.sum(kernel == 0))
         total += kernel.size
     return zeros / total if total else 0.0
+
+
+def _check(options):
+    sparsity = options["sparsity"]
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"`sparsity` must be in [0, 1). Received: sparsity={sparsity}")
+
+
+def _plan(teacher, options):
+    names = layerwise.chosen_layers("sparse", candidates(teacher), options["layers"])
+    return names, lambda m, n, probe: sparse_step(m, n, options["sparsity"])
+
+
+SCHEME = layerwise.scheme(
+    "sparse", _plan, _check,
+    extra=lambda model, names: {"sparsity": sparsity_of(model, names)},
+)

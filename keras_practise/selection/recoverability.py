@@ -27,6 +27,7 @@ import time
 import warnings
 
 from keras_practise import backend
+from keras_practise.data import views
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
@@ -387,14 +388,12 @@ def recoverability(
     )
     if chosen is not None:
         candidates = chosen
-    bank, _ = feature_bank.build_bank(
-        model,
-        data,
-        num_samples=num_samples,
-        seed=seed,
-        image_size=image_size,
+    tiny = views.TinySetSpec(
+        data, num_samples=num_samples, seed=seed, image_size=image_size,
         augment_views=augment_views,
-        cuts=candidate_cuts(model, candidates),
+    )
+    bank, _ = feature_bank.build_bank(
+        model, tiny, cuts=candidate_cuts(model, candidates)
     )
     config = finetune.TrainConfig(
         steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks

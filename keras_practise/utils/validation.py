@@ -69,3 +69,24 @@ def check_fraction(name, value, allow_none=False):
             f"`{name}` must be a fraction in (0, 1). Received: {name}={value!r}"
         )
     return float(value)
+
+
+def as_size(image_size):
+    """Returns `image_size` (an int or a pair) as a `(height, width)` tuple.
+
+    Raises:
+        ValueError: if `image_size` is not a positive int or pair.
+    """
+    if isinstance(image_size, (int, np.integer)):
+        size = (int(image_size), int(image_size))
+    else:
+        try:
+            size = tuple(int(s) for s in image_size)
+        except (TypeError, ValueError):
+            size = ()
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(
+            "`image_size` must be a positive int or a (height, width) pair. "
+            f"Received: image_size={image_size}"
+        )
+    return size

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks import twin_models
+from keras_practise.data import views
 from keras_practise.data.tiny_set import TinySet
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
@@ -20,7 +21,7 @@ def _setup(labels=True, bn_momentum=0.99):
     tiny_models.randomize_batchnorm(model)
     x = tiny_models.images(24)
     y = np.arange(24) % 4 if labels else None
-    bank, _ = feature_bank.build_bank(model, TinySet(images=x, labels=y), augment_views=2)
+    bank, _ = feature_bank.build_bank(model, views.TinySetSpec(TinySet(images=x, labels=y), augment_views=2))
     chosen = blocks_lib.resolve_blocks(model, ["1.2", "2.2"])
     return model, bank, chosen
 
@@ -85,7 +86,7 @@ def test_kd_moves_the_students_outputs_towards_the_teachers():
 def test_recovery_that_diverges_everywhere_keeps_the_dropped_model(monkeypatch):
     model = tiny_models.tiny_resnet()
     x, y = tiny_models.images(16), np.arange(16) % 4
-    bank, _ = feature_bank.build_bank(model, TinySet(images=x, labels=y), augment_views=2)
+    bank, _ = feature_bank.build_bank(model, views.TinySetSpec(TinySet(images=x, labels=y), augment_views=2))
     blocks = blocks_lib.resolve_blocks(model, ["1.2"])
 
     def diverge(*args, **kwargs):
@@ -138,7 +139,7 @@ def test_recovery_of_a_rescaled_twin_follows_the_originals(twin):
     tiny_models.calibrate_batchnorm(model, x)
     results = []
     for net, scale in ((model, 1.0), (make(model), factor)):
-        bank, _ = feature_bank.build_bank(net, TinySet(images=x * scale), augment_views=2)
+        bank, _ = feature_bank.build_bank(net, views.TinySetSpec(TinySet(images=x * scale), augment_views=2))
         chosen = blocks_lib.resolve_blocks(net, ["1.2", "2.2"])
         compressed, curve = recovery.recover(
             net, chosen, bank, "mimic", finetune.TrainConfig(steps=20, batch_size=8)

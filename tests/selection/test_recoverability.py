@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_practise.data import views
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import blocks as blocks_lib
@@ -16,7 +17,7 @@ from tests import tiny_models
 
 
 def _bank(model, n=24):
-    bank, _ = feature_bank.build_bank(model, tiny_models.images(n), augment_views=2)
+    bank, _ = feature_bank.build_bank(model, views.TinySetSpec(tiny_models.images(n), augment_views=2))
     return bank
 
 

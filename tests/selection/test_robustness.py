@@ -6,6 +6,7 @@ import warnings
 import pytest
 
 from benchmarks import twin_models
+from keras_practise.data import views
 from keras_practise.distillation import feature_bank
 from keras_practise.distillation import trainer
 from keras_practise.graph import blocks as blocks_lib
@@ -23,7 +24,7 @@ def _net():
 
 
 def _choose(model, images, k=2):
-    bank, _ = feature_bank.build_bank(model, images, augment_views=2)
+    bank, _ = feature_bank.build_bank(model, views.TinySetSpec(images, augment_views=2))
     candidates = blocks_lib.resolve_blocks(model, ["1.2", "2.3", "3.2", "3.3"])
     config = trainer.TrainConfig(steps=8, batch_size=16)
     return block_sets.choose_blocks(model, bank, candidates, k=k, config=config)
@@ -67,7 +68,7 @@ def _assert_same_order_up_to_ties(ours, theirs, rel=0.1):
 
 
 def _score(model, learning_rate, steps, labels=None):
-    bank, _ = feature_bank.build_bank(model, tiny_models.images(16), augment_views=1)
+    bank, _ = feature_bank.build_bank(model, views.TinySetSpec(tiny_models.images(16), augment_views=1))
     candidates = blocks_lib.resolve_blocks(model, labels) if labels else (
         blocks_lib.find_blocks(model)
     )
@@ -109,7 +110,7 @@ def test_a_failed_candidate_is_ranked_last_named_and_not_chosen(monkeypatch):
         return scoring.Trial(0.5 * len(labels), 1.0, 0.0, 1, "ok")
 
     monkeypatch.setattr(scoring, "score_block", broken)
-    bank, _ = feature_bank.build_bank(model, tiny_models.images(8), augment_views=1)
+    bank, _ = feature_bank.build_bank(model, views.TinySetSpec(tiny_models.images(8), augment_views=1))
     candidates = blocks_lib.find_blocks(model)
     config = trainer.TrainConfig(steps=1)
     with pytest.warns(UserWarning, match=r"block \S+ \(3\.3\) is not a finite"):

@@ -1,0 +1,104 @@
+"""What a compression scheme is to `compress()`, and the job it is given.
+
+`compress()` checks the settings every scheme shares, builds the tiny-set
+specification and hands a scheme a `Job`; the scheme returns an `Outcome`
+(the working teacher, the compressed model at the working size, its report
+and a few held-out views); `compress()` then runs the tail every scheme
+shares: the user's input signature back, latency before/after, export.
+"""
+
+import contextlib
+import dataclasses
+import time
+
+from keras_practise.distillation import trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """The checked settings a scheme runs with.
+
+    Attributes:
+        tiny: A `views.TinySetSpec` (its `data` is `None` for data-free runs).
+        method: The recovery recipe, one of the scheme's `methods`.
+        steps: Training steps per candidate (blocks) or per layer.
+        finetune_steps: Steps of the whole-network recovery.
+        batch_size: Batch size, or `None` for `min(64, number of views)`.
+        seed: Seed of the draw, augmentation and training.
+        verbose: 0 silent, 1 progress.
+        callbacks: Keras callbacks for every training `fit`.
+        options: The scheme's own options (its registry `Option`s), with
+            defaults filled in.
+        settings: The shared arguments of `compress()` that shaped the run,
+            by name, for the report.
+    """
+
+    tiny: object
+    method: str
+    steps: int
+    finetune_steps: int
+    batch_size: int
+    seed: int
+    verbose: int
+    callbacks: list
+    options: dict
+    settings: dict
+
+    def train_config(self, steps, verbose=0, **overrides):
+        """A `trainer.TrainConfig` of `steps` with the job's shared settings."""
+        return trainer.TrainConfig(
+            steps=steps, batch_size=self.batch_size, seed=self.seed,
+            verbose=verbose, callbacks=self.callbacks, **overrides,
+        )
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a scheme hands back to `compress()`.
+
+    Attributes:
+        teacher: The working copy of the model (fixed input size) that the
+            "before" figures are measured on.
+        compressed: The compressed model at the working size.
+        report: The scheme's report; `compress()` fills its `latency_ms`,
+            `latency_reduction`, `latency_batch_size`, `device`,
+            `phase_seconds` and `exported`.
+        sample: Views of the tiny set to check an exported file on.
+    """
+
+    teacher: object
+    compressed: object
+    report: object
+    sample: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """A compression scheme `compress()` can dispatch to.
+
+    Attributes:
+        methods: The recovery recipes it accepts; the first is its default.
+        needs_data: Whether it needs a tiny set (block dropping can
+            synthesise one).
+        check: Callable `(options) -> None` raising on bad options, run
+            before the model is copied or any data is loaded.
+        run: Callable `(model, job, phases) -> Outcome`; `phases` is a dict
+            it records wall time per phase in. It must not modify `model`.
+        min_steps: The smallest `steps` it accepts (`0`: fold untrained).
+    """
+
+    methods: tuple
+    needs_data: bool
+    check: object
+    run: object
+    min_steps: int = 1
+
+
+@contextlib.contextmanager
+def timed(phases, name):
+    """Records the wall time of the `with` body as `phases[name]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = time.perf_counter() - start

@@ -1,0 +1,256 @@
+"""Block dropping, PRACTISE's own scheme: its report and its run.
+
+tiny set (or synthesised images) -> teacher features -> score candidates
+(recoverability) -> choose a set -> drop + adaptors -> recover -> fold.
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+
+from keras_practise.data import synthesis
+from keras_practise.data import tiny_set as data_lib
+from keras_practise.distillation import feature_bank
+from keras_practise.export import exporter
+from keras_practise.graph import candidates as candidates_lib
+from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.graph import input_size
+from keras_practise.profiling import macs as macs_lib
+from keras_practise.recovery import recipes as recovery
+from keras_practise.schemes import base
+from keras_practise.selection import block_sets
+from keras_practise.selection import recoverability as scoring
+from keras_practise.selection import savings as savings_lib
+from keras_practise.utils import text_table
+from keras_practise.utils import validation
+
+
+@dataclasses.dataclass
+class CompressionReport:
+    """What `compress()` did, with before/after figures.
+
+    Attributes:
+        blocks: Names of the dropped blocks, in network order.
+        labels: Their `stage.position` labels.
+        method: The recovery recipe.
+        scores: The `RecoverabilityReport` (empty when blocks were given).
+        params: `(before, after)` parameter counts.
+        macs: `(before, after)` multiply-accumulates per image.
+        latency_ms: `(before, after)` median latency in ms (`None` when not
+            measured), with `latency_batch_size` and `device`.
+        latency_reduction: Fraction of latency saved.
+        recovery_curve: `(step, loss)` pairs of the recovery training.
+        phase_seconds: Wall time per phase.
+        tiny_set: Source, size, seed and the drawn indices or files.
+        settings: The arguments that shaped the run.
+        exported: The `ExportResult` of `export=` as a dict (file, format,
+            size, max abs difference in its runtime), or `None`.
+        rounds: With `selection="greedy"`, the `RecoverabilityReport` of
+            each later choice (remaining candidates scored dropped together
+            with the blocks chosen before).
+    """
+
+    blocks: list
+    labels: list
+    method: str
+    scores: list
+    params: tuple
+    macs: tuple
+    latency_ms: tuple
+    latency_reduction: float
+    latency_batch_size: int
+    device: str
+    recovery_curve: list
+    phase_seconds: dict
+    tiny_set: dict
+    settings: dict
+    exported: dict = None
+    rounds: list = dataclasses.field(default_factory=list)
+
+    def table(self):
+        """The before/after table (and the candidate scores) as text."""
+        lines = []
+        if self.scores:
+            lines += ["Recoverability of the candidates:", self.scores.table(), ""]
+        for i, scores in enumerate(self.rounds):
+            lines += [
+                f"Choice {i + 2}: each candidate dropped with the {i + 1} "
+                "chosen before:", scores.table(), "",
+            ]
+        lines.append(
+            f"Dropped {len(self.blocks)} blocks: "
+            + ", ".join(f"{n} ({l})" for n, l in zip(self.blocks, self.labels))
+            + f"; recovery: {self.method}"
+        )
+        rows = [("", "before", "after", "change")]
+        rows.append(_row("params", self.params, "{:,}"))
+        rows.append(_row("MACs", self.macs, "{:,}"))
+        if self.latency_ms[0] is not None:
+            rows.append(_row(f"latency ms (batch {self.latency_batch_size})",
+                             self.latency_ms, "{:.2f}"))
+        lines.append(text_table.format_table(rows))
+        if self.exported:
+            lines.append(f"exported {exporter.ExportResult(**self.exported)}")
+        lines.append(
+            "phases: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
+        )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+    def to_dict(self):
+        """A JSON-serialisable dict of the report."""
+        result = dataclasses.asdict(self)
+        result["scores"] = [dataclasses.asdict(s) for s in self.scores]
+        return json.loads(json.dumps(result, default=_json_default))
+
+
+def _row(name, pair, fmt):
+    before, after = pair
+    change = f"{100 * (after - before) / before:+.1f}%" if before else ""
+    return (name, fmt.format(before), fmt.format(after), change)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _check_labels(model, tiny_set):
+    if tiny_set.labels is None:
+        return
+    classes = graph_lib.FlatGraph(model).outputs[0].shape[-1]
+    labels = tiny_set.labels
+    if labels.min() < 0 or (classes is not None and labels.max() >= classes):
+        raise ValueError(
+            f"Labels must be class indices in [0, {classes}) to match the "
+            f"model's {classes} outputs. Received: labels in "
+            f"[{labels.min()}, {labels.max()}]"
+        )
+
+
+def _tiny_set(teacher, job):
+    """The tiny set: drawn from the data, or synthesised when there is none."""
+    tiny = job.tiny
+    if tiny.data is not None:
+        return tiny.load(teacher)
+    result = synthesis.synthesize_images(
+        teacher,
+        num_images=tiny.num_samples or 64,
+        image_size=input_size.model_image_size(teacher, tiny.image_size),
+        steps=job.options["synthesis_steps"],
+        seed=tiny.seed,
+        verbose=job.verbose,
+    )
+    return data_lib.TinySet(
+        images=result.images, source="data-free synthesis", seed=tiny.seed
+    )
+
+
+def check(options):
+    """Checks block dropping's options before any work starts.
+
+    Raises:
+        TypeError: If a count is not an integer.
+        ValueError: If a value is out of range or not one of the choices.
+    """
+    validation.check_int("drop", options["drop"], 1)
+    validation.check_int("synthesis_steps", options["synthesis_steps"], 1)
+    validation.check_fraction(
+        "latency_target", options["latency_target"], allow_none=True
+    )
+    savings_lib.check_source(options["latency"])
+    if options["selection"] not in block_sets.RULES:
+        raise ValueError(
+            f"`selection` must be one of {block_sets.RULES}. "
+            f"Received: selection={options['selection']!r}"
+        )
+
+
+def run(model, job, phases):
+    """Drops the chosen blocks of `model` and recovers (see `compress()`).
+
+    Args:
+        model: The user's model (not modified).
+        job: A `base.Job` with block dropping's options.
+        phases: Dict to record wall time per phase in.
+
+    Returns:
+        A `base.Outcome` with a `CompressionReport`.
+    """
+    options = job.options
+    teacher, candidates, chosen = candidates_lib.working_copy(
+        model, job.tiny.image_size, options["blocks"]
+    )
+    if chosen is None and options["latency_target"] is None:
+        block_sets.check_drop(options["drop"], len(candidates))
+    with base.timed(phases, "data"):
+        tiny_set = _tiny_set(teacher, job)
+        _check_labels(teacher, tiny_set)
+        recovery.check_method(job.method, tiny_set.labels is not None)
+    with base.timed(phases, "teacher features"):
+        tiny = dataclasses.replace(job.tiny, data=tiny_set)
+        cuts = [] if chosen is not None else scoring.candidate_cuts(teacher, candidates)
+        bank, _ = feature_bank.build_bank(teacher, tiny, cuts=cuts)
+    scores, rounds = scoring.RecoverabilityReport(), []
+    if chosen is None:
+        with base.timed(phases, "recoverability"):
+            target = options["latency_target"]
+            choice = block_sets.choose_blocks(
+                teacher, bank, candidates,
+                k=None if target is not None else options["drop"],
+                rule=options["selection"], config=job.train_config(job.steps),
+                latency=options["latency"], latency_target=target,
+                verbose=job.verbose,
+            )
+        scores, chosen, rounds = choice.rounds[0], choice.blocks, choice.rounds[1:]
+    bank.release()
+    with base.timed(phases, "recovery"):
+        compressed, curve = recovery.recover(
+            teacher, chosen, bank, job.method,
+            job.train_config(job.finetune_steps, verbose=job.verbose),
+        )
+    report = CompressionReport(
+        blocks=[b.name for b in chosen],
+        labels=[b.label for b in chosen],
+        method=job.method,
+        scores=scores,
+        params=(macs_lib.count_params(teacher), macs_lib.count_params(compressed)),
+        macs=(macs_lib.count_macs(teacher), macs_lib.count_macs(compressed)),
+        latency_ms=(None, None),
+        latency_reduction=None,
+        latency_batch_size=0,
+        device=None,
+        recovery_curve=curve,
+        phase_seconds=phases,
+        tiny_set={
+            "source": tiny_set.source,
+            "size": len(tiny_set),
+            "labelled": tiny_set.labels is not None,
+            "seed": tiny_set.seed,
+            "indices": _as_list(tiny_set.indices),
+        },
+        settings={
+            **job.settings, "method": job.method,
+            **{k: v for k, v in options.items() if k != "blocks"},
+        },
+        rounds=rounds,
+    )
+    return base.Outcome(teacher, compressed, report, tiny_set.images[:8])
+
+
+def _as_list(indices):
+    if indices is None:
+        return None
+    return [str(i) if not isinstance(i, (int, np.integer)) else int(i) for i in indices]
+
+
+SCHEME = base.Scheme(
+    methods=recovery.METHODS, needs_data=False, check=check, run=run
+)

@@ -1,0 +1,203 @@
+"""The layer-wise schemes end to end, and their report.
+
+tiny set -> views and teacher -> layer by layer: compress, train the inserted
+1x1 convs to mimic the next feature map, fold -> a plain Functional model.
+Each scheme module (`filters`, `decouple`, `lowrank`, `sparse`) supplies a
+`plan`: which layers, and the step that compresses one of them.
+"""
+
+import dataclasses
+import json
+
+from keras_practise.distillation import feature_bank
+from keras_practise.distillation import trainer
+from keras_practise.export import exporter
+from keras_practise.graph import input_size
+from keras_practise.profiling import macs as macs_lib
+from keras_practise.recovery import recipes
+from keras_practise.schemes import base
+from keras_practise.schemes import core
+
+# Recovery of a scheme: PRACTISE's layer-wise adaptors ("layerwise"), then
+# optionally whole-network finetuning ("mimic" label-free, "mimic_ce" the
+# earlier paper's "PRACTISE + FT"); or the baselines, which train the
+# untrained compression as a whole ("ce" = BP, "kd", "fitnet").
+METHODS = ("layerwise",) + recipes.WHOLE_METHODS
+_LAYERWISE = ("layerwise", "mimic", "mimic_ce")
+
+
+@dataclasses.dataclass
+class SchemeReport:
+    """What `compress_with_scheme()` did.
+
+    Attributes:
+        scheme: The scheme.
+        method: The recovery (`METHODS`).
+        layers: Names of the compressed layers, in network order.
+        settings: The scheme's arguments.
+        params: `(before, after)` parameter counts.
+        macs: `(before, after)` multiply-accumulates per image.
+        sparsity: Fraction of zero kernel entries in the compressed convs
+            (`"sparse"` only, else `None`).
+        steps: One `core.StepRecord` per layer (with untrained adaptors
+            for the baselines that skip layer-wise training).
+        phase_seconds: Wall time per phase.
+        finetune_curve: `(step, loss)` pairs of the whole-network training
+            (empty for `"layerwise"`).
+        exported: The `ExportResult` of `export=` as a dict, or `None`.
+        latency_ms: `(before, after)` median latency in ms (`None` when not
+            measured), with `latency_batch_size` and `device`.
+        latency_reduction: Fraction of latency saved.
+    """
+
+    scheme: str
+    method: str
+    layers: list
+    settings: dict
+    params: tuple
+    macs: tuple
+    sparsity: float
+    steps: list
+    phase_seconds: dict
+    finetune_curve: list = dataclasses.field(default_factory=list)
+    exported: dict = None
+    latency_ms: tuple = (None, None)
+    latency_reduction: float = None
+    latency_batch_size: int = 0
+    device: str = None
+
+    def table(self):
+        """The per-layer table and the totals as text."""
+        lines = [f"scheme {self.scheme}, recovery {self.method} {self.settings}"]
+        for r in self.steps:
+            lines.append(
+                f"  {r.layer}: {r.detail} next-map MSE {r.mse_init:.4g} -> "
+                f"{r.mse_trained:.4g} (BatchNorm {r.batchnorm}), fold error {r.fold_error:.2g}"
+            )
+        lines.append(f"params {self.params[0]:,} -> {self.params[1]:,}")
+        lines.append(f"MACs {self.macs[0]:,} -> {self.macs[1]:,}")
+        if self.finetune_curve:
+            lines.append(
+                f"whole-network {self.method}: loss {self.finetune_curve[0][1]:.4g} "
+                f"-> {self.finetune_curve[-1][1]:.4g}"
+            )
+        if self.latency_ms[0] is not None:
+            lines.append(
+                f"latency ms (batch {self.latency_batch_size}) "
+                f"{self.latency_ms[0]:.2f} -> {self.latency_ms[1]:.2f}"
+            )
+        if self.sparsity is not None:
+            lines.append(
+                f"zeros in the compressed kernels: {100 * self.sparsity:.1f}% "
+                "(dense runtimes do not run them faster)"
+            )
+        if self.exported:
+            lines.append(f"exported {exporter.ExportResult(**self.exported)}")
+        lines.append(
+            "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
+        )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+    def to_dict(self):
+        """A JSON-serialisable dict of the report."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def chosen_layers(name, candidates, layers):
+    """The `layers` a scheme was asked for, in network order.
+
+    Args:
+        name: The scheme, for the message.
+        candidates: Names of the layers it can compress, in network order.
+        layers: The names asked for, or `None` for every candidate.
+
+    Raises:
+        ValueError: If a name is not a candidate.
+    """
+    chosen = candidates if layers is None else list(layers)
+    unknown = [n for n in chosen if n not in candidates]
+    if unknown:
+        raise ValueError(
+            f"Scheme {name!r} cannot compress {unknown}. Candidates: {candidates}"
+        )
+    return [n for n in candidates if n in chosen]
+
+
+def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}):
+    """The `base.Scheme` of a layer-wise scheme.
+
+    Args:
+        name: The scheme's registry name.
+        plan: Callable `(teacher, options) -> (layer names, make_step)`,
+            checking the options against the model; `make_step(model,
+            layer_name, probe)` returns a `core.Step`.
+        check: Callable `(options) -> None` raising on bad options before
+            the model is copied.
+        extra: Callable `(compressed, layer names) -> dict` of further
+            `SchemeReport` fields (e.g. `sparsity`).
+
+    Returns:
+        A `base.Scheme`.
+    """
+
+    def run(model, job, phases):
+        with base.timed(phases, "data"):
+            teacher = core.flat_copy(
+                input_size.fixed_size_model(model, job.tiny.image_size)
+            )
+            names, make_step = plan(teacher, job.options)
+            if not names:
+                raise ValueError(
+                    f"Model {model.name!r} has no layer that scheme {name!r} applies to."
+                )
+            bank, _ = feature_bank.build_bank(teacher, job.tiny)
+            if job.method != "layerwise":
+                recipes.check_method(job.method, bank.labels is not None)
+        config = None
+        if job.steps:
+            config = job.train_config(
+                job.steps, learning_rate=job.options["learning_rate"]
+            )
+        with base.timed(phases, "layers"):
+            compressed, records = core.run_steps(
+                teacher, names, make_step, bank.views,
+                config if job.method in _LAYERWISE else None,
+                verbose=job.verbose,
+            )
+        curve = []
+        if job.method != "layerwise":
+            with base.timed(phases, "finetune"):
+                curve = recipes.train_whole(
+                    compressed, bank, job.method,
+                    job.train_config(job.finetune_steps, verbose=job.verbose),
+                )
+        settings = {
+            key: job.options.get(key)
+            for key in ("keep", "rank", "energy", "sparsity", "learning_rate")
+        }
+        settings.update(
+            steps=job.steps, seed=job.seed,
+            finetune_steps=job.finetune_steps if job.method != "layerwise" else None,
+        )
+        report = SchemeReport(
+            scheme=name,
+            method=job.method,
+            layers=names,
+            settings=settings,
+            params=(macs_lib.count_params(teacher), macs_lib.count_params(compressed)),
+            macs=(macs_lib.count_macs(teacher), macs_lib.count_macs(compressed)),
+            sparsity=None,
+            steps=records,
+            phase_seconds=phases,
+            finetune_curve=curve,
+        )
+        for field, value in extra(compressed, names).items():
+            setattr(report, field, value)
+        return base.Outcome(teacher, compressed, report, bank.views["eval"][:8])
+
+    return base.Scheme(
+        methods=METHODS, needs_data=True, check=check, run=run, min_steps=0
+    )

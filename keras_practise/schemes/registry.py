@@ -1,0 +1,149 @@
+"""The schemes `compress()` can run, by name: one line each.
+
+This module imports nothing heavy, so the command line can list schemes and
+their options (and answer `--help`) without starting a Keras backend. Each
+entry names the module whose `SCHEME` (a `schemes.base.Scheme`) does the
+work; `load` imports it on first use.
+
+Adding a scheme: write its module (see `schemes/sparse.py` for a layer-wise
+one, `schemes/block_dropping.py` for the block pipeline) and add its line
+to `ENTRIES`.
+"""
+
+import dataclasses
+import importlib
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A scheme's own keyword argument of `compress()`.
+
+    Attributes:
+        name: The keyword (the CLI flag is `--name`, dashes for underscores).
+        default: Its default value.
+        parse: Callable turning the flag's text into the value, or `None`
+            when the command line spells it with its own flags.
+        help: One line for `--help`.
+    """
+
+    name: str
+    default: object = None
+    parse: object = None
+    help: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One scheme: its name, its module and its options.
+
+    Attributes:
+        name: What `compress(scheme=...)` and `--scheme` take.
+        module: The module holding `SCHEME`.
+        summary: One line for `--help` and the docs.
+        options: Its `Option`s.
+    """
+
+    name: str
+    module: str
+    summary: str
+    options: tuple = ()
+
+    @property
+    def defaults(self):
+        """`{option name: default}`."""
+        return {o.name: o.default for o in self.options}
+
+
+def number(text):
+    """An int when the text is one, else a float (`--rank 3`, `--rank 0.25`)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def names(text):
+    """Comma-separated names as a list (`--layers a,b`)."""
+    return [name for name in text.split(",") if name]
+
+
+_LAYERS = Option(
+    "layers", None, names,
+    "comma-separated convs to compress (default: every candidate); filters "
+    "also takes residual streams, named by their first producing conv",
+)
+_LEARNING_RATE = Option(
+    "learning_rate", 0.01, float, "SGD rate of the per-layer training (0.01)"
+)
+
+ENTRIES = (
+    Entry(
+        "blocks", "keras_practise.schemes.block_dropping",
+        "drop whole blocks chosen by recoverability (the default)",
+        (
+            Option("drop", 3), Option("latency_target"), Option("blocks"),
+            Option("latency", "measured"), Option("synthesis_steps", 1000),
+            Option("selection", "greedy"),
+        ),
+    ),
+    Entry(
+        "filters", "keras_practise.schemes.filters",
+        "keep a fraction of the filters of maps or residual streams",
+        (Option("keep", 0.5, float, "filters: kept fraction (0.5)"), _LAYERS,
+         _LEARNING_RATE),
+    ),
+    Entry(
+        "decouple", "keras_practise.schemes.decouple",
+        "KxK conv -> depthwise + pointwise",
+        (Option("rank", 3, number,
+                "decouple: filters per channel (3); lowrank: kept fraction "
+                "or count"),
+         _LAYERS, _LEARNING_RATE),
+    ),
+    Entry(
+        "lowrank", "keras_practise.schemes.lowrank",
+        "3x3 conv -> fewer 3x3 filters + 1x1, by PCA of its responses",
+        (Option("energy", 0.4, float, "lowrank: PCA energy (0.4)"),
+         Option("rank", None, number), _LAYERS, _LEARNING_RATE),
+    ),
+    Entry(
+        "sparse", "keras_practise.schemes.sparse",
+        "unstructured magnitude sparsity",
+        (Option("sparsity", 0.9, float, "sparse: zeros (0.9)"), _LAYERS,
+         _LEARNING_RATE),
+    ),
+)
+SCHEMES = tuple(e.name for e in ENTRIES)
+
+
+def entry(name):
+    """The `Entry` named `name`.
+
+    Raises:
+        ValueError: If no scheme has that name.
+    """
+    for e in ENTRIES:
+        if e.name == name:
+            return e
+    raise ValueError(
+        f"Unknown scheme. Expected one of {SCHEMES}. Received: scheme={name!r}"
+    )
+
+
+def load(name):
+    """The `Scheme` named `name` (imports its module)."""
+    return importlib.import_module(entry(name).module).SCHEME
+
+
+def cli_options():
+    """Every option with a command-line spelling, once, in entry order.
+
+    An option several schemes share (`layers`, `rank`) is listed once, with
+    the help text of its first entry.
+    """
+    seen = {}
+    for e in ENTRIES:
+        for option in e.options:
+            if option.parse is not None:
+                seen.setdefault(option.name, option)
+    return list(seen.values())
