@@ -33,9 +33,11 @@ def quiet():
 
 
 def mean_std(values):
-    """Formats values as `mean +/- std` in percent."""
+    """Formats values as `mean +/- sample std` in percent (the mean alone for one)."""
     values = 100 * np.asarray(values, dtype="float64")
-    return f"{values.mean():.2f} +/- {values.std():.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{values.mean():.2f} +/- {values.std(ddof=1):.2f}"
 
 
 def markdown_table(header, rows):

@@ -19,14 +19,3 @@ def __getattr__(name):
         return getattr(importlib.import_module("keras_practise.schemes.layerwise"), name)
     raise AttributeError(f"module 'keras_practise.schemes' has no attribute {name!r}")
 
-
-def compress_with_scheme(model, data, scheme="filters", **kwargs):
-    """`keras_practise.compress(model, data, scheme=scheme, **kwargs)`.
-
-    Kept for code written when the layer-wise schemes had their own entry
-    point; `compress` is the one pipeline.
-    """
-    # compress() dispatches to this package: imported when called.
-    from keras_practise import pipeline
-
-    return pipeline.compress(model, data, scheme=scheme, **kwargs)

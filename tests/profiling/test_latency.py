@@ -76,10 +76,10 @@ def test_multi_input_model():
 
 
 def test_reference_has_zero_reduction_and_self_ratio_near_one():
-    # Calls of a few ms and 40 rounds: on a quiet machine self-ratios stay
-    # within 0.75-1.25, but a CI run beside a benchmark once gave 0.46, so a
-    # measurement outside the band is repeated; a systematic bias (the
-    # reference timed differently from the rest) fails all three.
+    # One model timed twice, interleaved: load on the machine slows both
+    # alike. A single comparison beside a benchmark once gave 0.46, so the
+    # median of three is checked; a systematic bias (the reference timed
+    # differently from the rest) moves all three.
     model = _conv_net(4, channels=32)
     ratios = []
     for _ in range(3):
@@ -90,9 +90,7 @@ def test_reference_has_zero_reduction_and_self_ratio_near_one():
         assert comparison.reductions["a"] == 0.0
         assert comparison.ratios["a"] == 1.0
         ratios.append(comparison.ratios["same_again"])
-        if 0.5 < ratios[-1] < 2.0:
-            return
-    pytest.fail(f"Self-ratios of one model timed twice: {ratios}")
+    assert 0.75 < float(np.median(ratios)) < 1.25, ratios
 
 
 def test_deep_model_is_measured_slower_than_shallow():

@@ -4,10 +4,11 @@ import keras
 import numpy as np
 import pytest
 
+import keras_practise
+
 from keras_practise import models
 from keras_practise.graph import surgery
 from keras_practise.profiling import macs
-from keras_practise.schemes import compress_with_scheme
 from keras_practise.schemes import core
 from keras_practise.schemes import decouple
 from keras_practise.schemes import filters
@@ -100,7 +101,7 @@ def test_magnitude_mask_zeros_the_smallest_entries():
 def test_compress_with_scheme_end_to_end(scheme, kwargs, tmp_path):
     model = _teacher()
     original = [w.copy() for w in model.get_weights()]
-    small, report = compress_with_scheme(
+    small, report = keras_practise.compress(
         model, _X, scheme=scheme, steps=3, verbose=0, return_report=True, **kwargs
     )
     for before, after in zip(original, model.get_weights()):
@@ -165,7 +166,7 @@ def test_stream_written_with_operator_adds_and_biased_convs():
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
     assert filters.prunable_streams(core.flat_copy(model)) == ["stem"]
-    small, report = compress_with_scheme(
+    small, report = keras_practise.compress(
         model, _X * 50, scheme="filters", keep={"stem": 0.5}, steps=3,
         verbose=0, return_report=True,
     )
@@ -186,7 +187,7 @@ def test_stream_pruning_end_to_end(tmp_path):
         _predict(filters.l1_pruned(model, {"stem_conv": 0.5})),
         atol=1e-5,
     )
-    small, report = compress_with_scheme(
+    small, report = keras_practise.compress(
         model, _X, scheme="filters", keep=keep, steps=3, verbose=0,
         return_report=True,
     )
@@ -214,7 +215,7 @@ def test_scheme_recovery_methods_and_baselines(method):
     model = _teacher()
     original = [w.copy() for w in model.get_weights()]
     labels = np.arange(len(_X)) % 4
-    small, report = compress_with_scheme(
+    small, report = keras_practise.compress(
         model, (_X, labels), scheme="filters", layers=["s2_block2_1_conv"],
         steps=2, method=method, finetune_steps=3, verbose=0, return_report=True,
     )
@@ -236,23 +237,23 @@ def test_scheme_recovery_methods_and_baselines(method):
 def test_bad_arguments_raise_before_training():
     model = _teacher()
     with pytest.raises(ValueError, match="Unknown scheme"):
-        compress_with_scheme(model, _X, scheme="quantize")
+        keras_practise.compress(model, _X, scheme="quantize")
     with pytest.raises(ValueError, match=r"keep\['s1_block1_1_conv'\]=1.5"):
-        compress_with_scheme(model, _X, scheme="filters", keep=1.5)
+        keras_practise.compress(model, _X, scheme="filters", keep=1.5)
     with pytest.raises(ValueError, match="only maps read by convs"):
-        compress_with_scheme(model, _X, scheme="filters", layers=["s1_block1_2_conv"])
+        keras_practise.compress(model, _X, scheme="filters", layers=["s1_block1_2_conv"])
     with pytest.raises(ValueError, match=r"streams: \['stem_conv'\]"):
-        compress_with_scheme(model, _X, scheme="filters", layers=["s2_block1_0_conv"])
+        keras_practise.compress(model, _X, scheme="filters", layers=["s2_block1_0_conv"])
     with pytest.raises(TypeError, match="keep"):
-        compress_with_scheme(model, _X, scheme="filters", keep="half")
+        keras_practise.compress(model, _X, scheme="filters", keep="half")
     with pytest.raises(ValueError, match="sparsity"):
-        compress_with_scheme(model, _X, scheme="sparse", sparsity=1.0)
+        keras_practise.compress(model, _X, scheme="sparse", sparsity=1.0)
     with pytest.raises(ValueError, match="method='stagewise'"):
-        compress_with_scheme(model, _X, scheme="filters", method="stagewise")
+        keras_practise.compress(model, _X, scheme="filters", method="stagewise")
     with pytest.raises(ValueError, match="labels"):
-        compress_with_scheme(model, _X, scheme="filters", method="ce")
+        keras_practise.compress(model, _X, scheme="filters", method="ce")
     with pytest.raises(ValueError, match="finetune_steps"):
-        compress_with_scheme(model, _X, scheme="filters", method="kd", finetune_steps=0)
+        keras_practise.compress(model, _X, scheme="filters", method="kd", finetune_steps=0)
 
 
 def test_resnet34_filter_schemes_params_and_macs():
