@@ -133,6 +133,12 @@ def _add_compress(commands, common):
     command.add_argument(
         "--data-dir", help="folder of prepared tensorflow-datasets datasets"
     )
+    _add_what_to_remove(command)
+    _add_tiny_set_and_training(command)
+
+
+def _add_what_to_remove(command):
+    """Flags choosing the scheme and what it removes."""
     target = command.add_mutually_exclusive_group()
     target.add_argument(
         "--drop", type=int, default=3,
@@ -171,6 +177,10 @@ def _add_compress(commands, common):
             "mimic, mimic_ce, ce, kd or fitnet"
         ),
     )
+
+
+def _add_tiny_set_and_training(command):
+    """Flags of the tiny set, the training and the report."""
     command.add_argument(
         "--num-samples", type=int,
         help="images to draw from --data (or to synthesise; default 64)",
