@@ -33,6 +33,9 @@ _PUBLIC = {
     "count_macs": "keras_practise.profiling.macs",
     "count_params": "keras_practise.profiling.macs",
     "recoverability": "keras_practise.selection.recoverability",
+    "Fidelity": "keras_practise.recovery.fidelity",
+    "FidelityError": "keras_practise.recovery.fidelity",
+    "FidelityWarning": "keras_practise.recovery.fidelity",
 }
 __all__ = sorted(_PUBLIC) + ["models"]
 

@@ -12,8 +12,10 @@ from keras_practise.data import views
 from keras_practise.distillation import trainer
 from keras_practise.export import exporter
 from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.graph import input_size
 from keras_practise.graph import surgery
 from keras_practise.profiling import latency as latency_lib
+from keras_practise.recovery import fidelity
 from keras_practise.schemes import base
 from keras_practise.schemes import registry
 from keras_practise.schemes.block_dropping import CompressionReport
@@ -87,7 +89,9 @@ def check_settings(settings):
     """
     scheme_name = settings.get("scheme", "blocks")
     scheme = registry.load(scheme_name)
-    shared = set(_COUNTS) | {"scheme", "steps", "method", "verbose"}
+    shared = set(_COUNTS) | {
+        "scheme", "steps", "method", "verbose", "min_agreement", "strict",
+    }
     options = _scheme_options(
         scheme_name, {n: v for n, v in settings.items() if n not in shared}
     )
@@ -100,6 +104,14 @@ def check_settings(settings):
         raise ValueError(
             f"Unknown recovery method for scheme {scheme_name!r}. Expected one "
             f"of {scheme.methods}. Received: method={method!r}"
+        )
+    agreement = settings.get("min_agreement", 0.0)
+    if isinstance(agreement, bool) or not isinstance(agreement, (int, float)) or not (
+        0 <= agreement <= 1
+    ):
+        raise ValueError(
+            "`min_agreement` must be a number in [0, 1]. Received: "
+            f"min_agreement={agreement!r}"
         )
     if settings.get("verbose", 0) not in (0, 1, 2):
         raise ValueError(
@@ -136,6 +148,8 @@ def compress(
     callbacks=None,
     export=None,
     scheme="blocks",
+    min_agreement=0.8,
+    strict=False,
     **scheme_options,
 ):
     """Makes `model` faster by dropping blocks and recovering from a tiny set.
@@ -199,6 +213,13 @@ def compress(
             a layer-wise scheme (`"filters"`, `"decouple"`, `"lowrank"`,
             `"sparse"`), which then gets `steps` (per layer), `method`,
             `finetune_steps`, the data arguments and `**scheme_options`.
+        min_agreement: The guard: when the result agrees with the teacher's
+            top-1 class on fewer of the held-out views than this (see the
+            report's `fidelity`), `compress()` warns (`FidelityWarning`),
+            naming the setting to relax. `0` turns the guard off.
+            Defaults to `0.8`.
+        strict: Raise a `FidelityError` instead of warning (nothing is
+            returned or exported).
         **scheme_options: Options of the layer-wise schemes (their
             `schemes.registry` entries): `keep` (filters, `0.5`: fraction of
             filters kept, or a dict per conv), `layers` (convs to compress;
@@ -237,6 +258,7 @@ def compress(
         "batch_size": batch_size, "num_samples": num_samples,
         "per_class": per_class, "seed": seed, "augment_views": augment_views,
         "latency_batch_size": latency_batch_size, "verbose": verbose,
+        "min_agreement": min_agreement, "strict": strict,
     }
     options = check_settings({
         **shared, "scheme": scheme, "drop": drop,
@@ -253,19 +275,21 @@ def compress(
     graph_lib.check_channels_last(model)
     callbacks = trainer.check_callbacks(callbacks)
     export_target = None if export is None else exporter.resolve_target(export)
-    job = _job(chosen, data, shared, options, image_size, preprocess, data_dir,
+    job = _job(scheme, chosen, data, shared, options, image_size, preprocess, data_dir,
                callbacks)
     phases = {}
     with base.timed(phases, "total"):
         outcome = chosen.run(model, job, phases)
-        report = _finish(model, outcome, latency_batch_size, export_target, phases)
+        report = _finish(
+            model, job, outcome, latency_batch_size, export_target, phases
+        )
     if verbose >= 2:
         print(report.table())
     compressed = outcome.compressed
     return (compressed, report) if return_report else compressed
 
 
-def _job(scheme, data, shared, options, image_size, preprocess, data_dir,
+def _job(name, scheme, data, shared, options, image_size, preprocess, data_dir,
          callbacks):
     tiny = views.TinySetSpec(
         data, num_samples=shared["num_samples"], per_class=shared["per_class"],
@@ -278,13 +302,30 @@ def _job(scheme, data, shared, options, image_size, preprocess, data_dir,
         steps=shared["steps"], finetune_steps=shared["finetune_steps"],
         batch_size=shared["batch_size"], seed=shared["seed"],
         verbose=shared["verbose"], callbacks=callbacks, options=options,
-        settings=shared,
+        settings=shared, scheme=name,
     )
 
 
-def _finish(model, outcome, latency_batch_size, export_target, phases):
+def _finish(model, job, outcome, latency_batch_size, export_target, phases):
     """The tail every scheme shares; fills the report's shared fields."""
     report = outcome.report
+    with base.timed(phases, "fidelity"):
+        size = input_size.model_image_size(outcome.teacher)
+        held_out, labels = views.held_out_views(
+            outcome.tiny_set, size, seed=job.seed
+        )
+        report.fidelity = fidelity.estimate(
+            outcome.teacher, outcome.compressed, held_out, labels
+        )
+        entry = registry.entry(job.scheme)
+        relax = " or ".join(
+            n if job.options[n] is None else f"{n}={job.options[n]!r}"
+            for n in entry.relax
+        )
+        fidelity.check(
+            report.fidelity, job.settings["min_agreement"], relax,
+            strict=job.settings["strict"],
+        )
     with base.timed(phases, "latency"):
         if latency_batch_size:
             result = latency_lib.compare_latency(

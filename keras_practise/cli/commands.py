@@ -159,6 +159,8 @@ def run_compress(args):
         method=args.method,
         finetune_steps=args.finetune_steps,
         latency=args.latency,
+        min_agreement=args.min_agreement,
+        strict=args.strict,
     )
     scheme_options = {
         o.name: getattr(args, o.name)

@@ -180,7 +180,18 @@ def _add_what_to_remove(command):
 
 
 def _add_tiny_set_and_training(command):
-    """Flags of the tiny set, the training and the report."""
+    """Flags of the tiny set, the training, the guard and the report."""
+    command.add_argument(
+        "--min-agreement", type=float, default=0.8,
+        help=(
+            "warn when the result agrees with the teacher's top-1 class on "
+            "fewer held-out views than this (default: 0.8; 0: no guard)"
+        ),
+    )
+    command.add_argument(
+        "--strict", action="store_true",
+        help="fail instead of warning when --min-agreement is not met",
+    )
     command.add_argument(
         "--num-samples", type=int,
         help="images to draw from --data (or to synthesise; default 64)",

@@ -111,12 +111,50 @@ def prepare_views(
     if augment_views == 0:
         train_views, repeats = eval_views, 1
     else:
-        scale = (0.08, 1.0) if min(size) >= 128 else (0.35, 1.0)
         train_views = augment.make_views(
-            images, augment_views, size, seed=seed, scale=scale
+            images, augment_views, size, seed=seed, scale=_crop_scale(size)
         )
         repeats = augment_views
     labels = None
     if tiny_set.labels is not None:
         labels = (np.repeat(tiny_set.labels, repeats), tiny_set.labels)
     return train_views, eval_views, labels
+
+
+def _crop_scale(size):
+    """Crop areas of training views: small images keep more of themselves."""
+    return (0.08, 1.0) if min(size) >= 128 else (0.35, 1.0)
+
+
+# Added to the seed of held-out views, so that they are not the training
+# views of any seed a user is likely to pass.
+_HELD_OUT_SEED = 1_000_003
+
+
+def held_out_views(tiny_set, size, seed=0, count=256):
+    """Augmented views of the tiny set that no training step used.
+
+    Drawn like training views (random-resized crops and flips) but from a
+    seed of their own: new crops of the same images. They judge a result
+    without labels; being views of the images the model was fitted on, they
+    are kinder than images it never saw (`docs/results.md` measures by how
+    much).
+
+    Args:
+        tiny_set: A `TinySet`.
+        size: The model's `(height, width)`.
+        seed: The run's seed.
+        count: About how many views (at least one per image).
+
+    Returns:
+        A tuple `(views, labels)`; `labels` is `None` for an unlabelled set.
+    """
+    per_image = max(1, math.ceil(count / len(tiny_set.images)))
+    views = augment.make_views(
+        tiny_set.images, per_image, size, seed=seed + _HELD_OUT_SEED,
+        scale=_crop_scale(size),
+    )
+    labels = None
+    if tiny_set.labels is not None:
+        labels = np.repeat(tiny_set.labels, per_image)
+    return views, labels

@@ -31,6 +31,7 @@ class Job:
             defaults filled in.
         settings: The shared arguments of `compress()` that shaped the run,
             by name, for the report.
+        scheme: The scheme's registry name.
     """
 
     tiny: object
@@ -43,6 +44,7 @@ class Job:
     callbacks: list
     options: dict
     settings: dict
+    scheme: str
 
     def train_config(self, steps, verbose=0, **overrides):
         """A `trainer.TrainConfig` of `steps` with the job's shared settings."""
@@ -60,16 +62,19 @@ class Outcome:
         teacher: The working copy of the model (fixed input size) that the
             "before" figures are measured on.
         compressed: The compressed model at the working size.
-        report: The scheme's report; `compress()` fills its `latency_ms`,
-            `latency_reduction`, `latency_batch_size`, `device`,
-            `phase_seconds` and `exported`.
+        report: The scheme's report; `compress()` fills its `fidelity`,
+            `latency_ms`, `latency_reduction`, `latency_batch_size`,
+            `device`, `phase_seconds` and `exported`.
         sample: Views of the tiny set to check an exported file on.
+        tiny_set: The `TinySet` the scheme worked from (held-out views of
+            it judge the result).
     """
 
     teacher: object
     compressed: object
     report: object
     sample: object
+    tiny_set: object
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,6 +44,9 @@ class CompressionReport:
         phase_seconds: Wall time per phase.
         tiny_set: Source, size, seed and the drawn indices or files.
         settings: The arguments that shaped the run.
+        fidelity: The `fidelity.Fidelity` of the result on held-out views
+            of the tiny set (agreement with the teacher, output and feature
+            errors, accuracies when labelled).
         exported: The `ExportResult` of `export=` as a dict (file, format,
             size, max abs difference in its runtime), or `None`.
         rounds: With `selection="greedy"`, the `RecoverabilityReport` of
@@ -66,6 +69,7 @@ class CompressionReport:
     tiny_set: dict
     settings: dict
     exported: dict = None
+    fidelity: object = None
     rounds: list = dataclasses.field(default_factory=list)
 
     def table(self):
@@ -90,6 +94,8 @@ class CompressionReport:
             rows.append(_row(f"latency ms (batch {self.latency_batch_size})",
                              self.latency_ms, "{:.2f}"))
         lines.append(text_table.format_table(rows))
+        if self.fidelity is not None:
+            lines.append(f"fidelity {self.fidelity}")
         if self.exported:
             lines.append(f"exported {exporter.ExportResult(**self.exported)}")
         lines.append(
@@ -242,7 +248,7 @@ def run(model, job, phases):
         },
         rounds=rounds,
     )
-    return base.Outcome(teacher, compressed, report, tiny_set.images[:8])
+    return base.Outcome(teacher, compressed, report, tiny_set.images[:8], tiny_set)
 
 
 def _as_list(indices):

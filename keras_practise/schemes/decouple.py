@@ -18,6 +18,7 @@ paper's 18.11 M parameters and 2.89 G MACs.
 import keras
 import numpy as np
 
+from keras_practise.graph import layer_kinds
 from keras_practise.schemes import core
 from keras_practise.schemes import layerwise
 

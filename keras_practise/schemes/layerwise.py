@@ -10,7 +10,6 @@ import dataclasses
 import json
 
 from keras_practise.distillation import feature_bank
-from keras_practise.distillation import trainer
 from keras_practise.export import exporter
 from keras_practise.graph import input_size
 from keras_practise.profiling import macs as macs_lib
@@ -44,6 +43,9 @@ class SchemeReport:
         phase_seconds: Wall time per phase.
         finetune_curve: `(step, loss)` pairs of the whole-network training
             (empty for `"layerwise"`).
+        fidelity: The `fidelity.Fidelity` of the result on held-out views
+            of the tiny set (agreement with the teacher, output and feature
+            errors, accuracies when labelled).
         exported: The `ExportResult` of `export=` as a dict, or `None`.
         latency_ms: `(before, after)` median latency in ms (`None` when not
             measured), with `latency_batch_size` and `device`.
@@ -61,6 +63,7 @@ class SchemeReport:
     phase_seconds: dict
     finetune_curve: list = dataclasses.field(default_factory=list)
     exported: dict = None
+    fidelity: object = None
     latency_ms: tuple = (None, None)
     latency_reduction: float = None
     latency_batch_size: int = 0
@@ -91,6 +94,8 @@ class SchemeReport:
                 f"zeros in the compressed kernels: {100 * self.sparsity:.1f}% "
                 "(dense runtimes do not run them faster)"
             )
+        if self.fidelity is not None:
+            lines.append(f"fidelity {self.fidelity}")
         if self.exported:
             lines.append(f"exported {exporter.ExportResult(**self.exported)}")
         lines.append(
@@ -153,7 +158,7 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
                 raise ValueError(
                     f"Model {model.name!r} has no layer that scheme {name!r} applies to."
                 )
-            bank, _ = feature_bank.build_bank(teacher, job.tiny)
+            bank, tiny_set = feature_bank.build_bank(teacher, job.tiny)
             if job.method != "layerwise":
                 recipes.check_method(job.method, bank.labels is not None)
         config = None
@@ -196,7 +201,9 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
         )
         for field, value in extra(compressed, names).items():
             setattr(report, field, value)
-        return base.Outcome(teacher, compressed, report, bank.views["eval"][:8])
+        return base.Outcome(
+            teacher, compressed, report, bank.views["eval"][:8], tiny_set
+        )
 
     return base.Scheme(
         methods=METHODS, needs_data=True, check=check, run=run, min_steps=0

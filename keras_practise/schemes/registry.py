@@ -41,12 +41,15 @@ class Entry:
         module: The module holding `SCHEME`.
         summary: One line for `--help` and the docs.
         options: Its `Option`s.
+        relax: Names of the options that trade speed for fidelity, for the
+            message when a result is far from its teacher.
     """
 
     name: str
     module: str
     summary: str
     options: tuple = ()
+    relax: tuple = ()
 
     @property
     def defaults(self):
@@ -85,12 +88,14 @@ ENTRIES = (
             Option("latency", "measured"), Option("synthesis_steps", 1000),
             Option("selection", "greedy"),
         ),
+        relax=("drop", "latency_target", "blocks"),
     ),
     Entry(
         "filters", "keras_practise.schemes.filters",
         "keep a fraction of the filters of maps or residual streams",
         (Option("keep", 0.5, float, "filters: kept fraction (0.5)"), _LAYERS,
          _LEARNING_RATE),
+        relax=("keep", "layers"),
     ),
     Entry(
         "decouple", "keras_practise.schemes.decouple",
@@ -99,18 +104,21 @@ ENTRIES = (
                 "decouple: filters per channel (3); lowrank: kept fraction "
                 "or count"),
          _LAYERS, _LEARNING_RATE),
+        relax=("rank", "layers"),
     ),
     Entry(
         "lowrank", "keras_practise.schemes.lowrank",
         "3x3 conv -> fewer 3x3 filters + 1x1, by PCA of its responses",
         (Option("energy", 0.4, float, "lowrank: PCA energy (0.4)"),
          Option("rank", None, number), _LAYERS, _LEARNING_RATE),
+        relax=("energy", "rank", "layers"),
     ),
     Entry(
         "sparse", "keras_practise.schemes.sparse",
         "unstructured magnitude sparsity",
         (Option("sparsity", 0.9, float, "sparse: zeros (0.9)"), _LAYERS,
          _LEARNING_RATE),
+        relax=("sparsity", "layers"),
     ),
 )
 SCHEMES = tuple(e.name for e in ENTRIES)

@@ -15,6 +15,7 @@ compressed storage.
 import keras
 import numpy as np
 
+from keras_practise.graph import layer_kinds
 from keras_practise.schemes import core
 from keras_practise.schemes import layerwise
 

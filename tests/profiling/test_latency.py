@@ -1,6 +1,7 @@
 """Tests for keras_practise.profiling.latency: statistics, interleaved comparison."""
 
 import keras
+import numpy as np
 import pytest
 
 from keras_practise.profiling import latency
