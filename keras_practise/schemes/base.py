@@ -90,6 +90,8 @@ class Scheme:
         run: Callable `(model, job, phases) -> Outcome`; `phases` is a dict
             it records wall time per phase in. It must not modify `model`.
         min_steps: The smallest `steps` it accepts (`0`: fold untrained).
+        knob: For a layer-wise scheme, the `layerwise.Knob` it turns to meet
+            a `latency_target` (`None` when it cannot).
     """
 
     methods: tuple
@@ -97,6 +99,7 @@ class Scheme:
     check: object
     run: object
     min_steps: int = 1
+    knob: object = None
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_practise.graph import layer_kinds
+from keras_practise.graph import surgery
 from keras_practise.schemes import core
 from keras_practise.schemes import layerwise
 
@@ -132,4 +133,17 @@ def _plan(teacher, options):
     return names, lambda m, n, probe: decouple_step(m, n, options["rank"])
 
 
-SCHEME = layerwise.scheme("decouple", _plan, _check)
+def _preview(teacher, options):
+    names = layerwise.chosen_layers("decouple", candidates(teacher), options["layers"])
+    replace = {
+        n: core.applier(*decoupled_layers(teacher.get_layer(n), options["rank"]))
+        for n in names
+    }
+    return surgery.rewrite(teacher, replace=replace)
+
+
+SCHEME = layerwise.scheme(
+    "decouple", _plan, _check,
+    # More depthwise filters per channel than 8 rarely saves anything.
+    knob=layerwise.Knob("rank", tuple(range(8, 0, -1)), _preview),
+)

@@ -344,4 +344,10 @@ def _plan(teacher, options):
     return list(fractions), lambda m, n, probe: filter_step(m, n, fractions[n])
 
 
-SCHEME = layerwise.scheme("filters", _plan)
+SCHEME = layerwise.scheme(
+    "filters", _plan,
+    knob=layerwise.Knob(
+        "keep", layerwise.FRACTIONS,
+        lambda teacher, options: l1_pruned(teacher, options["keep"], options["layers"]),
+    ),
+)

@@ -12,10 +12,13 @@ import json
 from keras_practise.distillation import feature_bank
 from keras_practise.export import exporter
 from keras_practise.graph import input_size
+from keras_practise.profiling import latency as latency_lib
 from keras_practise.profiling import macs as macs_lib
 from keras_practise.recovery import recipes
 from keras_practise.schemes import base
 from keras_practise.schemes import core
+from keras_practise.selection import savings as savings_lib
+from keras_practise.utils import validation
 
 # Recovery of a scheme: PRACTISE's layer-wise adaptors ("layerwise"), then
 # optionally whole-network finetuning ("mimic" label-free, "mimic_ce" the
@@ -131,7 +134,95 @@ def chosen_layers(name, candidates, layers):
     return [n for n in candidates if n in chosen]
 
 
-def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}):
+def saving(teacher, model, source):
+    """Fraction of `teacher`'s latency (or MACs) that `model` saves.
+
+    Args:
+        teacher: The original model.
+        model: A compressed copy.
+        source: `"macs"`, `"measured"`, a runtime name or a callable
+            `f(model) -> milliseconds` (as `compress(latency=...)`).
+
+    Returns:
+        A float; negative when `model` is slower.
+    """
+    if source == "macs":
+        return 1 - macs_lib.count_macs(model) / macs_lib.count_macs(teacher)
+    reductions = latency_lib.latency_reductions(
+        {"original": teacher, "compressed": model}, source
+    )
+    return reductions["compressed"]
+
+
+def knob_for_target(teacher, options, knob, target, source):
+    """The scheme's setting that saves at least `target`, compressing least.
+
+    Savings grow along `knob.values`; a bisection over them previews the
+    untrained compression (its latency is the trained one's) and keeps the
+    first value that meets the target.
+
+    Args:
+        teacher: The flat teacher.
+        options: The scheme's options.
+        knob: The scheme's `Knob`.
+        target: Fraction of latency (or MACs) to remove, in (0, 1).
+        source: How savings are assessed (see `saving`).
+
+    Returns:
+        `options` with the knob set.
+
+    Raises:
+        ValueError: If even the last value does not save `target`.
+    """
+    def saved(index):
+        values = {**options, knob.name: knob.values[index]}
+        return saving(teacher, knob.preview(teacher, values), source)
+
+    low, high = 0, len(knob.values) - 1
+    most = saved(high)
+    if most < target:
+        raise ValueError(
+            f"{knob.name}={knob.values[high]!r}, the most this scheme removes, "
+            f"saves {100 * most:.1f}% ({describe_source(source)}): "
+            f"latency_target={target} cannot be met on this model."
+        )
+    while low < high:
+        middle = (low + high) // 2
+        if saved(middle) >= target:
+            high = middle
+        else:
+            low = middle + 1
+    return {**options, knob.name: knob.values[low]}
+
+
+def describe_source(source):
+    """A short name of a saving's source for messages."""
+    return getattr(source, "__name__", source) if callable(source) else source
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """The setting a scheme turns to meet a `latency_target`.
+
+    Attributes:
+        name: The option (e.g. `"keep"`).
+        values: Its values, from the least to the most compression.
+        preview: Callable `(teacher, options) -> model`: the untrained
+            compression with those options (same layers and shapes as the
+            trained one).
+    """
+
+    name: str
+    values: tuple
+    preview: object
+
+
+# Fractions from 0.95 down to 0.05.
+FRACTIONS = tuple(round(0.95 - 0.05 * i, 2) for i in range(19))
+
+
+def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {},
+           knob=None):
     """The `base.Scheme` of a layer-wise scheme.
 
     Args:
@@ -143,17 +234,38 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
             the model is copied.
         extra: Callable `(compressed, layer names) -> dict` of further
             `SchemeReport` fields (e.g. `sparsity`).
+        knob: The `Knob` that meets a `latency_target`, or `None` when the
+            scheme cannot make a dense network faster.
 
     Returns:
         A `base.Scheme`.
     """
+
+    def check_all(options):
+        if options["latency_target"] is not None and knob is None:
+            raise ValueError(
+                f"Scheme {name!r} does not make dense networks faster, so it "
+                "cannot meet a latency_target. Received: "
+                f"latency_target={options['latency_target']}"
+            )
+        validation.check_fraction(
+            "latency_target", options["latency_target"], allow_none=True
+        )
+        savings_lib.check_source(options["latency"])
+        check(options)
 
     def run(model, job, phases):
         with base.timed(phases, "data"):
             teacher = core.flat_copy(
                 input_size.fixed_size_model(model, job.tiny.image_size)
             )
-            names, make_step = plan(teacher, job.options)
+            options = job.options
+            if options["latency_target"] is not None:
+                options = knob_for_target(
+                    teacher, options, knob, options["latency_target"],
+                    options["latency"],
+                )
+            names, make_step = plan(teacher, options)
             if not names:
                 raise ValueError(
                     f"Model {model.name!r} has no layer that scheme {name!r} applies to."
@@ -164,7 +276,7 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
         config = None
         if job.steps:
             config = job.train_config(
-                job.steps, learning_rate=job.options["learning_rate"]
+                job.steps, learning_rate=options["learning_rate"]
             )
         with base.timed(phases, "layers"):
             compressed, records = core.run_steps(
@@ -180,8 +292,11 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
                     job.train_config(job.finetune_steps, verbose=job.verbose),
                 )
         settings = {
-            key: job.options.get(key)
-            for key in ("keep", "rank", "energy", "sparsity", "learning_rate")
+            key: options.get(key)
+            for key in (
+                "keep", "rank", "energy", "sparsity", "learning_rate",
+                "latency_target",
+            )
         }
         settings.update(
             steps=job.steps, seed=job.seed,
@@ -206,5 +321,6 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
         )
 
     return base.Scheme(
-        methods=METHODS, needs_data=True, check=check, run=run, min_steps=0
+        methods=METHODS, needs_data=True, check=check_all, run=run, min_steps=0,
+        knob=knob,
     )

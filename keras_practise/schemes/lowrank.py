@@ -15,6 +15,7 @@ the BatchNorm between then train to mimic the next feature map.
 import numpy as np
 
 from keras_practise.graph import layer_kinds
+from keras_practise.graph import surgery
 from keras_practise.schemes import core
 from keras_practise.schemes import layerwise
 
@@ -150,4 +151,21 @@ def _plan(teacher, options):
     return names, make_step
 
 
-SCHEME = layerwise.scheme("lowrank", _plan, _check)
+def _preview(teacher, options):
+    """The layers and shapes of the decomposition at `rank`, any basis."""
+    names = layerwise.chosen_layers("lowrank", candidates(teacher), options["layers"])
+    replace = {}
+    for name in names:
+        conv = teacher.get_layer(name)
+        count = min(conv.filters, max(1, int(round(options["rank"] * conv.filters))))
+        basis = np.eye(conv.filters)[:, :count]
+        replace[name] = core.applier(
+            *lowrank_layers(conv, np.zeros(conv.filters), basis)
+        )
+    return surgery.rewrite(teacher, replace=replace)
+
+
+SCHEME = layerwise.scheme(
+    "lowrank", _plan, _check,
+    knob=layerwise.Knob("rank", layerwise.FRACTIONS, _preview),
+)

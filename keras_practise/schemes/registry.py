@@ -78,6 +78,9 @@ _LAYERS = Option(
 _LEARNING_RATE = Option(
     "learning_rate", 0.01, float, "SGD rate of the per-layer training (0.01)"
 )
+# A layer-wise scheme meets a latency target by turning its own knob; the
+# command line spells both with block dropping's flags.
+_TARGET = (Option("latency_target"), Option("latency", "measured"))
 
 ENTRIES = (
     Entry(
@@ -94,7 +97,7 @@ ENTRIES = (
         "filters", "keras_practise.schemes.filters",
         "keep a fraction of the filters of maps or residual streams",
         (Option("keep", 0.5, float, "filters: kept fraction (0.5)"), _LAYERS,
-         _LEARNING_RATE),
+         _LEARNING_RATE, *_TARGET),
         relax=("keep", "layers"),
     ),
     Entry(
@@ -103,21 +106,21 @@ ENTRIES = (
         (Option("rank", 3, number,
                 "decouple: filters per channel (3); lowrank: kept fraction "
                 "or count"),
-         _LAYERS, _LEARNING_RATE),
+         _LAYERS, _LEARNING_RATE, *_TARGET),
         relax=("rank", "layers"),
     ),
     Entry(
         "lowrank", "keras_practise.schemes.lowrank",
         "3x3 conv -> fewer 3x3 filters + 1x1, by PCA of its responses",
         (Option("energy", 0.4, float, "lowrank: PCA energy (0.4)"),
-         Option("rank", None, number), _LAYERS, _LEARNING_RATE),
+         Option("rank", None, number), _LAYERS, _LEARNING_RATE, *_TARGET),
         relax=("energy", "rank", "layers"),
     ),
     Entry(
         "sparse", "keras_practise.schemes.sparse",
         "unstructured magnitude sparsity",
         (Option("sparsity", 0.9, float, "sparse: zeros (0.9)"), _LAYERS,
-         _LEARNING_RATE),
+         _LEARNING_RATE, *_TARGET),
         relax=("sparsity", "layers"),
     ),
 )

@@ -6,6 +6,9 @@ import pytest
 
 import keras_practise
 from keras_practise import cli
+from keras_practise.schemes import core
+from keras_practise.schemes import layerwise
+from keras_practise.schemes import registry
 from tests import tiny_models
 
 
@@ -86,3 +89,39 @@ def test_cli_refuses_scheme_options_without_a_scheme(tmp_path, capsys):
     ])
     assert code == 1
     assert "go with a layer-wise --scheme" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scheme, knob", [
+    ("filters", "keep"), ("decouple", "rank"), ("lowrank", "rank"),
+])
+def test_layerwise_scheme_meets_a_latency_target_with_its_knob(scheme, knob):
+    model = tiny_models.tiny_resnet()
+    _, report = keras_practise.compress(
+        model, tiny_models.images(8), scheme=scheme, latency_target=0.3,
+        latency="macs", steps=0, verbose=0, return_report=True,
+        latency_batch_size=0, augment_views=1, min_agreement=0.0,
+    )
+    saved = 1 - report.macs[1] / report.macs[0]
+    assert saved >= 0.3
+    chosen = report.settings[knob]
+    values = {"filters": layerwise.FRACTIONS, "lowrank": layerwise.FRACTIONS,
+              "decouple": tuple(range(8, 0, -1))}[scheme]
+    index = values.index(chosen)
+    if index:  # The value before compresses less and misses the target.
+        options = {**registry.entry(scheme).defaults, knob: values[index - 1]}
+        teacher = core.flat_copy(model)
+        preview = registry.load(scheme).knob.preview(teacher, options)
+        assert layerwise.saving(teacher, preview, "macs") < 0.3
+
+
+def test_latency_target_errors_name_the_reason():
+    model = tiny_models.tiny_resnet()
+    with pytest.raises(ValueError, match="does not make dense networks faster"):
+        keras_practise.compress(
+            model, tiny_models.images(8), scheme="sparse", latency_target=0.3
+        )
+    with pytest.raises(ValueError, match="cannot be met"):
+        keras_practise.compress(
+            model, tiny_models.images(8), scheme="filters", latency_target=0.99,
+            latency="macs", verbose=0,
+        )
