@@ -9,6 +9,8 @@ package, or running `keras-practise --help`, starts no Keras backend.
 """
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -22,7 +24,6 @@ _PUBLIC = {
     "TinySet": "keras_practise.data.tiny_set",
     "load_tiny_set": "keras_practise.data.tiny_set",
     "ExportResult": "keras_practise.export",
-    "export": "keras_practise.export",
     "Block": "keras_practise.graph.blocks",
     "find_blocks": "keras_practise.graph.blocks",
     "drop_blocks": "keras_practise.graph.surgery",
@@ -37,7 +38,7 @@ _PUBLIC = {
     "FidelityError": "keras_practise.recovery.fidelity",
     "FidelityWarning": "keras_practise.recovery.fidelity",
 }
-__all__ = sorted(_PUBLIC) + ["models"]
+__all__ = sorted(_PUBLIC) + ["export", "models"]
 
 
 def __getattr__(name):
@@ -52,3 +53,23 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + __all__)
+
+
+class _Package(types.ModuleType):
+    """The package, whose `export` is the function, not the sub-package.
+
+    Importing a sub-package binds it on its parent; `keras_practise.export`
+    names both the function and the sub-package holding it, so the binding
+    is kept aside (the sub-package stays in `sys.modules`).
+    """
+
+    @property
+    def export(self):
+        return importlib.import_module("keras_practise.export").export
+
+    @export.setter
+    def export(self, module):
+        del module  # The import system binding the sub-package: ignored.
+
+
+sys.modules[__name__].__class__ = _Package

@@ -74,3 +74,14 @@ def test_help_starts_no_keras_backend():
     assert "usage: keras-practise" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert result.stderr == ""
+
+
+def test_public_names_are_the_api_whatever_was_imported_first():
+    import importlib
+
+    importlib.import_module("keras_practise.export.exporter")
+    # The sub-package of the same name does not hide the function.
+    assert callable(keras_practise.export)
+    assert keras_practise.export.__name__ == "export"
+    for name in keras_practise.__all__:
+        assert getattr(keras_practise, name) is not None

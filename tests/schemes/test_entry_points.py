@@ -59,7 +59,7 @@ def test_cli_scheme(tmp_path):
 def test_scheme_refuses_block_options_and_passes_callbacks_and_export(tmp_path):
     model = tiny_models.tiny_resnet()
     x = tiny_models.images(8)
-    for extra in ({"selection": "independent"}, {"latency_target": 0.2}, {"blocks": ["1.2"]}):
+    for extra in ({"selection": "independent"}, {"blocks": ["1.2"]}, {"synthesis_steps": 5}):
         with pytest.raises(ValueError, match="scheme='blocks' only"):
             keras_practise.compress(model, x, scheme="filters", **extra)
     with pytest.raises(ValueError, match="data=None"):
