@@ -213,9 +213,13 @@ def _rate_scaled_sgd():
 class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
     """`rate` up to step `boundary`, a tenth of it after.
 
-    `rate` is a variable, so a retry can restart the same optimizer at a
-    smaller step without compiling the train step again (on TensorFlow a
-    new compile traces it anew: seconds per retry for a ResNet-50).
+    `make_optimizer` turns `rate` into a variable of the optimizer, so a
+    retry can restart the same optimizer at a smaller step without
+    compiling the train step again (on TensorFlow a new compile traces it
+    anew: seconds per retry for a ResNet-50). Being the optimizer's own
+    variable, it is part of the optimizer state that JAX's stateless train
+    step receives: a variable of the schedule alone would be read as a
+    constant inside `jax.jit`, which JAX refuses.
 
     Args:
         rate: The initial learning rate.
@@ -223,13 +227,13 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, rate, boundary):
-        self.rate = keras.Variable(rate, dtype="float32", trainable=False)
+        self.rate = rate
         self.boundary = boundary
 
     def __call__(self, step):
-        return keras.ops.where(
-            keras.ops.greater(step, self.boundary), self.rate * 0.1, self.rate
-        )
+        # A tensor, not the variable: `jnp.where` refuses variables.
+        rate = keras.ops.convert_to_tensor(self.rate, "float32")
+        return keras.ops.where(keras.ops.greater(step, self.boundary), rate * 0.1, rate)
 
 
 def learning_rate_schedule(config):
@@ -244,20 +248,30 @@ def make_optimizer(config, rates=None, schedule=None):
         config: A `TrainConfig`.
         rates: Optional dict of variable path -> gradient multiplier
             (`scale_free_rates`).
-        schedule: The `StepDecay` to use (to `restart` it later). Defaults
-            to a new one from `config`.
+        schedule: The `StepDecay` to use (to `restart` it later); its rate
+            becomes a variable of the returned optimizer. Defaults to a new
+            one from `config`.
 
     Returns:
         The optimizer.
     """
+    schedule = schedule or learning_rate_schedule(config)
     settings = dict(
-        learning_rate=schedule or learning_rate_schedule(config),
+        learning_rate=schedule,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
     if rates:
-        return _rate_scaled_sgd()(rates, **settings)
-    return keras.optimizers.SGD(**settings)
+        optimizer = _rate_scaled_sgd()(rates, **settings)
+    else:
+        optimizer = keras.optimizers.SGD(**settings)
+    schedule.rate = optimizer.add_variable(
+        (),
+        initializer=keras.initializers.Constant(float(schedule.rate)),
+        dtype="float32",
+        name="base_learning_rate",
+    )
+    return optimizer
 
 
 def restart(optimizer, schedule, learning_rate):
