@@ -196,15 +196,24 @@ def _rate_scaled_sgd():
         def __init__(self, rates, **kwargs):
             super().__init__(name="rate_scaled_sgd", **kwargs)
             self._rates = dict(rates)
+            self._built_factors = []
+
+        def build(self, variables):
+            super().build(variables)
+            self._built_factors = [self._rates.get(v.path) for v in variables]
 
         def apply(self, grads, trainable_variables=None):
-            # Keras' trainers pass the model's variables with their gradients.
-            if trainable_variables is not None:
-                grads = [
-                    g if g is None or v.path not in self._rates
-                    else keras.ops.multiply(g, self._rates[v.path])
-                    for g, v in zip(grads, trainable_variables)
-                ]
+            # TensorFlow's and torch's trainers pass the model's variables
+            # with their gradients; JAX's `stateless_apply` passes the
+            # gradients alone, in the order the optimizer was built with.
+            if trainable_variables is None:
+                factors = self._built_factors
+            else:
+                factors = [self._rates.get(v.path) for v in trainable_variables]
+            grads = [
+                g if g is None or f is None else keras.ops.multiply(g, f)
+                for g, f in zip(grads, factors)
+            ]
             return super().apply(grads, trainable_variables)
 
     return RateScaledSGD

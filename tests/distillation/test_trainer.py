@@ -132,6 +132,28 @@ def test_the_rate_is_state_that_the_compiled_step_reads():
     np.testing.assert_allclose(moved, [0.2, 0.02], rtol=1e-6)
 
 
+def test_rate_multipliers_reach_every_backends_step():
+    # JAX's trainer hands the optimizer gradients without their variables;
+    # the multipliers were silently dropped there.
+    config = finetune.TrainConfig(
+        steps=10, learning_rate=0.1, momentum=0.0, weight_decay=0.0
+    )
+    moved = []
+    for factor in (None, 10.0):
+        model = keras.Sequential([
+            keras.Input((1,)),
+            keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros"),
+            keras.layers.Dense(1, use_bias=False, kernel_initializer="ones"),
+        ])
+        rates = {model.layers[0].kernel.path: factor} if factor else None
+        model.compile(optimizer=finetune.make_optimizer(config, rates), loss="mse")
+        x = y = np.ones((1, 1), "float32")
+        model.fit(x, y, epochs=1, verbose=0)
+        moved.append([float(w[0, 0]) for w in model.get_weights()])
+    # d/dw1 (w2 * w1 - 1)^2 = -2 at w1 = 0, w2 = 1; w2's gradient is 0.
+    np.testing.assert_allclose(moved, [[0.2, 1.0], [2.0, 1.0]], rtol=1e-6)
+
+
 def test_adaptors_mode_freezes_everything_else():
     model = tiny_models.tiny_resnet()
     finetune.set_trainable(model, "adaptors", ["stem_conv"])
