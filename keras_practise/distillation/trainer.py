@@ -31,7 +31,6 @@ it from failing silently (see docs/design.md, "Scale-free training"):
 """
 
 import dataclasses
-import functools
 import math
 import warnings
 
@@ -39,6 +38,7 @@ import keras
 import numpy as np
 
 from keras_practise import backend
+from keras_practise.distillation import optimizer as optimizer_lib
 from keras_practise.graph import flat_graph
 from keras_practise.graph import taps
 from keras_practise.utils import progress
@@ -178,116 +178,6 @@ class _LossCurve(keras.callbacks.Callback):
         every = max(1, total // self.points)
         if (batch + 1) % every == 0 or batch + 1 == total or self.diverged:
             self.curve.append((batch + 1, loss))
-
-
-@functools.cache
-def _rate_scaled_sgd():
-    """SGD whose gradient of some variables is multiplied by a fixed factor.
-
-    Subclasses the class `keras.optimizers.SGD` resolves to on this backend
-    (on torch, a `torch._foreach_*` update of all variables at once, which
-    a subclass of `keras.optimizers.SGD` itself would lose: its finetuning
-    step of ResNet-50 took 1.03 s against 0.90 s). Lives only while a
-    student trains: every model handed back is rebuilt from its layers, so
-    it never reaches a saved file.
-    """
-
-    class RateScaledSGD(type(keras.optimizers.SGD())):
-        def __init__(self, rates, **kwargs):
-            super().__init__(name="rate_scaled_sgd", **kwargs)
-            self._rates = dict(rates)
-            self._built_factors = []
-
-        def build(self, variables):
-            super().build(variables)
-            self._built_factors = [self._rates.get(v.path) for v in variables]
-
-        def apply(self, grads, trainable_variables=None):
-            # TensorFlow's and torch's trainers pass the model's variables
-            # with their gradients; JAX's `stateless_apply` passes the
-            # gradients alone, in the order the optimizer was built with.
-            if trainable_variables is None:
-                factors = self._built_factors
-            else:
-                factors = [self._rates.get(v.path) for v in trainable_variables]
-            grads = [
-                g if g is None or f is None else keras.ops.multiply(g, f)
-                for g, f in zip(grads, factors)
-            ]
-            return super().apply(grads, trainable_variables)
-
-    return RateScaledSGD
-
-
-class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """`rate` up to step `boundary`, a tenth of it after.
-
-    `make_optimizer` turns `rate` into a variable of the optimizer, so a
-    retry can restart the same optimizer at a smaller step without
-    compiling the train step again (on TensorFlow a new compile traces it
-    anew: seconds per retry for a ResNet-50). Being the optimizer's own
-    variable, it is part of the optimizer state that JAX's stateless train
-    step receives: a variable of the schedule alone would be read as a
-    constant inside `jax.jit`, which JAX refuses.
-
-    Args:
-        rate: The initial learning rate.
-        boundary: The last step at the initial rate.
-    """
-
-    def __init__(self, rate, boundary):
-        self.rate = rate
-        self.boundary = boundary
-
-    def __call__(self, step):
-        # A tensor, not the variable: `jnp.where` refuses variables.
-        rate = keras.ops.convert_to_tensor(self.rate, "float32")
-        return keras.ops.where(keras.ops.greater(step, self.boundary), rate * 0.1, rate)
-
-
-def learning_rate_schedule(config):
-    """The `StepDecay` of `config`: x0.1 after `decay_at` of the steps."""
-    return StepDecay(config.learning_rate, max(1, int(config.decay_at * config.steps)))
-
-
-def make_optimizer(config, rates=None, schedule=None):
-    """SGD with momentum, weight decay and a x0.1 step at `decay_at`.
-
-    Args:
-        config: A `TrainConfig`.
-        rates: Optional dict of variable path -> gradient multiplier
-            (`scale_free_rates`).
-        schedule: The `StepDecay` to use (to `restart` it later); its rate
-            becomes a variable of the returned optimizer. Defaults to a new
-            one from `config`.
-
-    Returns:
-        The optimizer.
-    """
-    schedule = schedule or learning_rate_schedule(config)
-    settings = dict(
-        learning_rate=schedule,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    if rates:
-        optimizer = _rate_scaled_sgd()(rates, **settings)
-    else:
-        optimizer = keras.optimizers.SGD(**settings)
-    schedule.rate = optimizer.add_variable(
-        (),
-        initializer=keras.initializers.Constant(float(schedule.rate)),
-        dtype="float32",
-        name="base_learning_rate",
-    )
-    return optimizer
-
-
-def restart(optimizer, schedule, learning_rate):
-    """Resets `optimizer`'s state (steps, momenta) and `schedule`'s rate."""
-    for variable in optimizer.variables:
-        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
-    schedule.rate.assign(learning_rate)
 
 
 def seed_random_layers(model, seed):
@@ -460,8 +350,8 @@ def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
     start = model.get_weights()
     learning_rate = config.learning_rate
     # One compile for all attempts: a retry restarts the optimizer instead.
-    schedule = learning_rate_schedule(config)
-    optimizer = make_optimizer(config, rates, schedule)
+    schedule = optimizer_lib.learning_rate_schedule(config)
+    optimizer = optimizer_lib.make_optimizer(config, rates, schedule)
     model.compile(
         optimizer=optimizer,
         loss=losses if len(losses) > 1 else losses[0],
@@ -469,7 +359,7 @@ def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
     )
     for attempt in range(config.retries + 1):
         if attempt:
-            restart(optimizer, schedule, learning_rate)
+            optimizer_lib.restart(optimizer, schedule, learning_rate)
         seed_random_layers(model, config.seed)
         curve = _LossCurve()
         verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
