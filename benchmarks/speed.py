@@ -140,11 +140,12 @@ def _keras_step(model, make_batch):
 
 
 def _compile(model):
+    from keras_practise.distillation import optimizer as optimizer_lib
     from keras_practise.distillation import trainer as finetune
 
     config = finetune.TrainConfig(steps=1000)
     model.compile(
-        optimizer=finetune.make_optimizer(config), loss="mse",
+        optimizer=optimizer_lib.make_optimizer(config), loss="mse",
         jit_compile={"auto": "auto", "true": True, "false": False}[_JIT_COMPILE.value],
     )
 

@@ -410,7 +410,7 @@ class _ImageInversion(keras.Model):
         # and Adam's bias correction restart too (the learning rate is a
         # schedule, not an optimizer variable).
         for variable in self.optimizer.variables:
-            variable.assign(ops.zeros_like(variable))
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def _augment(self, images):
         if self._jitter:

@@ -31,7 +31,6 @@ it from failing silently (see docs/design.md, "Scale-free training"):
 """
 
 import dataclasses
-import functools
 import math
 import warnings
 
@@ -39,6 +38,7 @@ import keras
 import numpy as np
 
 from keras_practise import backend
+from keras_practise.distillation import optimizer as optimizer_lib
 from keras_practise.graph import flat_graph
 from keras_practise.graph import taps
 from keras_practise.utils import progress
@@ -178,93 +178,6 @@ class _LossCurve(keras.callbacks.Callback):
         every = max(1, total // self.points)
         if (batch + 1) % every == 0 or batch + 1 == total or self.diverged:
             self.curve.append((batch + 1, loss))
-
-
-@functools.cache
-def _rate_scaled_sgd():
-    """SGD whose gradient of some variables is multiplied by a fixed factor.
-
-    Subclasses the class `keras.optimizers.SGD` resolves to on this backend
-    (on torch, a `torch._foreach_*` update of all variables at once, which
-    a subclass of `keras.optimizers.SGD` itself would lose: its finetuning
-    step of ResNet-50 took 1.03 s against 0.90 s). Lives only while a
-    student trains: every model handed back is rebuilt from its layers, so
-    it never reaches a saved file.
-    """
-
-    class RateScaledSGD(type(keras.optimizers.SGD())):
-        def __init__(self, rates, **kwargs):
-            super().__init__(name="rate_scaled_sgd", **kwargs)
-            self._rates = dict(rates)
-
-        def apply(self, grads, trainable_variables=None):
-            # Keras' trainers pass the model's variables with their gradients.
-            if trainable_variables is not None:
-                grads = [
-                    g if g is None or v.path not in self._rates
-                    else keras.ops.multiply(g, self._rates[v.path])
-                    for g, v in zip(grads, trainable_variables)
-                ]
-            return super().apply(grads, trainable_variables)
-
-    return RateScaledSGD
-
-
-class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """`rate` up to step `boundary`, a tenth of it after.
-
-    `rate` is a variable, so a retry can restart the same optimizer at a
-    smaller step without compiling the train step again (on TensorFlow a
-    new compile traces it anew: seconds per retry for a ResNet-50).
-
-    Args:
-        rate: The initial learning rate.
-        boundary: The last step at the initial rate.
-    """
-
-    def __init__(self, rate, boundary):
-        self.rate = keras.Variable(rate, dtype="float32", trainable=False)
-        self.boundary = boundary
-
-    def __call__(self, step):
-        return keras.ops.where(
-            keras.ops.greater(step, self.boundary), self.rate * 0.1, self.rate
-        )
-
-
-def learning_rate_schedule(config):
-    """The `StepDecay` of `config`: x0.1 after `decay_at` of the steps."""
-    return StepDecay(config.learning_rate, max(1, int(config.decay_at * config.steps)))
-
-
-def make_optimizer(config, rates=None, schedule=None):
-    """SGD with momentum, weight decay and a x0.1 step at `decay_at`.
-
-    Args:
-        config: A `TrainConfig`.
-        rates: Optional dict of variable path -> gradient multiplier
-            (`scale_free_rates`).
-        schedule: The `StepDecay` to use (to `restart` it later). Defaults
-            to a new one from `config`.
-
-    Returns:
-        The optimizer.
-    """
-    settings = dict(
-        learning_rate=schedule or learning_rate_schedule(config),
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    if rates:
-        return _rate_scaled_sgd()(rates, **settings)
-    return keras.optimizers.SGD(**settings)
-
-
-def restart(optimizer, schedule, learning_rate):
-    """Resets `optimizer`'s state (steps, momenta) and `schedule`'s rate."""
-    for variable in optimizer.variables:
-        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
-    schedule.rate.assign(learning_rate)
 
 
 def seed_random_layers(model, seed):
@@ -437,8 +350,8 @@ def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
     start = model.get_weights()
     learning_rate = config.learning_rate
     # One compile for all attempts: a retry restarts the optimizer instead.
-    schedule = learning_rate_schedule(config)
-    optimizer = make_optimizer(config, rates, schedule)
+    schedule = optimizer_lib.learning_rate_schedule(config)
+    optimizer = optimizer_lib.make_optimizer(config, rates, schedule)
     model.compile(
         optimizer=optimizer,
         loss=losses if len(losses) > 1 else losses[0],
@@ -446,7 +359,7 @@ def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
     )
     for attempt in range(config.retries + 1):
         if attempt:
-            restart(optimizer, schedule, learning_rate)
+            optimizer_lib.restart(optimizer, schedule, learning_rate)
         seed_random_layers(model, config.seed)
         curve = _LossCurve()
         verbose, logging = progress.fit_verbosity(config.verbose, config.steps)

@@ -1,9 +1,11 @@
 """`export()`: a Keras model to ONNX, LiteRT, SavedModel or OpenVINO, verified.
 
 Built on Keras 3's own `model.export(path, format=...)`. Keras writes LiteRT
-and SavedModel files from the TensorFlow backend only, so on another backend
-the model is saved as `.keras` and exported by a TensorFlow-backend
-subprocess (the model is a plain Functional model, so it reloads on any
+and SavedModel files from the TensorFlow backend only, ONNX from JAX only
+with jax2onnx (which the `[onnx]` extra does not install), and OpenVINO
+from JAX as ops OpenVINO cannot convert; so on torch (LiteRT, SavedModel)
+and JAX (every format) the model is saved as `.keras` and exported by a
+TensorFlow-backend subprocess (the model is a plain Functional model, so it reloads on any
 backend). The file is written beside its target and renamed into place only
 once it passed its runtime check, so an interrupted or failed export leaves
 no partial file.
@@ -29,8 +31,15 @@ FORMATS = {
     "saved_model": ("tf_saved_model", "", {}),
     "openvino": ("openvino", ".xml", {}),
 }
-# Formats that Keras writes from the TensorFlow backend only.
-_TENSORFLOW_ONLY = ("litert", "saved_model")
+# Formats written in this process on each backend; a TensorFlow-backend
+# subprocess writes the others.
+_IN_PROCESS = {
+    "tensorflow": tuple(FORMATS),
+    "torch": ("onnx", "openvino"),
+    # JAX's OpenVINO path (jax2tf) leaves XlaCallModule ops OpenVINO
+    # cannot convert (jax 0.10).
+    "jax": (),
+}
 
 
 @dataclasses.dataclass
@@ -93,22 +102,27 @@ def write(model, path, format):
     """
     keras_format, _, needs = FORMATS[format]
     backend = keras.backend.backend()
-    for module in needs.get(backend, []):
+    in_process = format in _IN_PROCESS.get(backend, ())
+    for module in needs.get(backend if in_process else "tensorflow", []):
         runtimes.require(module, format)
-    if format in _TENSORFLOW_ONLY and backend != "tensorflow":
-        _write_with_tensorflow(model, path, keras_format)
-    else:
+    if in_process:
         model.export(path, format=keras_format, verbose=False)
+    else:
+        _write_with_tensorflow(model, path, keras_format)
 
 
 def _write_with_tensorflow(model, path, keras_format):
     runtimes.require("tensorflow", "tensorflow")
     source = os.path.join(os.path.dirname(path), "model.keras")
     model.save(source)
+    # Keras' ONNX export wants a signature from a model never called, as
+    # a reloaded one is; the one it would take from the inputs is given.
     script = (
         "import sys, keras\n"
-        "keras.saving.load_model(sys.argv[1]).export("
-        "sys.argv[2], format=sys.argv[3], verbose=False)\n"
+        "model = keras.saving.load_model(sys.argv[1])\n"
+        "inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs\n"
+        "options = {'input_signature': [inputs]} if sys.argv[3] == 'onnx' else {}\n"
+        "model.export(sys.argv[2], format=sys.argv[3], verbose=False, **options)\n"
     )
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     result = subprocess.run(

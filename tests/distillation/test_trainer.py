@@ -99,13 +99,6 @@ def test_a_retry_is_a_fresh_run_at_a_tenth_of_the_rate(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_learning_rate_drops_at_forty_percent():
-    config = finetune.TrainConfig(steps=10, learning_rate=0.5)
-    schedule = finetune.learning_rate_schedule(config)
-    assert float(schedule(4)) == pytest.approx(0.5)
-    assert float(schedule(5)) == pytest.approx(0.05)
-
-
 def test_adaptors_mode_freezes_everything_else():
     model = tiny_models.tiny_resnet()
     finetune.set_trainable(model, "adaptors", ["stem_conv"])
