@@ -90,6 +90,45 @@ def preprocess_input(x, data_format=None):
     return (x - 127.0) / 128.0
 
 
+def foolbox_photographs(image_size=224):
+    """The 20 labelled ImageNet validation photographs that foolbox ships.
+
+    foolbox (`pip install foolbox==3.3.4`, part of the `pretrained` extra)
+    bundles `foolbox/data/imagenet_<i>_<label>.jpg`, 512x512 crops of
+    ImageNet validation images; they make an offline check of ImageNet
+    weights.
+
+    Args:
+        image_size: Height and width to resize to (bilinear). Defaults to
+            `224`.
+
+    Returns:
+        A tuple `(images, labels)`: float32 `(20, image_size, image_size, 3)`
+        RGB values in [0, 255] and int64 ImageNet class indices.
+
+    Raises:
+        ImportError: If foolbox is not installed.
+    """
+    try:
+        import foolbox
+    except ImportError as error:
+        raise ImportError(
+            "The labelled ImageNet photographs ship with foolbox. Install "
+            f"the `pretrained` extra: {_EXTRA}"
+        ) from error
+    folder = os.path.join(os.path.dirname(foolbox.__file__), "data")
+    files = sorted(f for f in os.listdir(folder) if f.startswith("imagenet_"))
+    images = np.stack([
+        keras.utils.img_to_array(keras.utils.load_img(
+            os.path.join(folder, f), target_size=(image_size, image_size),
+            interpolation="bilinear",
+        ), data_format="channels_last")
+        for f in files
+    ]).astype("float32")
+    labels = np.array([int(f.rsplit("_", 1)[1].split(".")[0]) for f in files])
+    return images, labels
+
+
 def _block_specs(depth_coefficient):
     """Yields `(name, kernel, stride, expand, in, out)` for every block.
 
@@ -163,6 +202,14 @@ def _build(
 ):
     depth, default_size, _, _ = _VARIANTS[variant]
     _check_arguments(weights, include_top, classes, pooling)
+    # Weights to convert are read first: a missing package fails fast.
+    arrays = None
+    if weights is not None:
+        weights = os.fspath(weights)
+        if weights == "imagenet":
+            arrays = _imagenet_arrays(variant)
+        elif not weights.endswith(".weights.h5"):
+            arrays = convert_state_dict(_read_state_dict(weights), depth)
     image = resnet_imagenet.model_input(input_tensor, input_shape, default_size)
     x = _conv_bn_relu6(
         image, _STEM_FILTERS, 3, 2, ("stem_conv", "stem_bn", "stem_activation")
@@ -181,15 +228,10 @@ def _build(
         )(x)
         pooling = None
     model = resnet_imagenet.finish_model(image, input_tensor, x, pooling, name, None)
-    if weights is None:
-        return model
-    weights = os.fspath(weights)
-    if weights == "imagenet":
-        _assign(model, _imagenet_arrays(variant))
-    elif weights.endswith(".weights.h5"):
+    if arrays is not None:
+        _assign(model, arrays)
+    elif weights is not None:
         model.load_weights(weights)
-    else:
-        _assign(model, convert_state_dict(_read_state_dict(weights), depth))
     return model
 
 
