@@ -74,7 +74,9 @@ _SOURCE_BLOCKS = flags.DEFINE_list(
 _STEPS = flags.DEFINE_integer("steps", 200, "Adaptor steps per candidate.")
 _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 500, "Recovery steps.")
 _GT_STEPS = flags.DEFINE_integer(
-    "gt_steps", None, "Recovery steps per subset of table 3 (default: --finetune_steps)."
+    "gt_steps", None,
+    "Recovery steps per subset of table 3 (default: --finetune_steps; 0: the "
+    "subsets are dropped without recovery).",
 )
 _GT_SUBSETS = flags.DEFINE_integer(
     "gt_subsets", None, "Recover only this many 2-subsets (seeded draw); default all."
@@ -326,14 +328,15 @@ def ground_truth_table(runner, images, candidates, stages, raw_methods, log):
     import keras_practise
     import numpy as np
 
-    steps = _GT_STEPS.value or _FINETUNE_STEPS.value
+    steps = _FINETUNE_STEPS.value if _GT_STEPS.value is None else _GT_STEPS.value
     keys = criteria.subsets(candidates, 2)
     if _GT_SUBSETS.value is not None:
         pick = np.random.default_rng(_SEED.value).permutation(len(keys))[: _GT_SUBSETS.value]
         keys = [keys[i] for i in sorted(pick)]
     accuracy, raw = {}, {}
     for key in keys:
-        metrics = runner.recover("ground_truth", images, key.split("+"), steps=steps)
+        metrics = runner.recover("ground_truth", images, key.split("+"),
+                                 method="mimic" if steps else "none", steps=steps)
         accuracy[key], raw[key] = metrics["agreement"], metrics
         log(f"subset {key}: {metrics}")
     full = keras_practise.count_macs(runner.teacher)
@@ -368,7 +371,7 @@ def ground_truth_table(runner, images, candidates, stages, raw_methods, log):
               "regret (pts, equal MACs)")
     text = (harness.markdown_table(header, rows)
             + f"\n\nSubsets recovered: {judged['coverage'][0]} of "
-              f"{judged['coverage'][1]}, {steps} steps each. Spearman rho "
+              f"{judged['coverage'][1]}, {steps} recovery steps each. Spearman rho "
               f"(prediction vs agreement): {rho}.")
     return text, {"subsets": raw, "judged": judged}
 
