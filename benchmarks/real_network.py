@@ -95,6 +95,11 @@ _TRAIN_PHOTOGRAPHS = flags.DEFINE_integer(
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the tiny sets and training.")
 _LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 20, "Timed rounds (table 4).")
 _LATENCY_BATCH = flags.DEFINE_integer("latency_batch", 8, "Batch size (table 4).")
+_LATENCY_BLOCKS = flags.DEFINE_list(
+    "latency_blocks", None,
+    "Blocks in choice order for table 4 when table 1 is not run (default: "
+    "the library's greedy order from table 1, else the first candidates).",
+)
 _TABLES = flags.DEFINE_list(
     "tables", ["methods", "sources", "ground_truth", "latency"], "Tables to run."
 )
@@ -467,7 +472,7 @@ def main(argv):
             raw["methods"], log)
         sections += ["Table 3. Selection ground truth, drop 2 (agreement points):", table]
     if "latency" in _TABLES.value:
-        order = order or candidates
+        order = order or _LATENCY_BLOCKS.value or candidates
         table, raw["latency"] = latency_table(teacher, order, log)
         sections += [f"Table 4. Latency, batch {_LATENCY_BATCH.value}, "
                      f"{_LATENCY_RUNS.value} interleaved rounds (median):", table]
