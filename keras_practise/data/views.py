@@ -134,11 +134,13 @@ _HELD_OUT_SEED = 1_000_003
 def held_out_views(tiny_set, size, seed=0, count=256):
     """Augmented views of the tiny set that no training step used.
 
-    Drawn like training views (random-resized crops and flips) but from a
-    seed of their own: new crops of the same images. They judge a result
-    without labels; being views of the images the model was fitted on, they
-    are kinder than images it never saw (`docs/results.md` measures by how
-    much).
+    Random-resized crops of at least 60% of each image, from a seed of
+    their own, without flips: new views of the same images, close to what
+    the model will be shown. (Training views flip and crop harder: on the
+    bundled digits task the teacher's top-1 accuracy is 89% on the images,
+    45% on training-style views, 81% on these.) They judge a result without
+    labels; being views of the images the model was fitted on, they are
+    kinder than images it never saw.
 
     Args:
         tiny_set: A `TinySet`.
@@ -152,7 +154,7 @@ def held_out_views(tiny_set, size, seed=0, count=256):
     per_image = max(1, math.ceil(count / len(tiny_set.images)))
     views = augment.make_views(
         tiny_set.images, per_image, size, seed=seed + _HELD_OUT_SEED,
-        scale=_crop_scale(size),
+        scale=(0.6, 1.0), flip=False,
     )
     labels = None
     if tiny_set.labels is not None:
