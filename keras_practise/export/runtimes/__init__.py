@@ -12,8 +12,6 @@ from keras_practise.export.runtimes import litert
 from keras_practise.export.runtimes import onnx
 from keras_practise.export.runtimes import openvino
 from keras_practise.export.runtimes import saved_model
-from keras_practise.export.runtimes.runtime import Runtime
-from keras_practise.export.runtimes.runtime import require
 
 # Format name -> its `Runtime`.
 RUNTIMES = {
