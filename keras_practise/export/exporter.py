@@ -100,15 +100,6 @@ def _move(staged, path, runtime):
         os.replace(source, target)
 
 
-def write(model, path, format):
-    """Writes `model` in `format` to `path`, unchecked (see `export`).
-
-    Raises:
-        ImportError: If the converter the format needs is missing.
-    """
-    writer.write(model, path, runtimes.get(format))
-
-
 def _fixed_input_shape(model, what):
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):

@@ -112,6 +112,8 @@ def test_missing_quantizer_names_the_extra(monkeypatch):
     assert exporter.resolve_target("m.xml") == ("m.xml", "openvino")
     with pytest.raises(ImportError, match=r"keras-practise\[openvino\]"):
         exporter.resolve_target("m.xml", quantize="int8")
+    with pytest.raises(ValueError, match="no int8 quantizer"):
+        exporter.resolve_target(("saved_model", "m"), quantize="int8")
 
 
 def test_int8_and_float_files_timed_interleaved(model, tmp_path):
