@@ -91,6 +91,7 @@ def check_settings(settings):
     scheme = registry.load(scheme_name)
     shared = set(_COUNTS) | {
         "scheme", "steps", "method", "verbose", "min_agreement", "strict",
+        "quantize",
     }
     options = _scheme_options(
         scheme_name, {n: v for n, v in settings.items() if n not in shared}
@@ -150,6 +151,7 @@ def compress(
     scheme="blocks",
     min_agreement=0.8,
     strict=False,
+    quantize=None,
     **scheme_options,
 ):
     """Makes `model` faster by dropping blocks and recovering from a tiny set.
@@ -220,6 +222,11 @@ def compress(
             Defaults to `0.8`.
         strict: Raise a `FidelityError` instead of warning (nothing is
             returned or exported).
+        quantize: With `export`: `"int8"` has the runtime's own
+            post-training quantizer (LiteRT's converter, ONNX Runtime's
+            `quantize_static`, NNCF for OpenVINO) calibrate on the tiny set;
+            the file is checked against the float model on the held-out
+            views (top-1 agreement at least 0.9, see `keras_practise.export`).
         **scheme_options: Options of the layer-wise schemes (their
             `schemes.registry` entries): `keep` (filters, `0.5`: fraction of
             filters kept, or a dict per conv), `layers` (convs to compress;
@@ -274,14 +281,22 @@ def compress(
     graph_lib.check_graph_model(model)
     graph_lib.check_channels_last(model)
     callbacks = trainer.check_callbacks(callbacks)
-    export_target = None if export is None else exporter.resolve_target(export)
+    if quantize is not None and export is None:
+        raise ValueError(
+            "`quantize` applies to the exported file: pass `export` too. "
+            f"Received: quantize={quantize!r}, export=None"
+        )
+    export_target = None
+    if export is not None:
+        export_target = exporter.resolve_target(export, quantize=quantize)
     job = _job(scheme, chosen, data, shared, options, image_size, preprocess, data_dir,
                callbacks)
     phases = {}
     with base.timed(phases, "total"):
         outcome = chosen.run(model, job, phases)
         report = _finish(
-            model, job, outcome, latency_batch_size, export_target, phases
+            model, job, outcome, latency_batch_size, export_target, quantize,
+            phases,
         )
     if verbose >= 2:
         print(report.table())
@@ -306,7 +321,8 @@ def _job(name, scheme, data, shared, options, image_size, preprocess, data_dir,
     )
 
 
-def _finish(model, job, outcome, latency_batch_size, export_target, phases):
+def _finish(model, job, outcome, latency_batch_size, export_target, quantize,
+            phases):
     """The tail every scheme shares; fills the report's shared fields."""
     report = outcome.report
     with base.timed(phases, "fidelity"):
@@ -349,7 +365,16 @@ def _finish(model, job, outcome, latency_batch_size, export_target, phases):
     if export_target is not None:
         with base.timed(phases, "export"):
             path, format = export_target
+            check = {"sample": outcome.sample}
+            if quantize is not None:
+                # Calibrated on the tiny set, checked on views it never saw.
+                _, calibration, _ = views.prepare_views(
+                    outcome.tiny_set, size, augment_views=0
+                )
+                check = dict(
+                    sample=held_out, quantize=quantize, calibration=calibration
+                )
             report.exported = dataclasses.asdict(exporter.export(
-                outcome.compressed, path, format, sample=outcome.sample
+                outcome.compressed, path, format, **check
             ))
     return report

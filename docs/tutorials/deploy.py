@@ -2,8 +2,8 @@
 Title: Deploy: from a `.keras` teacher to a shipped, verified, faster file
 Author: keras_practise
 Date created: 2026/12/03
-Last modified: 2026/12/03
-Description: Choose blocks by latency in ONNX Runtime, compress, export to ONNX/LiteRT/OpenVINO, check the file in its runtime.
+Last modified: 2026/12/06
+Description: Choose blocks by latency in ONNX Runtime, compress, export to ONNX/LiteRT/OpenVINO (float and int8), check the file in its runtime.
 Accelerator: None
 """
 
@@ -25,10 +25,14 @@ the model ships in in charge from the first choice to the file:
 3. `keras_practise.export` writes the other formats the same way, each
    checked in its own runtime;
 4. `measure_latency(..., runtime=...)` times teacher and result where they
-   will run.
+   will run;
+5. `keras_practise.export(..., quantize="int8", calibration=tiny_set)` adds
+   an int8 file, quantized by the runtime's own quantizer with the tiny set
+   as calibration data and checked against the float model.
 
 The runtimes are optional extras: `pip install "keras-practise[onnx]"`
-(`[litert]`, `[openvino]`); a missing one is an error naming its extra.
+(`[litert]`, `[openvino]`, which brings NNCF); a missing one is an error
+naming its extra.
 Set `KP_TUTORIAL_FAST=1` to shrink every size (the numbers printed are then
 meaningless).
 """
@@ -114,3 +118,60 @@ comparison = keras_practise.compare_latency(
 )
 print(comparison)
 print(f"ONNX Runtime latency saved: {100 * comparison.reductions['compressed']:.1f}%")
+
+"""
+## Ship it int8 too
+
+A smaller network is usually quantized next. Each runtime has its own
+post-training int8 quantizer, and all of them need what PRACTISE already
+has: a few representative images. `export(..., quantize="int8",
+calibration=tiny_set)` hands the tiny set to LiteRT's converter (as its
+`representative_dataset`), to ONNX Runtime's `quantize_static` or to NNCF
+for OpenVINO. No labels are needed.
+
+The check is made for int8: the file's outputs are compared with the float
+Keras model's on held-out inputs (here the last quarter of the tiny set,
+which is then not used to calibrate), and the file is refused, leaving
+nothing on disk, if its top-1 class agrees with the float model's on less
+than `min_agreement` of them. Weights and activations of convolutions,
+dense layers and additions become int8; each file's input and output stay
+float32, so it is called like the float file.
+"""
+
+int8_files = {}
+for format, path, module in [
+    ("onnx", "small_int8.onnx", "onnxruntime"),
+    ("litert", "small_int8.tflite", "ai_edge_litert"),
+    ("openvino", "small_int8.xml", "nncf"),
+]:
+    if importlib.util.find_spec(module) is None:
+        print(f"{format} int8: not installed (pip install \"keras-practise[{format}]\")")
+        continue
+    int8_files[format] = keras_practise.export(
+        small, path, format=format, quantize="int8", calibration=tiny_set,
+        min_agreement=0.0 if FAST else 0.9,
+    )
+    print(int8_files[format])
+
+"""
+Latency of the int8 file where it runs, against the float file, timed
+interleaved round by round like `compare_latency`:
+"""
+
+from keras_practise.profiling import latency as latency_lib
+
+if "onnx" in int8_files:
+    comparison = latency_lib.compare_exported_latency(
+        {"float": ("onnx", "small.onnx"), "int8": int8_files["onnx"]},
+        input_shape=tiny_set.shape[1:],
+        batch_size=1,
+        runs=RUNS,
+        threads=1,
+    )
+    print(comparison)
+
+"""
+How much int8 adds on top of block dropping on the bundled digits teacher,
+per runtime, is measured by `benchmarks/quantization.py` (docs/results.md,
+"Block dropping and int8").
+"""

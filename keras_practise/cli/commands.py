@@ -130,10 +130,14 @@ def _outputs(args):
     outputs = {"--out": args.out}
     if args.report is not None:
         outputs["--report"] = args.report
+    if args.quantize is not None and args.export is None:
+        raise ValueError(
+            f"--quantize goes with --export. Received: --quantize {args.quantize}"
+        )
     if args.export is not None:
         # An unknown format or a missing runtime is an error before any
         # loading or training.
-        exporter.resolve_target((args.export, args.out))
+        exporter.resolve_target((args.export, args.out), quantize=args.quantize)
         outputs["--export"] = exporter.path_beside(args.out, args.export)
     taken = {"the model": args.model}
     for flag, path in outputs.items():
@@ -161,6 +165,7 @@ def run_compress(args):
         latency=args.latency,
         min_agreement=args.min_agreement,
         strict=args.strict,
+        quantize=args.quantize,
     )
     scheme_options = {
         o.name: getattr(args, o.name)

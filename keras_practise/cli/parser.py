@@ -120,6 +120,14 @@ def _add_compress(commands, common):
         ),
     )
     command.add_argument(
+        "--quantize", metavar="int8",
+        help=(
+            "with --export: quantize the exported file to int8 with its "
+            "runtime's own quantizer, calibrated on the tiny set and checked "
+            "against the float model"
+        ),
+    )
+    command.add_argument(
         "--data",
         help=(
             "the tiny set: an image folder (one subfolder per class, or flat "

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 
 from keras_practise import backend
+from keras_practise.export import exporter
+from keras_practise.export import runtimes
 from keras_practise.profiling import runtime_latency
 from keras_practise.utils import progress as progress_lib
 from keras_practise.utils import text_table
@@ -315,6 +317,89 @@ def compare_latency(
                 times[name], batch_size, reported_shape, runtime, threads
             )
             for name in times
+        }
+    )
+
+
+def compare_exported_latency(
+    files,
+    input_shape,
+    batch_size=1,
+    runs=30,
+    warmup=5,
+    seed=0,
+    progress=False,
+    threads=None,
+):
+    """Measures exported files in their runtimes, interleaved run by run.
+
+    The way to time an int8 file against its float original (or any
+    exported files against each other) where they will run; like
+    `compare_latency`, each round times every file once, starting at a
+    different file each round.
+
+    Args:
+        files: A dict mapping names to `ExportResult`s (from
+            `keras_practise.export`) or `(format, path)` pairs. The first is
+            the reference for ratios.
+        input_shape: Per-example input shape, e.g. `(32, 32, 3)`.
+        batch_size: Examples per timed call. Defaults to `1`.
+        runs: Number of timed rounds. Defaults to `30`.
+        warmup: Number of untimed rounds before them. Defaults to `5`.
+        seed: Seed of the random input. Defaults to `0`.
+        progress: Whether to show a `keras.utils.Progbar`.
+        threads: CPU threads of each runtime (`1` is what a small edge
+            device offers). Defaults to the runtime's choice.
+
+    Returns:
+        A `LatencyComparison` whose results name the runtime each file ran
+        in.
+
+    Raises:
+        TypeError: If `files` is not a dict.
+        ValueError: If an argument is out of range, `files` is empty, or a
+            format is unknown.
+        ImportError: If a runtime is not installed (names its extra).
+
+    Example:
+
+    ```python
+    fp32 = keras_practise.export(small, "small.onnx")
+    int8 = keras_practise.export(small, "small_int8.onnx", quantize="int8",
+                                 calibration=tiny_set)
+    print(compare_exported_latency({"float": fp32, "int8": int8},
+                                   input_shape=(32, 32, 3), threads=1))
+    ```
+    """
+    if not isinstance(files, dict):
+        raise TypeError(
+            "`files` must be a dict of name -> ExportResult or (format, path). "
+            f"Received: files of type {type(files).__name__}"
+        )
+    if not files:
+        raise ValueError(f"`files` must not be empty. Received: files={files}")
+    input_shape = _as_shape(input_shape, input_shape)
+    validation.check_int("batch_size", batch_size, 1)
+    validation.check_int("runs", runs, 1)
+    validation.check_int("warmup", warmup, 0)
+    validation.check_int("threads", threads, allow_none=True)
+    infers, where = {}, {}
+    for name, file in files.items():
+        format, path = (
+            (file.format, file.path)
+            if isinstance(file, exporter.ExportResult) else file
+        )
+        runtime = runtimes.get(format)
+        infers[name] = runtime.load(path, threads)
+        where[name] = runtime.name or runtime.format
+    x = np.random.default_rng(seed).random((batch_size, *input_shape))
+    times = _interleaved_times(infers, x.astype("float32"), runs, warmup, progress)
+    return LatencyComparison(
+        results={
+            name: LatencyResult.from_times(
+                times[name], batch_size, input_shape, where[name], threads
+            )
+            for name in files
         }
     )
 

@@ -2,19 +2,20 @@
 
 PRACTISE's case is wall-clock latency where the model is deployed. Besides
 Keras itself (`"keras"`: `tf.function` or eager torch), a model can be timed
-in ONNX Runtime, LiteRT or OpenVINO: it is exported once to a temporary
-folder and loaded in that runtime, and the runtime's session is what
+in any runtime of `keras_practise.export.runtimes` that has a latency name
+(ONNX Runtime, LiteRT, OpenVINO): it is exported once to a temporary folder
+and loaded in that runtime, and the runtime's session is what
 `compare_latency` times. A callable `f(model) -> milliseconds` covers any
 other device or harness.
 """
 
 import os
 
-from keras_practise.export import exporter
 from keras_practise.export import runtimes
+from keras_practise.export import writer
 
-# Runtime name -> export format.
-RUNTIMES = {"onnxruntime": "onnx", "litert": "litert", "openvino": "openvino"}
+# Runtime name -> its `runtimes.Runtime` record.
+RUNTIMES = runtimes.latency_runtimes()
 
 
 def check_runtime(runtime):
@@ -27,7 +28,7 @@ def check_runtime(runtime):
             f"Unknown runtime. Expected 'keras' or one of {sorted(RUNTIMES)}. "
             f"Received: runtime={runtime!r}"
         )
-    runtimes.require(*runtimes.RUNTIMES[RUNTIMES[runtime]])
+    RUNTIMES[runtime].require()
 
 
 def runtime_inference(model, runtime, x, folder, threads=None):
@@ -45,12 +46,11 @@ def runtime_inference(model, runtime, x, folder, threads=None):
         A function from a float32 numpy batch to the model's first output.
     """
     check_runtime(runtime)
-    format = RUNTIMES[runtime]
+    record = RUNTIMES[runtime]
     model(x, training=False)
-    suffix = exporter.FORMATS[format][1]
-    path = os.path.join(folder, f"{len(os.listdir(folder))}{suffix}")
-    exporter.write(model, path, format)
-    return runtimes.load_runner(path, format, threads)
+    path = os.path.join(folder, f"{len(os.listdir(folder))}{record.suffix}")
+    writer.write(model, path, record)
+    return record.load(path, threads)
 
 
 def describe(source):

@@ -1,5 +1,6 @@
 """Export to ONNX, LiteRT, SavedModel and OpenVINO, checked in each runtime."""
 
+import dataclasses
 import json
 import os
 
@@ -53,7 +54,10 @@ def test_mismatch_is_an_error_and_writes_nothing(model, tmp_path, monkeypatch):
 
 
 def test_missing_runtime_names_the_extra(monkeypatch):
-    monkeypatch.setitem(runtimes.RUNTIMES, "openvino", ("no_such_runtime_module", "openvino"))
+    missing = dataclasses.replace(
+        runtimes.RUNTIMES["openvino"], module="no_such_runtime_module"
+    )
+    monkeypatch.setitem(runtimes.RUNTIMES, "openvino", missing)
     with pytest.raises(ImportError, match=r"keras-practise\[openvino\]"):
         exporter.resolve_target("m.xml")
 
