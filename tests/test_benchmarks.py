@@ -42,10 +42,12 @@ def test_fewshot(tmp_path):
         "--drop=1", "--steps=1", "--finetune_steps=1", "--test_images=50",
         f"--output={output}", f"--plot={plot}",
     )
+    # The accuracy table is the first; a table of chosen blocks follows.
+    table = output.read_text().split("| method |")[1].split("\n\n")[0]
     rows = {
         line.split("|")[1].strip(): line.split("|")[2].strip()
-        for line in output.read_text().splitlines()
-        if line.startswith("| ") and "images |" not in line
+        for line in table.splitlines()[2:]
+        if line.startswith("| ")
     }
     # The teacher's and the unrecovered model's accuracies, computed here.
     teacher = keras.saving.load_model(digits.TEACHER_PATH)
