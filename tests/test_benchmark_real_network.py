@@ -33,7 +33,7 @@ def test_real_network_tiny_run(tmp_path):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_HOME": str(tmp_path)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     figures = json.loads(raw.read_text())

@@ -166,8 +166,9 @@ def _conv_bn_relu6(x, filters, kernel, strides, name, depthwise=False, act=True)
             filters, kernel, strides=strides, padding="same", use_bias=False,
             kernel_initializer=_CONV_INIT, name=name[0],
         )(x)
+    channels_first = keras.config.image_data_format() == "channels_first"
     x = keras.layers.BatchNormalization(
-        axis=resnet_imagenet._channel_axis(), epsilon=_BN_EPSILON,
+        axis=1 if channels_first else -1, epsilon=_BN_EPSILON,
         momentum=_BN_MOMENTUM, name=name[1],
     )(x)
     if act:
