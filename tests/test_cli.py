@@ -32,6 +32,9 @@ def files(tmp_path_factory):
     """A saved 3-block residual net (blocks 1.2 and 1.3 droppable), a copy
     without block 1.2, an .npz tiny set and a class-folder tiny set."""
     folder = tmp_path_factory.mktemp("cli")
+    # Module-scoped: seeded here, not by the per-test fixture, so the
+    # weights do not depend on which tests ran before in the worker.
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")(inputs)
     for index in (1, 2, 3):
