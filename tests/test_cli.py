@@ -253,19 +253,12 @@ def test_cli_and_api_reject_the_same_values_before_loading(
     assert not os.path.exists(out)
 
 
-def test_compress_exports_a_verified_int8_file(files, tmp_path, capsys):
+def test_quantize_without_export_is_refused_before_loading(files, tmp_path, capsys):
     out = tmp_path / "small.keras"
-    report = tmp_path / "report.json"
     argv = [
-        "compress", files["model"], "--data", files["npz"], "--blocks", "1.2",
-        "--finetune-steps", "1", "--out", str(out), "--export", "onnx",
-        "--quantize", "int8", "--report", str(report), "--min-agreement", "0",
-        "-q",
+        "compress", files["model"], "--data", str(tmp_path / "missing.npz"),
+        "--out", str(out), "--quantize", "int8", "-q",
     ]
-    assert cli.main(argv) == 0
-    exported = json.loads(report.read_text())["exported"]
-    assert exported["format"] == "onnx" and exported["quantize"] == "int8"
-    assert (tmp_path / "small.onnx").exists()
-    assert 0.0 <= exported["agreement"] <= 1.0
-    assert cli.main(argv[:-9] + ["--quantize", "int8", "-q"]) == 1
+    assert cli.main(argv) == 1
     assert "--quantize goes with --export" in capsys.readouterr().err
+    assert not out.exists()
