@@ -6,6 +6,7 @@ report.
 """
 
 import dataclasses
+import warnings
 
 from keras_practise import backend
 from keras_practise.data import views
@@ -378,3 +379,29 @@ def _finish(model, job, outcome, latency_batch_size, export_target, quantize,
                 outcome.compressed, path, format, **check
             ))
     return report
+
+
+def compress_with_scheme(model, data=None, scheme="filters", **kwargs):
+    """Deprecated: `compress(model, data, scheme=scheme, **kwargs)`.
+
+    Kept so that code written for the layer-wise schemes' former entry
+    point runs unchanged (its defaults were those of `compress` with a
+    layer-wise scheme); it warns once per call site.
+
+    Args:
+        model: As for `compress`.
+        data: As for `compress`.
+        scheme: A layer-wise scheme (`"filters"`, `"decouple"`, `"lowrank"`
+            or `"sparse"`). Defaults to `"filters"`, as it did.
+        **kwargs: Any other argument of `compress`.
+
+    Returns:
+        What `compress` returns.
+    """
+    warnings.warn(
+        "compress_with_scheme() is deprecated; call "
+        f"keras_practise.compress(model, data, scheme={scheme!r}, ...).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return compress(model, data, scheme=scheme, **kwargs)

@@ -141,20 +141,29 @@ def test_latency_compares_two_models(files, capsys):
           "--out", "{out}"], 1, "Unknown or non-droppable block '1.1'"),
         (["compress", "{model}", "--data", "{npz}", "--drop", "5",
           "--out", "{out}"], 1, "drop"),
-        (["compress", "{model}", "--drop", "0", "--out", "{out}"], 1,
+        (["compress", "{model}", "--drop", "0", "--out", "{out}"], 2,
          "`drop` must be a positive integer. Received: drop=0"),
         (["compress", "{model}", "--drop", "two", "--out", "{out}"], 2,
          "argument --drop: invalid int value: 'two'"),
-        (["compress", "{model}", "--out", "{model}"], 1,
+        (["compress", "{model}", "--out", "{model}"], 2,
          "--out must differ from the model"),
         (["compress", "{model}", "--out", "{tmp}/nowhere/small.keras"], 1,
          "folder of --out does not exist"),
-        (["compress", "{model}", "--out", "{tmp}/small.h5"], 1,
+        (["compress", "{model}", "--out", "{tmp}/small.h5"], 2,
          "--out must be a .keras file"),
         (["compress", "{model}", "--data", "{bad_npz}", "--out", "{out}"], 1,
          "must hold the images under 'images' or 'x'"),
         (["compress", "{model}", "--image-size", "8by8", "--out", "{out}"], 2,
          "expected H W or HxW"),
+        (["compress", "{model}", "--method", "magic", "--out", "{out}"], 2,
+         "Unknown recovery method"),
+        (["compress", "{model}", "--scheme", "sparse", "--method", "stagewise",
+          "--out", "{out}"], 2, "stagewise"),
+        (["compress", "{model}", "--export", "pdf", "--out", "{out}"], 2,
+         "Unknown export format"),
+        (["compress", "{model}", "--latency", "stopwatch", "--out", "{out}"], 2,
+         "stopwatch"),
+        (["latency", "{model}", "--runtime", "tvm"], 2, "Unknown runtime"),
         (["blocks", "{npz}"], 1, "Could not load a Keras model"),
         (["latency"], 2, "the following arguments are required: MODEL"),
     ],
@@ -247,7 +256,7 @@ def test_cli_and_api_reject_the_same_values_before_loading(
         )
     out = str(tmp_path / "small.keras")
     argv = ["compress", files["model"], "--data", missing, flag, value, "--out", out]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     stderr = capsys.readouterr().err
     assert stderr.strip() == f"keras-practise: error: {api_error.value}"
     assert not os.path.exists(out)
@@ -259,6 +268,6 @@ def test_quantize_without_export_is_refused_before_loading(files, tmp_path, caps
         "compress", files["model"], "--data", str(tmp_path / "missing.npz"),
         "--out", str(out), "--quantize", "int8", "-q",
     ]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     assert "--quantize goes with --export" in capsys.readouterr().err
     assert not out.exists()

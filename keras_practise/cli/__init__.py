@@ -13,8 +13,10 @@ List the droppable blocks (names and `stage.position` labels that
     keras-practise latency teacher.keras small.keras --batch-size 8 --runs 30
 
 `python -m keras_practise ...` is the same command. Results go to stdout;
-progress bars and logs go to stderr. Bad input ends with exit status 1 (2 for
-bad flags) and one line `keras-practise: error: <reason>`. Output files are
+progress bars and logs go to stderr. Bad flags (including values the
+library refuses before loading anything: an unknown method, format or
+runtime, a setting out of range) end with exit status 2, other bad input or
+a failed run with 1, each with one line `keras-practise: error: <reason>`. Output files are
 written whole or not at all.
 
 `--backend tensorflow|torch|jax` picks the Keras backend. Importing
@@ -75,7 +77,8 @@ def main(argv=None):
 
     Returns:
         The exit status: 0 on success, 1 on bad input or a failed run, 2 on
-        bad flags, 130 when interrupted.
+        bad flags (those argparse refuses and those the library refuses
+        before loading), 130 when interrupted.
 
     Example:
 
@@ -88,7 +91,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.build_parser().parse_args(argv)
-    except parser._UsageError as error:
+    except parser.UsageError as error:
         _error(error)
         return 2
     # TensorFlow's C++ start-up lines (oneDNN, CUDA) are not our output.
@@ -105,6 +108,9 @@ def main(argv=None):
         # the results, printed once the work has succeeded.
         with contextlib.redirect_stdout(sys.stderr):
             output = run(args)
+    except parser.UsageError as error:
+        _error(error)
+        return 2
     except (ValueError, TypeError, OSError, ImportError) as error:
         _error(error)
         return 1

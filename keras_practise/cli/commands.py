@@ -15,10 +15,12 @@ import numpy as np
 
 import keras_practise
 from keras_practise import pipeline
+from keras_practise.cli import parser
 from keras_practise.export import exporter
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import candidates
 from keras_practise.graph import flat_graph as graph_lib
+from keras_practise.profiling import runtime_latency
 from keras_practise.schemes import registry
 from keras_practise.utils import model_io
 
@@ -72,6 +74,21 @@ def _preprocess_function(name):
             f"with preprocess_input, one of {choices}. Received: {name!r}"
         )
     return module.preprocess_input
+
+
+@contextlib.contextmanager
+def _checking_flags():
+    """Reports a `ValueError`/`TypeError` of the flag checks as a usage error.
+
+    The checks that need the library (scheme, method, export format,
+    runtime) run after parsing, before anything is loaded; their errors are
+    bad flags like argparse's own, with exit status 2.
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        # The library's own words, as the API would raise them.
+        raise parser.UsageError(str(error)) from error
 
 
 def _check_output(path, flag, taken):
@@ -147,6 +164,39 @@ def _outputs(args):
 
 
 def run_compress(args):
+    with _checking_flags():
+        outputs, settings = _compress_settings(args)
+    preprocess = _preprocess_function(args.preprocess)
+    model = _load_model(args.model)
+    data = _load_data(args.data)
+    # Everything is written into staging folders and moved into place at the
+    # end, so an interrupted or failed run leaves no output at all.
+    with staged(list(outputs.values())) as temporary:
+        paths = dict(zip(outputs, temporary))
+        if args.export is not None:
+            settings["export"] = (args.export, paths["--export"])
+        small, report = keras_practise.compress(
+            model, data=data, preprocess=preprocess, return_report=True,
+            **settings,
+        )
+        if report.exported:
+            report.exported["path"] = os.path.abspath(outputs["--export"])
+        small.save(paths["--out"])
+        if args.report is not None:
+            with open(paths["--report"], "w") as file:
+                json.dump(report.to_dict(), file, indent=2)
+    lines = [report.table()]
+    what = {
+        "--out": "the compressed model", "--report": "the report",
+        "--export": f"the {args.export} export",
+    }
+    lines += [f"Saved {what[flag]} to {path}" for flag, path in outputs.items()]
+    return "\n".join(lines)
+
+
+def _compress_settings(args):
+    """Checks the compress flags; returns the output paths and `compress()`
+    keyword arguments."""
     outputs = _outputs(args)
     settings = dict(
         steps=args.steps,
@@ -186,32 +236,7 @@ def run_compress(args):
     )
     # The same checks as the API, before the model and data are loaded.
     pipeline.check_settings(settings)
-    preprocess = _preprocess_function(args.preprocess)
-    model = _load_model(args.model)
-    data = _load_data(args.data)
-    # Everything is written into staging folders and moved into place at the
-    # end, so an interrupted or failed run leaves no output at all.
-    with staged(list(outputs.values())) as temporary:
-        paths = dict(zip(outputs, temporary))
-        if args.export is not None:
-            settings["export"] = (args.export, paths["--export"])
-        small, report = keras_practise.compress(
-            model, data=data, preprocess=preprocess, return_report=True,
-            **settings,
-        )
-        if report.exported:
-            report.exported["path"] = os.path.abspath(outputs["--export"])
-        small.save(paths["--out"])
-        if args.report is not None:
-            with open(paths["--report"], "w") as file:
-                json.dump(report.to_dict(), file, indent=2)
-    lines = [report.table()]
-    what = {
-        "--out": "the compressed model", "--report": "the report",
-        "--export": f"the {args.export} export",
-    }
-    lines += [f"Saved {what[flag]} to {path}" for flag, path in outputs.items()]
-    return "\n".join(lines)
+    return outputs, settings
 
 
 def run_blocks(args):
@@ -222,6 +247,8 @@ def run_blocks(args):
 def run_latency(args):
     if len(set(args.models)) != len(args.models):
         raise ValueError(f"Give each model once. Received: {args.models}")
+    with _checking_flags():
+        runtime_latency.check_runtime(args.runtime)
     models = {path: _load_model(path) for path in args.models}
     input_shape = None
     if args.image_size is not None:

@@ -15,7 +15,7 @@ PROG = "keras-practise"
 BACKENDS = ("tensorflow", "torch", "jax")
 
 
-class _UsageError(Exception):
+class UsageError(Exception):
     """A command-line usage error, reported in one line with exit status 2."""
 
 
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message):
-        raise _UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _block_list(text):

@@ -45,6 +45,7 @@ from keras_practise.utils import progress
 from keras_practise.utils import validation
 
 MODES = ("adaptors", "mimic", "mimic_ce", "ce", "kd")
+BATCHNORM_MODES = ("inference", "train")
 
 
 @dataclasses.dataclass
@@ -70,6 +71,12 @@ class TrainConfig:
             runs, as Keras does across `fit` calls.
         retries: Retries with a tenfold smaller learning rate after a run
             diverges.
+        batchnorm: How the `BatchNormalization` layers of a whole-network
+            training behave: `"inference"` (frozen: the moving statistics
+            normalise and neither they nor gamma/beta change, as Keras'
+            transfer-learning guide advises for small data) or `"train"`
+            (batch statistics normalise and the moving ones follow them).
+            Adaptor-only training always keeps BatchNorm in inference mode.
     """
 
     steps: int = 1000
@@ -84,11 +91,17 @@ class TrainConfig:
     verbose: int = 0
     callbacks: tuple = ()
     retries: int = 2
+    batchnorm: str = "train"
 
     def __post_init__(self):
         validation.check_int("steps", self.steps)
         validation.check_int("batch_size", self.batch_size, allow_none=True)
         validation.check_int("retries", self.retries, minimum=0)
+        if self.batchnorm not in BATCHNORM_MODES:
+            raise ValueError(
+                f"`batchnorm` must be one of {BATCHNORM_MODES}. "
+                f"Received: batchnorm={self.batchnorm!r}"
+            )
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(
@@ -250,7 +263,7 @@ def scale_free_rates(model, transparent=()):
     return rates
 
 
-def set_trainable(model, mode, adaptor_names=()):
+def set_trainable(model, mode, adaptor_names=(), batchnorm="train"):
     """Freezes the layers of `model` that `mode` does not train.
 
     In Keras, a frozen `BatchNormalization` runs in inference mode, which is
@@ -260,6 +273,9 @@ def set_trainable(model, mode, adaptor_names=()):
         model: The student (a model this library built, never the user's).
         mode: One of `MODES`.
         adaptor_names: Names of the adaptor layers.
+        batchnorm: One of `BATCHNORM_MODES`: whether the BatchNorm layers of
+            a whole-network mode train (`"train"`) or stay frozen in
+            inference mode (`"inference"`).
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode. Expected one of {MODES}. Received: {mode!r}")
@@ -270,6 +286,11 @@ def set_trainable(model, mode, adaptor_names=()):
             layer.trainable = layer.name in adaptor_names
         else:
             layer.trainable = True
+    if mode != "adaptors" and batchnorm == "inference":
+        # Also inside nested models, once their own flag has been set.
+        for layer in flat_graph.FlatGraph(model).layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
 
 
 def feature_scale(targets):

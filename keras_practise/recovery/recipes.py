@@ -78,7 +78,7 @@ def train_whole(student, bank, method, config, adaptor_names=()):
         started from counts as diverged.
     """
     mode = {"fitnet": "mimic"}.get(method, method)
-    finetune.set_trainable(student, mode, adaptor_names)
+    finetune.set_trainable(student, mode, adaptor_names, config.batchnorm)
     tap = taps.feature_tap(student)
     x = bank.views["train"]
     if mode == "mimic":

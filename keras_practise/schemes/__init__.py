@@ -17,5 +17,9 @@ def __getattr__(name):
     # command line can read the registry without starting a backend.
     if name in ("METHODS", "SchemeReport"):
         return getattr(importlib.import_module("keras_practise.schemes.layerwise"), name)
+    if name == "compress_with_scheme":
+        # The former entry point, now a deprecated alias of `compress` (the
+        # one place this package names the later pipeline stage).
+        return importlib.import_module("keras_practise.pipeline").compress_with_scheme
     raise AttributeError(f"module 'keras_practise.schemes' has no attribute {name!r}")
 

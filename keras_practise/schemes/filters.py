@@ -256,8 +256,8 @@ def resolve_keep(model, keep, layers=None):
 def l1_pruned(model, keep, layers=None):
     """Prunes filters by L1 norm without recovery, in one rewrite.
 
-    The same network that `compress_with_scheme(..., scheme="filters",
-    steps=0)` returns (the paper's "before recovery" model), built without
+    The same network that `compress(..., scheme="filters", steps=0)`
+    returns (the paper's "before recovery" model), built without
     the per-layer passes, so that counting a large model is quick.
 
     Args:

@@ -30,7 +30,7 @@ _LAYERWISE = ("layerwise", "mimic", "mimic_ce")
 
 @dataclasses.dataclass
 class SchemeReport:
-    """What `compress_with_scheme()` did.
+    """What `compress(scheme=...)` did with a layer-wise scheme.
 
     Attributes:
         scheme: The scheme.

@@ -126,6 +126,17 @@ def test_compress_with_scheme_end_to_end(scheme, kwargs, tmp_path):
     np.testing.assert_allclose(_predict(reloaded), _predict(small), atol=1e-6)
 
 
+def test_former_entry_point_is_a_deprecated_alias_of_compress():
+    model = _teacher()
+    settings = dict(layers=["s2_block2_1_conv"], steps=2, verbose=0, seed=3)
+    with pytest.warns(DeprecationWarning, match="scheme='lowrank'"):
+        old = keras_practise.schemes.compress_with_scheme(
+            model, _X, scheme="lowrank", **settings
+        )
+    new = keras_practise.compress(model, _X, scheme="lowrank", **settings)
+    np.testing.assert_allclose(_predict(old), _predict(new), atol=1e-5)
+
+
 def test_stream_joins_every_conv_writing_the_residual_map():
     flat = core.flat_copy(_teacher())
     # Stage 2's stream reaches the classifier, so only stage 1's can shrink.
