@@ -3,7 +3,8 @@
 docs/results_real_network.md found the library's recovery rejected at every
 learning rate on the pretrained Lite0 at small budgets. This probe drops a
 fixed set of blocks and recovers it several ways from the same in-domain
-tiny set (views of `--train_photographs` of foolbox's photographs), then
+tiny set (`--method_size` views of `--train_photographs` of foolbox's
+photographs), then
 measures each result on views of the other photographs, which no training
 step saw:
 
@@ -21,7 +22,7 @@ held-out views (in units of the teacher's feature variance there), top-1
 agreement with the teacher and KL(teacher || student) on them.
 
     KERAS_BACKEND=torch python -m benchmarks.recovery_probe \
-        --image_size 96 --steps 20,200
+        --image_size 96 --probe_steps 20,200
 """
 
 import time
@@ -33,22 +34,26 @@ from absl import flags
 from benchmarks import harness
 from benchmarks import real_network
 
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 96, "Input size (pixels).")
-_VIEWS = flags.DEFINE_integer("views", 100, "Views in the tiny set.")
-_BLOCKS = flags.DEFINE_list("blocks", ["block4c", "block5c"], "Blocks to drop.")
-_STEPS = flags.DEFINE_list("steps", ["20", "200"], "Recovery steps.")
-_RATE = flags.DEFINE_float("learning_rate", 0.02, "First SGD learning rate.")
+# The image size, tiny-set, test-view, batch, seed and output flags are
+# benchmarks.real_network's (one absl registry); these defaults suit the probe.
+flags.set_default(real_network._IMAGE_SIZE, 96)
+flags.set_default(real_network._AUGMENT_VIEWS, 2)
+flags.set_default(real_network._BATCH_SIZE, 16)
+flags.set_default(real_network._TEST_VIEWS, 300)
+_IMAGE_SIZE = real_network._IMAGE_SIZE
+_VIEWS = real_network._METHOD_SIZE
+_AUGMENT_VIEWS = real_network._AUGMENT_VIEWS
+_BATCH_SIZE = real_network._BATCH_SIZE
+_TEST_VIEWS = real_network._TEST_VIEWS
+_TRAIN_PHOTOGRAPHS = real_network._TRAIN_PHOTOGRAPHS
+_SEED = real_network._SEED
+_OUTPUT = real_network._OUTPUT
+_BLOCKS = flags.DEFINE_list("probe_blocks", ["block4c", "block5c"], "Blocks to drop.")
+_STEPS = flags.DEFINE_list("probe_steps", ["20", "200"], "Recovery steps.")
+_RATE = flags.DEFINE_float("probe_learning_rate", 0.02, "First SGD learning rate.")
 _VARIANTS = flags.DEFINE_list(
-    "variants", ["whole_train", "whole_inference", "adaptors"], "Recoveries."
+    "probe_variants", ["whole_train", "whole_inference", "adaptors"], "Recoveries."
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Training batch size.")
-_AUGMENT_VIEWS = flags.DEFINE_integer("augment_views", 2, "Views per image.")
-_TEST_VIEWS = flags.DEFINE_integer("test_views", 300, "Held-out test views.")
-_TRAIN_PHOTOGRAPHS = flags.DEFINE_integer(
-    "train_photographs", 10, "foolbox photographs lending the tiny set views."
-)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed.")
-_OUTPUT = flags.DEFINE_string("output", None, "Markdown file for the table.")
 
 
 def _recover(teacher, blocks, bank, variant, config):
