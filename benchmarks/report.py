@@ -1,0 +1,177 @@
+r"""Re-runs the headline tables of docs/results.md and writes them in place.
+
+Each headline table lives in docs/results.md between two markers,
+`<!-- report:NAME -->` and `<!-- /report:NAME -->`. This binary runs each
+table's benchmark command (`TABLES`) in a child process, which writes its
+markdown to a temporary file, and replaces what stands between the markers
+with a line naming the command, the commit, the date and the machine,
+followed by that markdown. A table whose command fails keeps its old text
+and the binary exits non-zero; the file is rewritten atomically once per
+table, so an interrupted run leaves every table whole.
+
+On the 2-core development CPU the default tables take about an hour:
+
+    python -m benchmarks.report
+
+    python -m benchmarks.report --tables fewshot_50 --dry_run
+"""
+
+import datetime
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import harness
+
+# Table name -> (backend, benchmark module, its flags). Each command writes
+# its markdown to the file given as `--output`.
+TABLES = {
+    "fewshot_50": (
+        "tensorflow", "benchmarks.fewshot",
+        ["--sizes=50", "--seeds=0,1,2", "--drop=3", "--steps=60",
+         "--finetune_steps=200"],
+    ),
+    "fewshot_recipes": (
+        "tensorflow", "benchmarks.fewshot",
+        ["--sizes=50", "--seeds=0", "--drop=3", "--finetune_steps=200",
+         "--methods=bp,mir,mimic_ce,stagewise"],
+    ),
+    "data_sources_50": (
+        "tensorflow", "benchmarks.data_sources",
+        ["--sizes=50", "--finetune_steps=200", "--synthesis_steps=100"],
+    ),
+}
+
+_TABLES = flags.DEFINE_list("tables", list(TABLES), "Tables to re-run.")
+_RESULTS = flags.DEFINE_string(
+    "results", os.path.join("docs", "results.md"), "The results file."
+)
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands only.")
+
+
+def command_line(name):
+    """The shell command that regenerates table `name` (without --output)."""
+    backend, module, args = TABLES[name]
+    return " ".join(
+        [f"KERAS_BACKEND={backend}", "python", "-m", module, *map(shlex.quote, args)]
+    )
+
+
+def markers(name):
+    """The opening and closing markers of table `name`."""
+    return f"<!-- report:{name} -->", f"<!-- /report:{name} -->"
+
+
+def replace_section(text, name, body):
+    """`text` with what stands between `name`'s markers replaced by `body`.
+
+    Raises:
+        ValueError: If the markers are missing or out of order.
+    """
+    start, end = markers(name)
+    pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), re.DOTALL)
+    if len(pattern.findall(text)) != 1:
+        raise ValueError(
+            f"docs/results.md must hold {start} ... {end} once. Received: "
+            f"{len(pattern.findall(text))} matches"
+        )
+    return pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text)
+
+
+def machine():
+    """One line on the machine: CPU count and model, OS."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as file:
+            models = [line.split(":", 1)[1].strip() for line in file
+                      if line.startswith("model name")]
+        cpu = models[0] if models else cpu
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, no GPU used"
+
+
+def commit():
+    """The short commit hash, marked when the working tree has changes."""
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" with uncommitted changes" if git("status", "--porcelain") else "")
+
+
+def run_table(name, log):
+    """Runs table `name`'s benchmark; returns its markdown section text."""
+    backend, module, args = TABLES[name]
+    with tempfile.TemporaryDirectory() as folder:
+        output = os.path.join(folder, "table.md")
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        started = time.perf_counter()
+        with open(os.path.join(folder, "log.txt"), "w") as log_file:
+            result = subprocess.run(
+                [sys.executable, "-m", module, *args, f"--output={output}"],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT, check=False,
+            )
+        seconds = time.perf_counter() - started
+        if result.returncode != 0 or not os.path.exists(output):
+            with open(os.path.join(folder, "log.txt")) as log_file:
+                tail = log_file.read()[-3000:]
+            raise RuntimeError(f"{name} failed (exit {result.returncode}):\n{tail}")
+        with open(output) as file:
+            table = file.read()
+    log(f"{name}: {seconds:.0f} s")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (
+        f"Regenerated by `python -m benchmarks.report --tables {name}`, which "
+        f"ran `{command_line(name)}`; commit {commit()}; {stamp}; {machine()}; "
+        f"{seconds / 60:.0f} minutes."
+    )
+    return header + "\n\n" + table
+
+
+def main(argv):
+    del argv
+    unknown = sorted(set(_TABLES.value) - set(TABLES))
+    if unknown:
+        raise app.UsageError(f"Unknown tables {unknown}. Expected some of {list(TABLES)}")
+    started = time.perf_counter()
+
+    def log(text):
+        print(f"[{time.perf_counter() - started:6.0f}s] {text}", flush=True)
+
+    if _DRY_RUN.value:
+        for name in _TABLES.value:
+            print(f"{name}: {command_line(name)}")
+        return
+    with open(_RESULTS.value) as file:
+        text = file.read()
+    for name in _TABLES.value:
+        replace_section(text, name, "")  # Missing markers fail before any run.
+    failed = []
+    for name in _TABLES.value:
+        try:
+            section = run_table(name, log)
+        except RuntimeError as error:
+            log(str(error))
+            failed.append(name)
+            continue
+        with open(_RESULTS.value) as file:
+            text = replace_section(file.read(), name, section)
+        harness.write_atomically(_RESULTS.value, text)
+        log(f"{name}: written to {_RESULTS.value}")
+    if failed:
+        sys.exit(f"Tables that failed (their old text kept): {failed}")
+
+
+if __name__ == "__main__":
+    app.run(main)
