@@ -36,6 +36,7 @@ def _run(tmp_path, *flags):
         capture_output=True,
         text=True,
         timeout=900,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return output.read_text(), json.loads(raw.read_text())
