@@ -56,9 +56,7 @@ class Data:
         """`(images, labels or None)`: `n` views of `source`."""
         import numpy as np
 
-        from keras_practise.data import augment
-        from keras_practise.data import natural_images
-        from keras_practise.data import synthesis
+        from keras_practise.data import augment, natural_images, synthesis
 
         rng = np.random.default_rng(self.seed)
         if source == "in_domain":
