@@ -45,6 +45,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import harness
+from benchmarks import photographs
 from benchmarks import selection_criteria as criteria
 
 _MODEL = flags.DEFINE_enum("model", "lite0", ["lite0", "lite1"], "Teacher.")
@@ -114,79 +115,7 @@ _NAMES = {
     "bp": "BP: cross-entropy on labels (library's blocks)",
     "kd": "KD (library's blocks)",
 }
-_SOURCE_NAMES = {
-    "in_domain": "ImageNet photographs (foolbox)",
-    "out_of_domain": "other photographs (scikit-image)",
-    "synthetic": "Gaussian noise",
-    "data_free": "data-free (DeepInversion)",
-}
-
-
-def build_teacher(variant, size):
-    """The ImageNet EfficientNet-Lite taking RGB in [0, 1], softmax output."""
-    import keras
-
-    from keras_practise import models
-
-    inputs = keras.Input((size, size, 3))
-    # (255 x - 127) / 128: the model's preprocess_input on [0, 1] images.
-    x = keras.layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="rescale")(inputs)
-    builder = {"lite0": models.EfficientNetLite0, "lite1": models.EfficientNetLite1}
-    return builder[variant](input_tensor=x)
-
-
-class Data:
-    """Photograph split, test views and tiny-set sources, all in [0, 1]."""
-
-    def __init__(self, teacher, size, train_photographs, test_views, seed):
-        import numpy as np
-
-        from keras_practise.data import augment
-        from keras_practise.models import efficientnet_lite
-
-        photos, labels = efficientnet_lite.foolbox_photographs(512)
-        order = np.random.default_rng(seed).permutation(len(photos))
-        self.train, self.held_out = order[:train_photographs], order[train_photographs:]
-        self.photos, self.photo_labels = photos / 255.0, labels
-        self.size, self.seed, self.teacher = size, seed, teacher
-        self.labelled = augment.resize(self.photos, size)
-        per_image = -(-test_views // len(self.held_out))
-        views = augment.make_views(
-            self.photos[self.held_out], per_image, size, seed=seed + 1000,
-            scale=(0.25, 1.0),
-        )
-        self.test = views[np.random.default_rng(seed).permutation(len(views))[:test_views]]
-        self._synthesised = None
-
-    def tiny_set(self, source, n, synthesis_steps=None):
-        """`(images, labels or None)`: `n` views of `source`."""
-        import numpy as np
-
-        from keras_practise.data import augment
-        from keras_practise.data import natural_images
-        from keras_practise.data import synthesis
-
-        rng = np.random.default_rng(self.seed)
-        if source == "in_domain":
-            per_image = -(-n // len(self.train))
-            views = augment.make_views(self.photos[self.train], per_image, self.size, seed=self.seed)
-            labels = np.repeat(self.photo_labels[self.train], per_image)
-            pick = rng.permutation(len(views))[:n]
-            return views[pick], labels[pick]
-        if source == "out_of_domain":
-            return natural_images.sample_photographs(n, self.size, seed=self.seed), None
-        if source == "synthetic":
-            noise = synthesis.gaussian_noise(n, self.size, mean=0.5, std=0.25, seed=self.seed)
-            return np.clip(noise, 0.0, 1.0), None
-        if source == "data_free":
-            # One synthesis of the largest set; smaller sets are its prefixes.
-            if self._synthesised is None or len(self._synthesised) < n:
-                self._synthesised = synthesis.synthesize_images(
-                    self.teacher, n, steps=synthesis_steps, value_range=(0, 1),
-                    seed=self.seed, verbose=0,
-                ).images
-            return self._synthesised[:n], None
-        raise app.UsageError(f"Unknown source {source!r}: {sorted(_SOURCE_NAMES)}")
+_SOURCE_NAMES = photographs.SOURCE_NAMES
 
 
 def evaluate(model, data, teacher_test):
@@ -433,8 +362,8 @@ def main(argv):
             f"needs methods). Received: {_TABLES.value}"
         )
     keras.utils.set_random_seed(_SEED.value)
-    teacher = build_teacher(_MODEL.value, _IMAGE_SIZE.value)
-    data = Data(teacher, _IMAGE_SIZE.value, _TRAIN_PHOTOGRAPHS.value,
+    teacher = photographs.build_teacher(_MODEL.value, _IMAGE_SIZE.value)
+    data = photographs.Data(teacher, _IMAGE_SIZE.value, _TRAIN_PHOTOGRAPHS.value,
                 _TEST_VIEWS.value, _SEED.value)
     teacher_test = teacher.predict(data.test, batch_size=64, verbose=0)
     runner = Runner(teacher, data, teacher_test)

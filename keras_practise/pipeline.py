@@ -6,6 +6,8 @@ report.
 """
 
 import dataclasses
+import os
+import tempfile
 import warnings
 
 from keras_practise import backend
@@ -196,7 +198,9 @@ def compress(
             `keras.applications.resnet.preprocess_input`.
         data_dir: Folder of prepared tensorflow-datasets datasets.
         latency_batch_size: Batch size of the before/after latency figures
-            (`0` skips measuring them).
+            and, with `quantize`, of the int8 file's latency in its runtime
+            against the float export of the same model (`0` skips measuring
+            them).
         synthesis_steps: Optimisation steps per batch of synthesised images
             when `data` is `None`.
         selection: How the set of blocks is chosen (`block_sets.RULES`):
@@ -228,6 +232,9 @@ def compress(
             `quantize_static`, NNCF for OpenVINO) calibrate on the tiny set;
             the file is checked against the float model on the held-out
             views (top-1 agreement at least 0.9, see `keras_practise.export`).
+            Unless `latency_batch_size` is `0`, the report's `int8_latency`
+            times it against a float export of the same model (written to a
+            temporary folder, then removed) in its runtime.
         **scheme_options: Options of the layer-wise schemes (their
             `schemes.registry` entries): `keep` (filters, `0.5`: fraction of
             filters kept, or a dict per conv), `layers` (convs to compress;
@@ -375,10 +382,44 @@ def _finish(model, job, outcome, latency_batch_size, export_target, quantize,
                 check = dict(
                     sample=held_out, quantize=quantize, calibration=calibration
                 )
-            report.exported = dataclasses.asdict(exporter.export(
-                outcome.compressed, path, format, **check
-            ))
+            exported = exporter.export(outcome.compressed, path, format, **check)
+            report.exported = dataclasses.asdict(exported)
+        if quantize is not None and latency_batch_size:
+            with base.timed(phases, "int8 latency"):
+                report.int8_latency = _int8_latency(
+                    outcome.compressed, exported, outcome.sample, latency_batch_size
+                )
     return report
+
+
+def _int8_latency(model, int8, sample, batch_size):
+    """The int8 file timed against a float export of `model`, interleaved.
+
+    The float file is written (and checked on `sample`) into a temporary
+    folder that is removed afterwards; both run in the int8 file's runtime
+    with its default threads, at the report's latency batch size, so the
+    ratio sits beside the report's Keras before/after figures.
+
+    Returns:
+        A dict: `runtime`, `batch_size`, `runs`, `float_ms` and `int8_ms`
+        (medians) and `ratio` (`int8_ms / float_ms`).
+    """
+    suffix = exporter.FORMATS[int8.format].suffix
+    with tempfile.TemporaryDirectory(prefix="keras_practise_float_") as folder:
+        float_file = exporter.export(
+            model, os.path.join(folder, f"float{suffix}"), int8.format,
+            sample=sample,
+        )
+        result = latency_lib.compare_exported_latency(
+            {"float": float_file, "int8": int8},
+            input_shape=tuple(sample.shape[1:]), batch_size=batch_size,
+        )
+    timed = result.results
+    return {
+        "runtime": timed["int8"].runtime, "batch_size": batch_size,
+        "runs": timed["int8"].runs, "float_ms": timed["float"].median_ms,
+        "int8_ms": timed["int8"].median_ms, "ratio": result.ratios["int8"],
+    }
 
 
 def compress_with_scheme(model, data=None, scheme="filters", **kwargs):

@@ -239,8 +239,9 @@ def _add_tiny_set_and_training(command):
     command.add_argument(
         "--latency-batch-size", type=int, default=8,
         help=(
-            "batch size of the before/after latency figures; 0 skips them "
-            "(default: 8)"
+            "batch size of the before/after latency figures (and, with "
+            "--quantize, of the int8 file against the float one in its "
+            "runtime); 0 skips them (default: 8)"
         ),
     )
     command.add_argument(

@@ -64,7 +64,7 @@ class Outcome:
         compressed: The compressed model at the working size.
         report: The scheme's report; `compress()` fills its `fidelity`,
             `latency_ms`, `latency_reduction`, `latency_batch_size`,
-            `device`, `phase_seconds` and `exported`.
+            `device`, `phase_seconds`, `exported` and `int8_latency`.
         sample: Views of the tiny set to check an exported file on.
         tiny_set: The `TinySet` the scheme worked from (held-out views of
             it judge the result).
@@ -100,6 +100,25 @@ class Scheme:
     run: object
     min_steps: int = 1
     knob: object = None
+
+
+def int8_latency_line(int8_latency):
+    """The report line of `compress(..., quantize="int8")`'s runtime latency.
+
+    Args:
+        int8_latency: The report's `int8_latency` dict (`runtime`,
+            `batch_size`, `runs`, `float_ms`, `int8_ms`, `ratio`).
+
+    Returns:
+        One line of text, e.g. `int8 file in onnxruntime (batch 8, 30
+        interleaved runs): float 2.10 ms -> int8 1.60 ms (0.762x)`.
+    """
+    entry = int8_latency
+    return (
+        f"int8 file in {entry['runtime']} (batch {entry['batch_size']}, "
+        f"{entry['runs']} interleaved runs): float {entry['float_ms']:.2f} ms "
+        f"-> int8 {entry['int8_ms']:.2f} ms ({entry['ratio']:.3f}x)"
+    )
 
 
 @contextlib.contextmanager

@@ -52,6 +52,12 @@ class CompressionReport:
         rounds: With `selection="greedy"`, the `RecoverabilityReport` of
             each later choice (remaining candidates scored dropped together
             with the blocks chosen before).
+        int8_latency: With `quantize="int8"` and a non-zero
+            `latency_batch_size`: the int8 file and a float export of the
+            same compressed model timed interleaved in the int8 file's
+            runtime at `latency_batch_size` (dict: `runtime`, `batch_size`,
+            `runs`, median `float_ms` and `int8_ms`, `ratio` =
+            `int8_ms / float_ms`), else `None`.
     """
 
     blocks: list
@@ -71,6 +77,7 @@ class CompressionReport:
     exported: dict = None
     fidelity: object = None
     rounds: list = dataclasses.field(default_factory=list)
+    int8_latency: dict = None
 
     def table(self):
         """The before/after table (and the candidate scores) as text."""
@@ -98,6 +105,8 @@ class CompressionReport:
             lines.append(f"fidelity {self.fidelity}")
         if self.exported:
             lines.append(f"exported {exporter.ExportResult(**self.exported)}")
+        if self.int8_latency:
+            lines.append(base.int8_latency_line(self.int8_latency))
         lines.append(
             "phases: "
             + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())

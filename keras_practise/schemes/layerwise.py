@@ -53,6 +53,12 @@ class SchemeReport:
         latency_ms: `(before, after)` median latency in ms (`None` when not
             measured), with `latency_batch_size` and `device`.
         latency_reduction: Fraction of latency saved.
+        int8_latency: With `quantize="int8"` and a non-zero
+            `latency_batch_size`: the int8 file and a float export of the
+            same compressed model timed interleaved in the int8 file's
+            runtime at `latency_batch_size` (dict: `runtime`, `batch_size`,
+            `runs`, median `float_ms` and `int8_ms`, `ratio` =
+            `int8_ms / float_ms`), else `None`.
     """
 
     scheme: str
@@ -71,6 +77,7 @@ class SchemeReport:
     latency_reduction: float = None
     latency_batch_size: int = 0
     device: str = None
+    int8_latency: dict = None
 
     def table(self):
         """The per-layer table and the totals as text."""
@@ -101,6 +108,8 @@ class SchemeReport:
             lines.append(f"fidelity {self.fidelity}")
         if self.exported:
             lines.append(f"exported {exporter.ExportResult(**self.exported)}")
+        if self.int8_latency:
+            lines.append(base.int8_latency_line(self.int8_latency))
         lines.append(
             "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.phase_seconds.items())
         )

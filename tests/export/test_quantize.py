@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -168,3 +169,48 @@ def test_compress_ships_a_checked_int8_file_of_a_trained_network(tmp_path):
     x, _ = digits.load_cluttered_digits("test", num_images=64, seed=1)
     int8 = runtimes.run_exported(path, "onnx", x).argmax(-1)
     assert np.mean(int8 == small.predict(x, verbose=0).argmax(-1)) >= 0.85
+
+
+@pytest.mark.parametrize(
+    "scheme, options",
+    [("blocks", dict(blocks=["1.2"], finetune_steps=2)),
+     ("filters", dict(keep=0.75, layers=["conv2_block1_1_conv"], steps=1))],
+)
+def test_compress_reports_int8_latency_against_float(scheme, options, tmp_path,
+                                                     monkeypatch):
+    # The report times the int8 file against a float export of the same
+    # compressed model, interleaved in the int8 file's runtime; the float
+    # file goes to a temporary folder that is removed.
+    from keras_practise.demo import digits
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    teacher = keras.saving.load_model(digits.TEACHER_PATH)
+    images, _ = digits.load_cluttered_digits("train", num_images=32, seed=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    path = os.path.join(out, "small.onnx")
+    _, report = keras_practise.compress(
+        teacher, images, scheme=scheme, augment_views=1, export=path,
+        quantize="int8", latency_batch_size=2, verbose=0, return_report=True,
+        min_agreement=0.0, **options,
+    )
+    timed = report.int8_latency
+    assert timed["runtime"] == "onnxruntime"
+    assert timed["batch_size"] == 2 and timed["runs"] == 30
+    for name in ("float_ms", "int8_ms"):
+        assert np.isfinite(timed[name]) and timed[name] > 0
+    assert timed["ratio"] == pytest.approx(timed["int8_ms"] / timed["float_ms"])
+    assert report.to_dict()["int8_latency"] == pytest.approx(timed)
+    assert "int8 file in onnxruntime (batch 2" in report.table()
+    assert "int8 latency" in report.phase_seconds
+    # Only the int8 file is left: no float file beside it or in the scratch.
+    assert sorted(os.listdir(out)) == ["small.onnx"]
+    left = [
+        os.path.join(root, name) for root, folders, names in os.walk(scratch)
+        for name in folders + names
+        if name.startswith("keras_practise_float_") or name.endswith(".onnx")
+    ]
+    assert left == []
+    assert report.exported["quantize"] == "int8"
