@@ -32,6 +32,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import harness
+from benchmarks import photographs
 from benchmarks import real_network
 
 # The image size, tiny-set, test-view, batch, seed and output flags are
@@ -102,8 +103,8 @@ def main(argv):
 
     started = time.perf_counter()
     keras.utils.set_random_seed(_SEED.value)
-    teacher = real_network.build_teacher("lite0", _IMAGE_SIZE.value)
-    data = real_network.Data(
+    teacher = photographs.build_teacher("lite0", _IMAGE_SIZE.value)
+    data = photographs.Data(
         teacher, _IMAGE_SIZE.value, _TRAIN_PHOTOGRAPHS.value, _TEST_VIEWS.value,
         _SEED.value,
     )
