@@ -28,8 +28,11 @@ named `variant` (PRACTISE) or `variant/method`.
 For every tiny set (`--sizes` x `--seeds`), all variants of the run and the
 teacher are timed in one interleaved `keras_practise.compare_latency` call,
 so that machine load hits them alike; the tables give the measured latency
-reduction against the teacher (mean over runs), MACs, parameters and the
-test accuracy (mean +/- std over seeds).
+reduction against the teacher (mean over runs), MACs, parameters, the
+test accuracy and the report's label-free estimate of the top-1 agreement
+with the teacher (`report.fidelity`; mean +/- std over seeds;
+`benchmarks/scheme_defaults.py` sets the estimate against the measured
+agreement).
 
 Command (the table and figure in docs/results.md):
 
@@ -285,7 +288,7 @@ def main(argv):
     )
     teacher_accuracy = harness.accuracy(teacher, test_x, test_y)
     # (variant, size) -> per-seed accuracies and latency reductions.
-    accuracies, reductions, costs = {}, {}, {}
+    accuracies, reductions, costs, estimates = {}, {}, {}, {}
     # PRACTISE first: a block variant's baselines drop the blocks it chose.
     methods = sorted(values["methods"], key=lambda m: m != "practise")
     names = [run_name(v, m) for v in values["variants"] for m in methods]
@@ -306,6 +309,9 @@ def main(argv):
                     chosen = chosen or getattr(report, "blocks", None)
                     models[name] = model
                     acc = harness.accuracy(model, test_x, test_y)
+                    estimates.setdefault((name, size), []).append(
+                        report.fidelity.agreement
+                    )
                     accuracies.setdefault((name, size), []).append(acc)
                     costs.setdefault((name, size), []).append((
                         keras_practise.count_params(model),
@@ -326,7 +332,7 @@ def main(argv):
 
     teacher_macs = keras_practise.count_macs(teacher)
     header = ("variant", "params K", "MACs M", "MACs cut", "latency cut",
-              "accuracy %")
+              "accuracy %", "estimated agreement %")
     sections = [
         f"Teacher: {teacher.name}, {100 * teacher_accuracy:.2f}% on "
         f"{values['test_images']} test images, "
@@ -354,6 +360,7 @@ def main(argv):
                 name, f"{params / 1e3:.1f}", f"{macs / 1e6:.2f}",
                 f"{100 * (1 - macs / teacher_macs):.1f}%", f"{cut:.1f}%",
                 harness.mean_std(accuracies[(name, size)]),
+                harness.mean_std(estimates[(name, size)]),
             ))
         sections += [
             f"{size} images (latency cut: mean over seeds; accuracy: mean "
