@@ -24,7 +24,7 @@ defaults suit this study. The first of `--sizes` and `--seeds` is the tiny
 set. Rows are cached per model under `--rows_dir` as they are measured: an
 interrupted run resumes, and one process per model (`--models vgg`, ...)
 can fill the cache in parallel before one run with every model writes the
-tables.
+tables (`--partial` tabulates what is cached).
 
 Command (docs/results_fidelity.md):
 
@@ -75,6 +75,11 @@ _TRAIN_IMAGES = flags.DEFINE_integer(
 )
 _ROWS_DIR = flags.DEFINE_string(
     "rows_dir", None, "Folder caching each model's measured rows (JSON)."
+)
+_PARTIAL = flags.DEFINE_bool(
+    "partial", False,
+    "Measure nothing new: tabulate the rows cached under --rows_dir (for "
+    "tables while, or after, a run that did not finish every variant).",
 )
 _NEAR_CHANCE = flags.DEFINE_float(
     "near_chance", 0.1,
@@ -184,6 +189,8 @@ def model_rows(name, values, started):
     rows = {}
     for variant in values["variants"]:
         key = run_key(variant, values)
+        if key not in cached and _PARTIAL.value:
+            continue
         if key not in cached:
             cached[key] = measure(teacher, variant, data, test, values)
             keras.utils.clear_session()
