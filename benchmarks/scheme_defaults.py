@@ -173,6 +173,8 @@ def model_rows(name, values, started):
     if path and os.path.exists(path):
         with open(path) as f:
             cached = json.load(f)
+    if _PARTIAL.value and not cached:
+        return None, {}
     teacher, note = architectures.load_or_train(
         name, _CACHE_DIR.value, values["train_epochs"], values["train_images"]
     )
@@ -268,6 +270,8 @@ def main(argv):
     )
     for name in values["models"]:
         info, rows = model_rows(name, values, started)
+        if not rows:
+            continue
         table = []
         for variant, row in rows.items():
             every.append((name, variant, row))
