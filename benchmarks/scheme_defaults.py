@@ -4,7 +4,7 @@ Issue 25, items 3 and 4. Every layer-wise scheme is run at its default and
 at candidate defaults (`--variants`, names of `scheme_accuracy.VARIANTS`) on
 several digits classifiers (`--models`): the bundled ResNet-20 teacher and
 the networks of `benchmarks/architectures.py` (`user_resnet`, `mobilenet`,
-`vgg`, and `mobilenet_v2`, keras.applications' MobileNetV2), trained by
+`vgg`; `mobilenet_v2`, keras.applications' MobileNetV2, on request), trained by
 `harness.train_classifier` and cached under `--cache_dir` (the selection
 benchmark's cache, so either binary reuses the other's models).
 
@@ -29,7 +29,7 @@ tables (`--partial` tabulates what is cached).
 Command (docs/results_fidelity.md):
 
     OMP_NUM_THREADS=1 KERAS_BACKEND=tensorflow python -m benchmarks.scheme_defaults \
-        --models=resnet20,user_resnet,mobilenet,vgg,mobilenet_v2 \
+        --models=resnet20,user_resnet,mobilenet,vgg \
         --sizes=64 --steps=30 --test_images=500 \
         --rows_dir=out/scheme_defaults --output=out/scheme_defaults.md
 """
@@ -61,8 +61,10 @@ flags.set_default(scheme_accuracy._STEPS, 30)
 flags.set_default(scheme_accuracy._TEST_IMAGES, 500)
 
 _MODELS = flags.DEFINE_list(
-    "models", ["resnet20", "user_resnet", "mobilenet", "vgg", "mobilenet_v2"],
-    "Models: resnet20 (the bundled teacher) or keys of architectures.BUILDERS.",
+    "models", ["resnet20", "user_resnet", "mobilenet", "vgg"],
+    "Models: resnet20 (the bundled teacher) or keys of architectures.BUILDERS "
+    "(mobilenet_v2, keras.applications' MobileNetV2, did not learn the task "
+    "in 5 epochs of the harness: 3.8% test accuracy, chance).",
 )
 _CACHE_DIR = flags.DEFINE_string(
     "cache_dir", "out/selection_cache", "Cache of the trained models."
