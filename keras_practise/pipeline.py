@@ -229,14 +229,15 @@ def compress(
             the file is checked against the float model on the held-out
             views (top-1 agreement at least 0.9, see `keras_practise.export`).
         **scheme_options: Options of the layer-wise schemes (their
-            `schemes.registry` entries): `keep` (filters, `0.5`: fraction of
+            `schemes.registry` entries): `keep` (filters, `0.75`: fraction of
             filters kept, or a dict per conv), `layers` (convs to compress;
             filters also takes residual streams), `rank` (decouple:
             depthwise filters per channel, `3`; lowrank: a fraction or count
-            instead of `energy`), `energy` (lowrank, `0.9`), `sparsity`
+            instead of `energy`), `energy` (lowrank, `0.95`), `sparsity`
             (sparse, `0.5`), `learning_rate` (per-layer SGD, `0.01`). The
-            papers' ImageNet settings (`energy=0.4`, `sparsity=0.9`)
-            bring small networks near chance (docs/results_fidelity.md).
+            papers' settings (`keep=0.5`, `energy=0.4`, `sparsity=0.9`)
+            bring small networks near chance or far below their teacher
+            (docs/results_fidelity.md).
 
     Returns:
         The compressed Functional `keras.Model` (saves to `.keras` and reloads
