@@ -11,6 +11,11 @@ every subset of blocks stays affordable on a CPU:
   depthwise, 1x1 linear projection, ReLU6), 16/24/32 channels.
 * `vgg`: plain Conv-BN-ReLU stacks separated by max pooling, no shortcuts.
 
+`mobilenet_v2` is `keras.applications.MobileNetV2` itself (width 0.35, no
+pretrained weights, 32x32 inputs, 30 classes), for the benchmarks that need
+a keras.applications network trained on the same task
+(`benchmarks/scheme_defaults.py`).
+
 `tiny` (two candidates, 0.1 M MACs) only keeps the smoke test fast.
 
 They are trained on the cluttered-digits task by `harness.train_classifier`
@@ -100,6 +105,14 @@ def vgg():
     return _head(inputs, x, "vgg")
 
 
+def mobilenet_v2():
+    """`keras.applications.MobileNetV2(alpha=0.35)` for 32x32 digits."""
+    return keras.applications.MobileNetV2(
+        input_shape=_INPUT_SHAPE, alpha=0.35, weights=None, classes=_CLASSES,
+        name="mobilenet_v2",
+    )
+
+
 def tiny():
     """Two droppable 8-channel convs: the smoke test's model."""
     inputs = keras.Input(_INPUT_SHAPE)
@@ -111,7 +124,7 @@ def tiny():
 
 BUILDERS = {
     "user_resnet": user_resnet, "mobilenet": mobilenet, "vgg": vgg,
-    "tiny": tiny,
+    "mobilenet_v2": mobilenet_v2, "tiny": tiny,
 }
 
 

@@ -78,6 +78,32 @@ def test_scheme_accuracy(tmp_path):
     assert plot.stat().st_size > 1000
 
 
+def test_scheme_defaults(tmp_path):
+    output = tmp_path / "scheme_defaults.md"
+    rows_dir = tmp_path / "rows"
+    _run(
+        "scheme_defaults", "--smoke", f"--cache_dir={tmp_path / 'models'}",
+        f"--rows_dir={rows_dir}", f"--output={output}",
+    )
+    text = output.read_text()
+    table = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| variant")
+    }
+    assert set(table) == {"filters-0.5", "sparse-0.5"}
+    # The sparse row removes no MACs; every percentage is one.
+    assert table["sparse-0.5"][0] == "0.0%"
+    assert all(0 <= float(c[:-1]) <= 100 for r in table.values() for c in r if c.endswith("%"))
+    assert "Spearman's rho" in text and "largest over-estimate" in text
+    # The rows are cached per model, for a resumed run.
+    cached = json.loads((rows_dir / "tiny.json").read_text())
+    assert len(cached) == 2
+    assert {"estimate", "agreement", "accuracy", "flagged"} <= set(
+        next(iter(cached.values()))
+    )
+
+
 def test_data_sources(tmp_path):
     output = tmp_path / "sources.md"
     _run(

@@ -96,7 +96,9 @@ ENTRIES = (
     Entry(
         "filters", "keras_practise.schemes.filters",
         "keep a fraction of the filters of maps or residual streams",
-        (Option("keep", 0.5, float, "filters: kept fraction (0.5)"), _LAYERS,
+        (Option("keep", 0.75, float,
+                "filters: kept fraction (0.75; 0.5 leaves plain nets near "
+                "chance)"), _LAYERS,
          _LEARNING_RATE, *_TARGET),
         relax=("keep", "layers"),
     ),
@@ -112,14 +114,18 @@ ENTRIES = (
     Entry(
         "lowrank", "keras_practise.schemes.lowrank",
         "3x3 conv -> fewer 3x3 filters + 1x1, by PCA of its responses",
-        (Option("energy", 0.4, float, "lowrank: PCA energy (0.4)"),
+        (Option("energy", 0.95, float,
+                "lowrank: PCA energy (0.95; the paper's ImageNet setting 0.4 "
+                "collapses small nets)"),
          Option("rank", None, number), _LAYERS, _LEARNING_RATE, *_TARGET),
         relax=("energy", "rank", "layers"),
     ),
     Entry(
         "sparse", "keras_practise.schemes.sparse",
         "unstructured magnitude sparsity",
-        (Option("sparsity", 0.9, float, "sparse: zeros (0.9)"), _LAYERS,
+        (Option("sparsity", 0.5, float,
+                "sparse: zeros (0.5; the paper's ImageNet setting 0.9 "
+                "collapses small nets)"), _LAYERS,
          _LEARNING_RATE, *_TARGET),
         relax=("sparsity", "layers"),
     ),

@@ -7,6 +7,10 @@ the mask: the conv computes with kernel `(W @ U) * M`, so while `U` trains
 the mask holds, and folding gives a plain conv with kernel `(W @ U) * M` and
 bias `b @ U`: as sparse as `M`, and exactly what was trained.
 
+The default keeps half of each kernel (`sparsity=0.5`); the paper's
+ImageNet setting, 0.9, leaves small networks near chance
+(docs/results_fidelity.md).
+
 Dense kernels with zeros run no faster on ordinary runtimes (Keras, XLA,
 cuDNN, oneDNN): sparsity pays only on a sparse-aware runtime or in
 compressed storage.

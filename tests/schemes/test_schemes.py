@@ -117,9 +117,10 @@ def test_compress_with_scheme_end_to_end(scheme, kwargs, tmp_path):
         assert small.get_layer("s1_block1_1_conv").filters == 4
         assert small.get_layer("s2_block2_1_conv").filters == 8
     if scheme == "sparse":
-        assert report.sparsity == pytest.approx(0.9, abs=0.01)
+        # The default, half of each kernel.
+        assert report.sparsity == pytest.approx(0.5, abs=0.01)
         kernel = small.get_layer("s1_block3_1_conv").get_weights()[0]
-        assert np.mean(kernel == 0) >= 0.89
+        assert np.mean(kernel == 0) >= 0.49
     path = tmp_path / "small.keras"
     small.save(path)
     reloaded = keras.saving.load_model(path)
