@@ -132,5 +132,5 @@ def test_cli_export_may_not_clobber_the_report(model, tmp_path, capsys):
         "compress", model_path, "--out", os.path.join(tmp_path, "small.keras"),
         "--report", os.path.join(tmp_path, "small.onnx"), "--export", "onnx",
     ])
-    assert status == 1
+    assert status == 2
     assert "--export must differ from --report" in capsys.readouterr().err

@@ -87,7 +87,7 @@ def test_cli_refuses_scheme_options_without_a_scheme(tmp_path, capsys):
         "compress", str(model_path), "--out", str(tmp_path / "small.keras"),
         "--keep", "0.5",
     ])
-    assert code == 1
+    assert code == 2
     assert "go with a layer-wise --scheme" in capsys.readouterr().err
 
 
