@@ -125,3 +125,17 @@ def test_latency_target_errors_name_the_reason():
             model, tiny_models.images(8), scheme="filters", latency_target=0.99,
             latency="macs", verbose=0,
         )
+
+
+def test_help_gives_every_scheme_option_with_its_default(capsys):
+    # The help text is built from the registry (no backend started).
+    try:
+        code = cli.main(["compress", "--help"])
+    except SystemExit as exit:
+        code = exit.code
+    assert code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in registry.cli_options():
+        assert f"--{option.name.replace('_', '-')}" in text
+        if option.default is not None:
+            assert f"({option.default}" in text, option.name
