@@ -234,7 +234,8 @@ def test_scheme_recovery_methods_and_baselines(method):
     for before, after in zip(original, model.get_weights()):
         np.testing.assert_array_equal(before, after)
     assert report.method == method
-    assert small.get_layer("s2_block2_1_conv").filters == 8
+    # The default keeps three quarters of the 16 filters.
+    assert small.get_layer("s2_block2_1_conv").filters == 12
     assert report.macs[1] == macs.count_macs(small) < report.macs[0]
     assert report.finetune_curve
     assert all(np.isfinite(loss) for _, loss in report.finetune_curve)
