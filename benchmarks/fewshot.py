@@ -40,6 +40,10 @@ _TEST_IMAGES = flags.DEFINE_integer("test_images", 2000, "Held-out test images."
 _METHODS = flags.DEFINE_list(
     "methods", ["dropped", "bp", "mir", "practise"], "Methods to run."
 )
+_VALIDATION_SPLIT = flags.DEFINE_float(
+    "validation_split", 0.0,
+    "Fraction of each tiny set held out whole (compress(validation_split=)).",
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Markdown file for the tables.")
 _PLOT = flags.DEFINE_string("plot", None, "PNG latency-accuracy figure.")
 
@@ -55,7 +59,8 @@ _NAMES = {
 _FIXED_BLOCK_RECIPES = {"bp": "ce", "mir": "mimic", "mimic_ce": "mimic_ce", "stagewise": "stagewise"}
 
 
-def run_one(teacher, method, images, labels, drop, steps, finetune_steps, seed):
+def run_one(teacher, method, images, labels, drop, steps, finetune_steps, seed,
+            validation_split=0.0):
     """Compresses `teacher` with one method; returns (model, blocks)."""
     import keras_practise
 
@@ -64,6 +69,7 @@ def run_one(teacher, method, images, labels, drop, steps, finetune_steps, seed):
     common = dict(
         finetune_steps=finetune_steps, seed=seed, verbose=0,
         return_report=True, latency_batch_size=0,
+        validation_split=validation_split,
     )
     if method == "dropped":
         return keras_practise.drop_blocks(teacher, first), first
@@ -122,6 +128,7 @@ def main(argv):
                     model, blocks = run_one(
                         teacher, method, images, labels, _DROP.value,
                         _STEPS.value, _FINETUNE_STEPS.value, seed,
+                        _VALIDATION_SPLIT.value,
                     )
                 acc = harness.accuracy(model, test_x, test_y)
                 results.setdefault((method, size), []).append(acc)

@@ -13,7 +13,14 @@ step saw:
 * `whole_inference`: the same with every BatchNorm frozen in inference mode
   (`TrainConfig(batchnorm="inference")`);
 * `adaptors`: only the 1x1 adaptors train (BatchNorm in inference mode),
-  as when recoverability is scored, then they are folded.
+  as when recoverability is scored, then they are folded;
+* each of them with the suffix `_photos`: the tiny set is the training
+  photographs themselves (as a user would pass them), each giving
+  `--method_size` x `--augment_views` / photographs training views;
+* and with the suffix `_held`: the same, less the photographs
+  `--probe_validation_split` holds out whole
+  (`compress(validation_split=...)`); the run is checked on those and ends
+  at the check that scored best on them (`trainer.fit(held_out=...)`).
 
 Each row gives whether the run was accepted (the library's check: the
 feature MSE on the tiny set's evaluation views did not grow), the training
@@ -22,9 +29,11 @@ held-out views (in units of the teacher's feature variance there), top-1
 agreement with the teacher and KL(teacher || student) on them.
 
     KERAS_BACKEND=torch python -m benchmarks.recovery_probe \
-        --image_size 96 --probe_steps 20,200
+        --image_size 96 --probe_steps 20,200 \
+        --probe_variants whole_inference_photos,whole_inference_held
 """
 
+import dataclasses
 import time
 import warnings
 
@@ -55,6 +64,9 @@ _RATE = flags.DEFINE_float("probe_learning_rate", 0.02, "First SGD learning rate
 _VARIANTS = flags.DEFINE_list(
     "probe_variants", ["whole_train", "whole_inference", "adaptors"], "Recoveries."
 )
+_SPLIT = flags.DEFINE_float(
+    "probe_validation_split", 0.2, "Photographs held out by `_held` variants."
+)
 
 
 def _recover(teacher, blocks, bank, variant, config):
@@ -67,14 +79,17 @@ def _recover(teacher, blocks, bank, variant, config):
     from keras_practise.recovery import fold
     from keras_practise.recovery import recipes
 
-    if variant != "adaptors":
+    if not variant.startswith("adaptors"):
         return recipes.recover(teacher, blocks, bank, "mimic", config)
     student, sites = adaptors_lib.insert_adaptors(teacher, blocks)
     trainer.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
     view = keras.Model(student.input, taps.feature_tap(student))
+    held_out = None
+    if bank.held_out:
+        held_out = (bank.views["eval"], [bank.targets["eval"]])
     curve = trainer.fit_or_skip(
         view, bank.views["train"], [bank.targets["train"]], ["mse"], config,
-        normalize=True, accept=recipes._no_worse(view, bank),
+        normalize=True, accept=recipes._no_worse(view, bank), held_out=held_out,
     )
     return fold.fold_adaptors(student, sites, name=teacher.name), curve
 
@@ -94,6 +109,7 @@ def main(argv):
     del argv
     import keras
 
+    from keras_practise.data import augment
     from keras_practise.data import views
     from keras_practise.distillation import feature_bank
     from keras_practise.distillation import trainer
@@ -116,7 +132,29 @@ def main(argv):
     spec = views.TinySetSpec(
         (images, labels), augment_views=_AUGMENT_VIEWS.value, seed=_SEED.value
     )
-    bank, _ = feature_bank.build_bank(teacher, spec, batch_size=_BATCH_SIZE.value)
+    photos = augment.resize(
+        data.photos[data.train], round(_IMAGE_SIZE.value / 0.875)
+    )
+    per_photo = -(-_VIEWS.value * _AUGMENT_VIEWS.value // len(photos))
+    specs = {
+        "": spec,
+        "_photos": views.TinySetSpec(
+            (photos, data.photo_labels[data.train]), augment_views=per_photo,
+            seed=_SEED.value,
+        ),
+    }
+    specs["_held"] = dataclasses.replace(
+        specs["_photos"], validation_split=_SPLIT.value
+    )
+    banks = {}
+
+    def bank_for(variant):
+        kind = next((k for k in ("_photos", "_held") if variant.endswith(k)), "")
+        if kind not in banks:
+            banks[kind], _ = feature_bank.build_bank(
+                teacher, specs[kind], batch_size=_BATCH_SIZE.value
+            )
+        return banks[kind]
     blocks = blocks_lib.resolve_blocks(teacher, _BLOCKS.value)
 
     def row(variant, rate, steps, model, curve, seconds):
@@ -138,12 +176,16 @@ def main(argv):
             config = trainer.TrainConfig(
                 steps=steps, batch_size=_BATCH_SIZE.value,
                 learning_rate=_RATE.value, seed=_SEED.value,
-                batchnorm="inference" if variant == "whole_inference" else "train",
+                batchnorm=(
+                    "inference" if variant.startswith("whole_inference") else "train"
+                ),
             )
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model, curve = _recover(teacher, blocks, bank, variant, config)
+                model, curve = _recover(
+                    teacher, blocks, bank_for(variant), variant, config
+                )
             rows.append(row(variant, config.learning_rate, steps, model, curve,
                             time.perf_counter() - start))
             print(rows[-1], flush=True)

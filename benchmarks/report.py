@@ -44,6 +44,12 @@ TABLES = {
         ["--sizes=50", "--seeds=0", "--drop=3", "--finetune_steps=200",
          "--methods=bp,mir,mimic_ce,stagewise"],
     ),
+    "fewshot_held_out": (
+        "tensorflow", "benchmarks.fewshot",
+        ["--sizes=50", "--seeds=0,1,2", "--drop=3", "--steps=60",
+         "--finetune_steps=200", "--methods=mir,practise",
+         "--validation_split=0.2"],
+    ),
     "data_sources_50": (
         "tensorflow", "benchmarks.data_sources",
         ["--sizes=50", "--finetune_steps=200", "--synthesis_steps=100"],

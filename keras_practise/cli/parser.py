@@ -229,6 +229,14 @@ def _add_tiny_set_and_training(command):
         help="augmented views per image (0: the images themselves)",
     )
     command.add_argument(
+        "--validation-split", type=float, default=0.0,
+        help=(
+            "fraction of the images held out whole from training: selection, "
+            "the recovery's early stop and the fidelity estimate judge on "
+            "them (default: 0)"
+        ),
+    )
+    command.add_argument(
         "--latency", default="measured",
         help=(
             "how a block's latency saving is assessed: timed in Keras on this "

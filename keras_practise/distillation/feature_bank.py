@@ -32,7 +32,8 @@ class FeatureBank:
     Args:
         teacher: The user's model (never modified; copies are used).
         train_views: Augmented training views, an NHWC array.
-        eval_views: Evaluation views (eval transform), an NHWC array.
+        eval_views: Evaluation views (eval transform), an NHWC array: of
+            the training images, or of images held out from training.
         labels: Optional labels of the train views and of the eval views, as
             a pair of arrays.
         batch_size: Batch size of the teacher's forward passes.
@@ -41,6 +42,9 @@ class FeatureBank:
         cache_bytes: Memory for cached activations at the cuts; a cut that
             does not fit beside those cached evicts them. Defaults to
             `CACHE_BYTES` (2 GiB).
+        held_out: Whether the evaluation views are of images that no
+            training view comes from (recovery then stops at its best on
+            them).
 
     Raises:
         ValueError: If the teacher's features on the views are not finite.
@@ -53,9 +57,10 @@ class FeatureBank:
 
     def __init__(
         self, teacher, train_views, eval_views, labels=None, batch_size=64,
-        cuts=(), cache_bytes=None,
+        cuts=(), cache_bytes=None, held_out=False,
     ):
         self.teacher = teacher
+        self.held_out = held_out
         self.views = {"train": train_views, "eval": eval_views}
         self.labels = (
             {"train": labels[0], "eval": labels[1]} if labels is not None else None
@@ -170,21 +175,36 @@ def build_bank(model, tiny, batch_size=64, cuts=()):
     Args:
         model: The teacher.
         tiny: A `views.TinySetSpec`, or anything `data.load_tiny_set`
-            accepts (a `TinySet` too), drawn with the spec's defaults.
+            accepts (a `TinySet` too), drawn with the spec's defaults. With
+            its `validation_split`, the evaluation views are the held-out
+            images (`views.split_tiny_set`) and the training views come
+            from the others.
         batch_size: Batch size of the teacher's forward passes.
         cuts: Tensors of `model`'s graph whose activations will be asked for
             (see `FeatureBank`).
 
     Returns:
-        A tuple `(bank, tiny_set)`.
+        A tuple `(bank, tiny_set)`; `tiny_set` is the whole draw.
     """
     if not isinstance(tiny, views_lib.TinySetSpec):
         tiny = views_lib.TinySetSpec(tiny)
     size = input_size.model_image_size(model, tiny.image_size)
     tiny_set = tiny.load(model)
     channels = flat_graph.input_shape(model)[-1]
-    train_views, eval_views, labels = views_lib.prepare_views(
-        tiny_set, size, tiny.augment_views, tiny.seed, channels
+    fit_set, held_set = views_lib.split_tiny_set(
+        tiny_set, tiny.validation_split, tiny.seed
     )
-    bank = FeatureBank(model, train_views, eval_views, labels, batch_size, cuts)
+    train_views, eval_views, labels = views_lib.prepare_views(
+        fit_set, size, tiny.augment_views, tiny.seed, channels
+    )
+    if held_set is not None:
+        _, eval_views, held_labels = views_lib.prepare_views(
+            held_set, size, augment_views=0
+        )
+        if labels is not None:
+            labels = (labels[0], held_labels[1])
+    bank = FeatureBank(
+        model, train_views, eval_views, labels, batch_size, cuts,
+        held_out=held_set is not None,
+    )
     return bank, tiny_set

@@ -46,6 +46,10 @@ from keras_practise.utils import validation
 
 MODES = ("adaptors", "mimic", "mimic_ce", "ce", "kd")
 BATCHNORM_MODES = ("inference", "train")
+# Checks of a run on held-out images (`fit(held_out=...)`), and how many
+# in a row may fail to improve before it stops.
+VALIDATION_CHECKS = 10
+VALIDATION_PATIENCE = 3
 
 
 @dataclasses.dataclass
@@ -177,6 +181,7 @@ class _LossCurve(keras.callbacks.Callback):
         self.curve = []
         self.first = None
         self.diverged = False
+        self.step = 0
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float(logs["loss"])
@@ -187,10 +192,12 @@ class _LossCurve(keras.callbacks.Callback):
         if not math.isfinite(loss) or loss > 10 * max(self.first, 1e-12):
             self.diverged = True
             self.model.stop_training = True
-        total = self.params["steps"]
+        # Steps count across the epochs of a run checked on held-out images.
+        total = self.params["steps"] * self.params["epochs"]
+        self.step += 1
         every = max(1, total // self.points)
-        if (batch + 1) % every == 0 or batch + 1 == total or self.diverged:
-            self.curve.append((batch + 1, loss))
+        if self.step % every == 0 or self.step == total or self.diverged:
+            self.curve.append((self.step, loss))
 
 
 def seed_random_layers(model, seed):
@@ -312,7 +319,7 @@ def feature_scale(targets):
 @backend.fused_kernels()
 def fit(
     model, x, targets, losses, config, loss_weights=None, accept=None,
-    normalize=False, rates=None,
+    normalize=False, rates=None, held_out=None,
 ):
     """Trains `model` for exactly `config.steps` optimizer steps.
 
@@ -342,6 +349,13 @@ def fit(
             (their variance, or the starting error when that is larger).
         rates: Optional gradient multipliers per variable path
             (`scale_free_rates`).
+        held_out: Optional `(x, targets)` of images held out from
+            training: the run is checked on them (inference mode) up to
+            `VALIDATION_CHECKS` times, at even intervals, and ends with
+            the weights of the check that scored best, stopping early when
+            `VALIDATION_PATIENCE` checks in a row did not improve on it
+            (Keras' `EarlyStopping`). A step count with no divisor
+            between 2 and `VALIDATION_CHECKS` is checked once, at the end.
 
     Returns:
         A list of `(step, running mean loss)` pairs of the accepted run.
@@ -361,13 +375,26 @@ def fit(
             w / scale for w, scale in zip(weights, _loss_scales(model, x, targets, losses))
         ]
     try:
-        return _fit_with_retries(model, data, x, losses, weights, config, accept, rates)
+        return _fit_with_retries(
+            model, data, x, losses, weights, config, accept, rates, held_out
+        )
     finally:
         data.release()
 
 
-def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
-    """`fit`'s attempts: one compile, then one epoch of `data` per attempt."""
+def _epochs(steps, held_out):
+    """Epochs of a run: one, or one per check on the held-out images."""
+    if held_out is None:
+        return 1
+    return max(
+        d for d in range(1, min(steps, VALIDATION_CHECKS) + 1) if steps % d == 0
+    )
+
+
+def _fit_with_retries(
+    model, data, x, losses, weights, config, accept, rates, held_out
+):
+    """`fit`'s attempts: one compile, then a pass over `data` per attempt."""
     start = model.get_weights()
     learning_rate = config.learning_rate
     # One compile for all attempts: a retry restarts the optimizer instead.
@@ -386,10 +413,25 @@ def _fit_with_retries(model, data, x, losses, weights, config, accept, rates):
         verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
         # The batches are already in the seed's order; Keras' own shuffle
         # would reorder them with Python's global `random`.
+        epochs = _epochs(config.steps, held_out)
+        checks = {}
+        if held_out is not None:
+            val_x, val_targets = held_out
+            checks = dict(
+                validation_data=(
+                    val_x, val_targets[0] if len(val_targets) == 1 else tuple(val_targets)
+                ),
+                validation_batch_size=data.index.shape[1],
+            )
+            logging = [*logging, keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=VALIDATION_PATIENCE,
+                restore_best_weights=True,
+            )]
         with backend.seeded_global_rng(config.seed):
             model.fit(
-                data, epochs=1, verbose=verbose, shuffle=False,
-                callbacks=[curve, *logging, *config.callbacks],
+                data, epochs=epochs, steps_per_epoch=config.steps // epochs,
+                verbose=verbose, shuffle=False,
+                callbacks=[curve, *logging, *config.callbacks], **checks,
             )
         if (
             not curve.diverged

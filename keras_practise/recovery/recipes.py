@@ -75,7 +75,9 @@ def train_whole(student, bank, method, config, adaptor_names=()):
         The loss curve as `(step, loss)` pairs (`[]` when every learning rate
         diverged and the step was skipped). A `"mimic"`/`"fitnet"` run that
         ends with a larger feature MSE on the evaluation views than it
-        started from counts as diverged.
+        started from counts as diverged; when the bank's evaluation views
+        are held-out images (`bank.held_out`), such a run also ends at the
+        check that scored best on them (`finetune.fit(held_out=...)`).
     """
     mode = {"fitnet": "mimic"}.get(method, method)
     finetune.set_trainable(student, mode, adaptor_names, config.batchnorm)
@@ -85,6 +87,10 @@ def train_whole(student, bank, method, config, adaptor_names=()):
         view = keras.Model(student.input, tap)
         targets, losses = [bank.targets["train"]], ["mse"]
         options = dict(normalize=True, accept=_no_worse(view, bank))
+        if bank.held_out:
+            # Stops at its best on images no step trains on: with few
+            # images, mimicking fits them past what generalises.
+            options["held_out"] = (bank.views["eval"], [bank.targets["eval"]])
     elif mode == "kd":
         view = student
         kd = finetune.distillation_loss(student, config.temperature)

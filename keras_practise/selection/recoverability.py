@@ -333,6 +333,7 @@ def recoverability(
     augment_views=None,
     verbose=1,
     callbacks=None,
+    validation_split=0.0,
 ):
     """Scores each candidate block by how well the network recovers without it.
 
@@ -361,6 +362,9 @@ def recoverability(
         verbose: 0 silent, 1 progress bar over blocks.
         callbacks: Keras callbacks passed to each candidate's adaptor
             `fit` (e.g. `keras.callbacks.CSVLogger`).
+        validation_split: Fraction of the images held out whole from the
+            adaptor training; the scores are then measured on those images
+            (see `compress`).
 
     Returns:
         A `RecoverabilityReport`: a list of `BlockScore`s in network order;
@@ -383,6 +387,7 @@ def recoverability(
     savings_lib.check_source(latency)
     validation.check_int("steps", steps)
     validation.check_int("batch_size", batch_size, allow_none=True)
+    views.check_validation_split(validation_split)
     model, candidates, chosen = candidates_lib.working_copy(
         model, image_size, blocks
     )
@@ -390,7 +395,7 @@ def recoverability(
         candidates = chosen
     tiny = views.TinySetSpec(
         data, num_samples=num_samples, seed=seed, image_size=image_size,
-        augment_views=augment_views,
+        augment_views=augment_views, validation_split=validation_split,
     )
     bank, _ = feature_bank.build_bank(
         model, tiny, cuts=candidate_cuts(model, candidates)

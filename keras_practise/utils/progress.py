@@ -67,9 +67,13 @@ class _LogLines(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.started = time.perf_counter()
+        self.done = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        done = batch + 1
+        # Counted across epochs: a run checked on held-out images is split
+        # into several.
+        self.done += 1
+        done = self.done
         if done % self.every and done != self.steps:
             return
         seconds = time.perf_counter() - self.started

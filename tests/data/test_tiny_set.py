@@ -7,6 +7,7 @@ import tensorflow as tf
 import torch
 from PIL import Image
 
+from keras_practise.data import views
 from keras_practise.data.tiny_set import TinySet
 from keras_practise.data.tiny_set import load_tiny_set
 
@@ -299,3 +300,28 @@ def test_non_finite_pixels_are_rejected_before_any_work(bad):
         load_tiny_set(x)
     # A draw that leaves the bad image out is fine.
     assert len(load_tiny_set(x[:4])) == 4
+
+
+def test_validation_split_holds_out_whole_images_by_seed():
+    images = np.arange(20, dtype="float32").reshape(20, 1, 1, 1) * np.ones((1, 4, 4, 3), "float32")
+    tiny = TinySet(images=images, labels=np.arange(20) % 5, indices=np.arange(20))
+    fit_set, held_set = views.split_tiny_set(tiny, 0.25, seed=1)
+    assert (len(fit_set), len(held_set)) == (15, 5)
+    ids = np.concatenate([fit_set.images[:, 0, 0, 0], held_set.images[:, 0, 0, 0]])
+    np.testing.assert_array_equal(np.sort(ids), np.arange(20))
+    np.testing.assert_array_equal(held_set.labels, held_set.images[:, 0, 0, 0] % 5)
+    np.testing.assert_array_equal(held_set.indices, held_set.images[:, 0, 0, 0])
+    again = views.split_tiny_set(tiny, 0.25, seed=1)[1]
+    other = views.split_tiny_set(tiny, 0.25, seed=2)[1]
+    np.testing.assert_array_equal(again.images, held_set.images)
+    assert not np.array_equal(other.images, held_set.images)
+    assert views.split_tiny_set(tiny, 0.0) == (tiny, None)
+    assert len(views.split_tiny_set(tiny, 0.01)[1]) == 1  # At least one.
+
+
+@pytest.mark.parametrize("split", [1.0, -0.1, True, "0.2", 0.99])
+def test_validation_split_out_of_range_or_leaving_nothing_is_refused(split):
+    tiny = TinySet(images=np.zeros((4, 2, 2, 3), "float32"))
+    match = "leaves none" if split == 0.99 else r"\[0, 1\)"
+    with pytest.raises(ValueError, match=match):
+        views.split_tiny_set(tiny, split)

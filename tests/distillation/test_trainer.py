@@ -169,3 +169,47 @@ def test_distillation_loss_is_hintons_kd_on_logits_or_probabilities():
 def test_config_errors(kwargs):
     with pytest.raises(ValueError):
         finetune.TrainConfig(**kwargs)
+
+
+class _ValLosses(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.losses = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.losses.append(float(logs["val_loss"]))
+
+
+def test_held_out_images_end_the_run_at_its_best_check():
+    # Trained towards 2x, judged on x: the held-out error falls while the
+    # weight passes 1, then grows; the run stops and keeps the best check.
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Dense(4, use_bias=False, kernel_initializer="zeros"),
+    ])
+    record = _ValLosses()
+    config = finetune.TrainConfig(
+        steps=100, batch_size=16, learning_rate=0.01, weight_decay=0.0,
+        callbacks=[record],
+    )
+    start = model.get_weights()
+    curve = finetune.fit(model, x, [2 * x], ["mse"], config, held_out=(x, [x]))
+    final = float(np.mean((model.predict(x, verbose=0) - x) ** 2))
+    ended = model.get_weights()
+    model.set_weights(start)
+    assert finetune.fit(model, x, [2 * x], ["mse"], config, held_out=(x, [x])) == curve
+    np.testing.assert_array_equal(model.get_weights()[0], ended[0])
+    assert len(record.losses) < finetune.VALIDATION_CHECKS  # Stopped early.
+    assert curve[-1][0] == 10 * len(record.losses)
+    assert final == pytest.approx(min(record.losses), rel=1e-4)
+    assert final < 0.5 * record.losses[-1]
+    assert final < 0.1 * float(np.mean(x**2))  # Near the weight 1, not 2.
+
+
+@pytest.mark.parametrize(
+    "steps, checks", [(7, 7), (12, 6), (11, 1), (30, 10), (500, 10), (1, 1)]
+)
+def test_held_out_checks_divide_the_steps_exactly(steps, checks):
+    # Every check after the same number of steps, all steps run.
+    assert finetune._epochs(steps, held_out=True) == checks
+    assert finetune._epochs(steps, held_out=None) == 1

@@ -124,6 +124,25 @@ def test_labelled_report_has_accuracies_and_the_guard_can_be_off():
         keras_practise.compress(teacher, images, min_agreement=1.5)
 
 
+def test_validation_split_judges_on_images_no_step_trained_on():
+    teacher = keras.saving.load_model(digits.TEACHER_PATH)
+    images, labels = _digits(40)
+    settings = dict(
+        blocks=["1.2"], finetune_steps=10, verbose=0, return_report=True,
+        latency_batch_size=0, augment_views=1, min_agreement=0.0,
+        validation_split=0.2,
+    )
+    small, report = keras_practise.compress(teacher, (images, labels), **settings)
+    # 8 of the 40 images held out, 32 views of each (ceil(256 / 8)).
+    assert report.fidelity.views == 256
+    _, held = views.split_tiny_set(TinySet(images=images, labels=labels), 0.2)
+    crops, _ = views.held_out_views(held, (32, 32), seed=0)
+    expected = fidelity.estimate(teacher, small, crops, np.repeat(held.labels, 32))
+    assert report.fidelity.agreement == pytest.approx(expected.agreement)
+    with pytest.raises(ValueError, match="validation_split"):
+        keras_practise.compress(teacher, images, validation_split=1.0)
+
+
 def test_the_papers_sparsity_is_flagged_and_the_default_is_not():
     # Issue 25: sparsity=0.9, the paper's ImageNet setting, brings the
     # digits teacher near chance (docs/results_fidelity.md); the default
