@@ -89,7 +89,7 @@ def _recover(teacher, blocks, bank, variant, config):
         held_out = (bank.views["eval"], [bank.targets["eval"]])
     curve = trainer.fit_or_skip(
         view, bank.views["train"], [bank.targets["train"]], ["mse"], config,
-        normalize=True, accept=recipes._no_worse(view, bank), held_out=held_out,
+        normalize=True, accept=recipes.no_worse_check(view, bank), held_out=held_out,
     )
     return fold.fold_adaptors(student, sites, name=teacher.name), curve
 

@@ -86,7 +86,7 @@ def train_whole(student, bank, method, config, adaptor_names=()):
     if mode == "mimic":
         view = keras.Model(student.input, tap)
         targets, losses = [bank.targets["train"]], ["mse"]
-        options = dict(normalize=True, accept=_no_worse(view, bank))
+        options = dict(normalize=True, accept=no_worse_check(view, bank))
         if bank.held_out:
             # Stops at its best on images no step trains on: with few
             # images, mimicking fits them past what generalises.
@@ -117,13 +117,22 @@ def train_whole(student, bank, method, config, adaptor_names=()):
     )
 
 
-def _no_worse(view, bank):
-    """An `accept` check: the feature MSE on the evaluation views (inference
-    mode) did not grow.
+def no_worse_check(view, bank):
+    """An `accept` check for `finetune.fit`: the feature MSE on the bank's
+    evaluation views (inference mode) did not grow.
 
     Training-mode BatchNorm can take a run far from where inference ends up
     (tiny feature maps, random statistics): such a run is undone and
     retried rather than handed back worse than the model it started from.
+
+    Args:
+        view: The student's model from its input to its feature tap, as it
+            is before training.
+        bank: The `feature_bank.FeatureBank` of the teacher.
+
+    Returns:
+        A callable `() -> bool`: `True` when the feature MSE of `view` on
+        `bank.views["eval"]` is at most what it was at this call.
     """
     x, targets = bank.views["eval"], bank.targets["eval"]
     start = finetune.feature_mse(view, x, targets)
