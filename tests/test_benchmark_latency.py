@@ -7,20 +7,24 @@ names), and `--device=cpu` must act before keras is imported.
 """
 
 import math
-import os
 import pathlib
 import subprocess
 import sys
+
+from tests import script_runs
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _TINY = ["--input_size=64", "--batch_size=1", "--runs=2", "--warmup=0"]
 
 
-def _run(*args, binary="latency"):
+pytestmark = script_runs.script
+
+
+def _run(*args, binary="latency", backend="tensorflow"):
     return subprocess.run(
         [sys.executable, "-m", f"benchmarks.{binary}", *args],
         cwd=_REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=script_runs.env(backend),
         capture_output=True,
         text=True,
         timeout=300,
@@ -71,8 +75,7 @@ def test_default_schemes_table_and_plot(tmp_path):
     # The paper's columns: its ResNet-34-C cut 17.9% of the GPU latency.
     assert scheme_c[6:8] == ["20.25", "2.97"]
     assert scheme_c[8] == "133 (17.9%)"
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    assert f"- backend: {backend}" in markdown
+    assert "- backend: tensorflow" in markdown
     assert "- device: CPU" in markdown
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Written atomically: no temporary files left beside the outputs.
@@ -90,6 +93,7 @@ def test_custom_scheme_by_block_name():
         "--batch_size=1",
         "--runs=1",
         "--warmup=0",
+        backend="torch",
     )
     assert result.returncode == 0, result.stderr[-4000:]
     rows = _table(result.stdout, "MobileNetV2")
@@ -141,7 +145,7 @@ def test_runtime_ranking_tables_and_correlations(tmp_path):
         "--models=mobilenet_v2", "--blocks=2.2,3.2,4.2,4.3",
         "--sources=macs,measured,measured", "--input_size=32", "--runs=4",
         "--warmup=0", "--device=cpu", f"--output={output}",
-        binary="runtime_ranking",
+        binary="runtime_ranking", backend="torch",
     )
     assert result.returncode == 0, result.stderr[-4000:]
     markdown = output.read_text()

@@ -11,7 +11,6 @@ library calls between them are those the digits run covers.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import types
 
 import numpy as np
 import pytest
+
+from tests import script_runs
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def _run(tmp_path, *flags):
             *flags,
         ],
         cwd=_REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_HOME": str(tmp_path)},
+        env=script_runs.env("tensorflow", KERAS_HOME=str(tmp_path)),
         capture_output=True,
         text=True,
         timeout=900,
@@ -66,6 +67,7 @@ def _check_figures(figures):
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["agreement"] <= 1.0
 
 
+@script_runs.script
 def test_digits_smoke(tmp_path):
     pytest.importorskip("onnxruntime")
     text, figures = _run(tmp_path, "--drop=1")

