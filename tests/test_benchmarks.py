@@ -81,9 +81,25 @@ def test_scheme_accuracy(tmp_path):
 def test_scheme_defaults(tmp_path):
     output = tmp_path / "scheme_defaults.md"
     rows_dir = tmp_path / "rows"
+    # An earlier run's tables (the old format, without layers and KL; a
+    # scheme that applied to no layer) join the summary.
+    earlier = tmp_path / "earlier.md"
+    earlier.write_text(
+        "vgg (teacher 72.0% on 500 test images; cached x.keras):\n\n"
+        "| variant | MACs cut | estimated agreement | guard | test agreement "
+        "| test accuracy |\n|---|---|---|---|---|---|\n"
+        "| sparse-0.9 | 0.0% | 19.9% | warns | 16.2% | 5.0% |\n"
+        "| lowrank-0.4 | 95.1% | 3.9% | - | 2.6% | 3.8% |\n\n"
+        "other (teacher 1%):\n\n"
+        "| variant | layers | MACs cut | estimated agreement | guard "
+        "| test agreement | test KL | test accuracy |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        "| filters-0.5 | 0 | - | - | - | - | - | - |\n"
+    )
     _run(
         "scheme_defaults", "--smoke", f"--cache_dir={tmp_path / 'models'}",
         f"--rows_dir={rows_dir}", f"--output={output}",
+        f"--include_tables={earlier}",
     )
     text = output.read_text()
     table = {
@@ -98,6 +114,9 @@ def test_scheme_defaults(tmp_path):
     assert table["sparse-0.5"][1] == "0.0%"
     assert all(0 <= float(c[:-1]) <= 100 for r in table.values() for c in r if c.endswith("%"))
     assert "Spearman's rho" in text and "largest over-estimate" in text
+    # The two vgg rows; the row of no layers is skipped.
+    assert "includes 2 rows of" in text and "(models ['vgg'])" in text
+    assert "Over all 4 rows" in text
     # The rows are cached per model, for a resumed run.
     cached = json.loads((rows_dir / "tiny.json").read_text())
     assert len(cached) == 2
