@@ -11,10 +11,13 @@ Measures, side by side in one run on the active backend:
 * optionally the wall time of a whole `compress()`;
 * with `--overhead`, the fixed cost of scoring one candidate (building its
   student, compiling and tracing, evaluating it) next to its seconds per
-  step: every candidate is scored with `--overhead_steps` A, B, then A
-  steps again (the first run pays for the teacher's activations at the
-  candidate's cut, shared by later candidates); seconds per step =
-  (t_B - t_A) / (B - A), overhead = t_A - A * that, with the second t_A;
+  step, on a student of its own and on its stage's switched student
+  (traced once for every set): every candidate is scored with
+  `--overhead_steps` A, B, then A steps again (the first run pays for the
+  teacher's activations at the candidate's cut, shared by later
+  candidates); seconds per step = (t_B - t_A) / (B - A), overhead =
+  t_A - A * that, with the second t_A; the switched students' one-time
+  build and trace is printed apart;
 * with `--call_cost`, the fixed cost of a whole `recoverability()` call
   (feature bank, building, tracing, evaluation, retries) on the first
   `--blocks` entry: calls with A, B, A, B steps, fixed cost = the fastest
@@ -34,10 +37,9 @@ first, e.g. `git clone https://github.com/DoctorKey/Practise /tmp/Practise`):
     KERAS_BACKEND=torch python -m benchmarks.speed --steps 6 --warmup 2 \
         --blocks 1.2,3.2 --authors_repo /tmp/Practise [--jit_compile true]
 
-Overhead per candidate (ResNet-20 at 32x32, 6 candidates); the script form
-runs whichever `keras_practise` is on `PYTHONPATH`, e.g. an older commit's:
+Overhead per candidate (ResNet-20 at 32x32, 6 candidates):
 
-    KERAS_BACKEND=tensorflow python benchmarks/speed.py --overhead \
+    KERAS_BACKEND=tensorflow python -m benchmarks.speed --overhead \
         --model resnet20 --input_size 32 --batch_size 64
 
 Fixed cost of a `recoverability()` call (ResNet-50 at 128x128, block 3.2):
@@ -235,12 +237,17 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop, authors=None):
 def overhead(model, batch_size, step_counts, num_images=50):
     """Seconds of fixed cost and seconds per step of scoring each candidate.
 
-    Uses only `score_block(model, block, bank, config)`, which every
-    version of the library since the topic sub-packages has, so the same
-    code measures an older commit.
+    Each candidate is scored twice over: on a student of its own (built
+    and traced for the one set, as the library did before its switched
+    students) and on the switched student of its stage
+    (`recoverability.student_pool`), reused across candidates; each stage's
+    student is built and traced first, and that cost is returned apart.
 
     Returns:
-        A list of `(block label, overhead seconds, seconds per step)`.
+        A tuple `(rows, builds)`: `rows` are `(block label, own overhead s,
+        own s/step, switched overhead s, switched s/step)`; `builds` the
+        seconds of each first use of a stage's switched student beyond a
+        warm scoring of the same candidate.
     """
     import numpy as np
 
@@ -256,32 +263,58 @@ def overhead(model, batch_size, step_counts, num_images=50):
     ).astype("float32")
     bank, _ = feature_bank.build_bank(model, views_lib.TinySetSpec(images, augment_views=8))
     few, many = (int(s) for s in step_counts)
-    rows = []
-    for block in blocks_lib.find_blocks(model):
-        seconds = []
+    candidates = blocks_lib.find_blocks(model)
+    configs = {s: trainer.TrainConfig(steps=s, batch_size=batch_size) for s in (few, many)}
+    pools = {
+        s: recoverability.student_pool(model, candidates, bank, c)
+        for s, c in configs.items()
+    }
+
+    def timed(block, steps, pool):
+        start = time.perf_counter()
+        recoverability.score_block(model, block, bank, configs[steps], pool)
+        return time.perf_counter() - start
+
+    def fixed_and_per_step(block, pool_of):
         # The first run also computes the teacher's activations at the
         # candidate's cut (once per cut, shared): it is not timed.
-        for steps in (few, many, few):
-            config = trainer.TrainConfig(steps=steps, batch_size=batch_size)
-            start = time.perf_counter()
-            recoverability.score_block(model, block, bank, config)
-            seconds.append(time.perf_counter() - start)
+        seconds = [timed(block, s, pool_of(s)) for s in (few, many, few)]
         per_step = (seconds[1] - seconds[2]) / (many - few)
-        rows.append((block.label, seconds[2] - few * per_step, per_step))
-    return rows
+        return seconds[2] - few * per_step, per_step
 
-
-def overhead_table(rows):
-    """Formats `overhead` rows, with the mean."""
-    lines = [
-        "| candidate | overhead s | s/step |",
-        "|---|---|---|",
+    cold = []
+    for block in candidates:
+        if block.stage not in pools[few].students:
+            cold.append((block, timed(block, few, pools[few])))
+            timed(block, many, pools[many])
+    rows = [
+        (b.label, *fixed_and_per_step(b, lambda s: None), *fixed_and_per_step(b, pools.get))
+        for b in candidates
     ]
-    for label, fixed, per_step in rows:
-        lines.append(f"| {label} | {fixed:.2f} | {per_step:.3f} |")
-    fixed = sum(r[1] for r in rows) / len(rows)
-    per_step = sum(r[2] for r in rows) / len(rows)
-    lines.append(f"| mean | {fixed:.2f} | {per_step:.3f} |")
+    warm = {label: fixed + few * per_step for label, _, _, fixed, per_step in rows}
+    return rows, [seconds - warm[block.label] for block, seconds in cold]
+
+
+def overhead_table(rows, builds):
+    """Formats `overhead`'s rows and builds, with the means."""
+    lines = [
+        "| candidate | own student: overhead s | s/step | switched student: "
+        "overhead s | s/step |",
+        "|---|---|---|---|---|",
+    ]
+    for label, *values in rows:
+        lines.append(
+            f"| {label} | {values[0]:.2f} | {values[1]:.3f} | {values[2]:.2f} "
+            f"| {values[3]:.3f} |"
+        )
+    means = [sum(r[i] for r in rows) / len(rows) for i in range(1, 5)]
+    lines.append(
+        f"| mean | {means[0]:.2f} | {means[1]:.3f} | {means[2]:.2f} | {means[3]:.3f} |"
+    )
+    lines.append(
+        f"\nSwitched students built: {len(builds)}, "
+        f"{sum(builds) / len(builds):.2f} s each beyond a warm scoring."
+    )
     return "\n".join(lines)
 
 
@@ -369,8 +402,8 @@ def main(argv):
     )
     if _OVERHEAD.value:
         start = time.perf_counter()
-        rows = overhead(model, _BATCH_SIZE.value, _OVERHEAD_STEPS.value)
-        print(overhead_table(rows))
+        rows, builds = overhead(model, _BATCH_SIZE.value, _OVERHEAD_STEPS.value)
+        print(overhead_table(rows, builds))
         print(f"wall time {time.perf_counter() - start:.0f} s")
         return
     if _CALL_COST.value:

@@ -54,7 +54,7 @@ import keras
 import numpy as np
 
 
-def compile_inference(model, jit=True):
+def compile_inference(model, jit=True, changing=False):
     """Returns a function that runs `model(x, training=False)` fast.
 
     Args:
@@ -62,6 +62,10 @@ def compile_inference(model, jit=True):
         jit: Whether to compile a graph: `tf.function` on TensorFlow,
             `jax.jit` on JAX, a frozen TorchScript trace per input shape on
             torch (see the module docstring). Defaults to `True`.
+        changing: Whether the model's weights change between most calls
+            (a student between training runs). torch then runs eagerly:
+            its frozen trace would be redone after every change; the
+            TensorFlow and JAX graphs read the current weights anyway.
 
     Returns:
         A function `f(x)` taking what `model` takes (backend tensors or
@@ -85,9 +89,9 @@ def compile_inference(model, jit=True):
         )
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _compile_tensorflow(model, jit)
+        return _compile_tensorflow(model, jit, changing)
     if backend == "torch":
-        return _compile_torch(model, jit)
+        return _compile_torch(model, jit and not changing)
     if backend == "jax":
         return _compile_jax(model, jit)
     raise ValueError(
@@ -96,13 +100,15 @@ def compile_inference(model, jit=True):
     )
 
 
-def _compile_tensorflow(model, jit):
+def _compile_tensorflow(model, jit, changing=False):
     import tensorflow as tf
 
     def infer(x):
         return model(x, training=False)
 
-    return tf.function(infer, jit_compile=False) if jit else infer
+    # A model reused across runs meets several batch sizes: one trace with
+    # a free batch dimension rather than one per size (and TF's warning).
+    return tf.function(infer, jit_compile=False, reduce_retracing=changing) if jit else infer
 
 
 def _compile_torch(model, jit):
@@ -200,6 +206,31 @@ def _compile_jax(model, jit):
         )
 
     return infer
+
+
+def switched_conv(x, kernel, on):
+    """`conv(x, kernel)` (1x1, channels last) where `on` is true, else `x`.
+
+    `on` is a scalar tensor, read when the call runs, so one traced graph
+    serves both. TensorFlow and torch branch (`keras.ops.cond`): an adaptor
+    that is off costs nothing. JAX blends, `x + on * (conv(x) - x)`: its
+    compiled train step ran 3-4x slower per step with a branch per adaptor
+    on this CPU (ResNet-20, 30 steps: 6.9 s against 2.6 s blended), while
+    TensorFlow's ran 2.6x slower blended (21 s against 8 s). Either way an
+    adaptor that is off gets no gradient.
+
+    Args:
+        x: The input, channels last.
+        kernel: The `(1, 1, channels, channels)` kernel.
+        on: A scalar boolean tensor.
+
+    Returns:
+        A tensor shaped like `x`.
+    """
+    if keras.backend.backend() == "jax":
+        y = keras.ops.conv(x, kernel)
+        return x + keras.ops.cast(on, x.dtype) * (y - x)
+    return keras.ops.cond(on, lambda: keras.ops.conv(x, kernel), lambda: x)
 
 
 def synchronize(outputs=None):

@@ -117,7 +117,9 @@ def check_settings(settings):
             "`min_agreement` must be a number in [0, 1]. Received: "
             f"min_agreement={agreement!r}"
         )
-    views.check_validation_split(settings.get("validation_split", 0.0))
+    validation.check_fraction(
+        "validation_split", settings.get("validation_split", 0.0), allow_zero=True
+    )
     if settings.get("verbose", 0) not in (0, 1, 2):
         raise ValueError(
             f"`verbose` must be 0, 1 or 2. Received: verbose={settings['verbose']!r}"

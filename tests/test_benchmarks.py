@@ -214,6 +214,26 @@ def test_speed_call_cost():
     assert "fixed cost per call" in stdout
 
 
+def test_speed_overhead():
+    stdout = _run(
+        "speed", "--model=resnet20", "--input_size=32", "--overhead",
+        "--overhead_steps=1,3", "--batch_size=8",
+    )
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| candidate")
+    ]
+    assert [r[0] for r in rows] == ["1.2", "1.3", "2.2", "2.3", "3.2", "3.3", "mean"]
+    for column in range(1, 5):
+        values = [float(r[column]) for r in rows[:-1]]
+        assert float(rows[-1][column]) == pytest.approx(
+            sum(values) / len(values), abs=0.01
+        )
+    # ResNet-20 has three stages of candidates: one switched student each.
+    assert "Switched students built: 3," in stdout
+
+
 def test_kernel_accuracy():
     # On torch, where fused_kernels() changes anything.
     stdout = _run("kernel_accuracy", "--models=MobileNetV2", "--size=32")

@@ -70,17 +70,6 @@ class TinySetSpec:
         )
 
 
-def check_validation_split(validation_split):
-    """Raises `ValueError` unless `validation_split` is a number in [0, 1)."""
-    if isinstance(validation_split, bool) or not isinstance(
-        validation_split, (int, float)
-    ) or not 0 <= validation_split < 1:
-        raise ValueError(
-            "`validation_split` must be a number in [0, 1). Received: "
-            f"validation_split={validation_split!r}"
-        )
-
-
 def split_tiny_set(tiny_set, validation_split, seed=0):
     """Holds whole images of the tiny set out of training.
 
@@ -105,7 +94,7 @@ def split_tiny_set(tiny_set, validation_split, seed=0):
         ValueError: If `validation_split` is not in [0, 1) or leaves no image
             on one side.
     """
-    check_validation_split(validation_split)
+    validation.check_fraction("validation_split", validation_split, allow_zero=True)
     if not validation_split:
         return tiny_set, None
     count = len(tiny_set.images)

@@ -148,9 +148,10 @@ class TrainingDiverged(RuntimeError):
 class _RandomBatches(keras.utils.PyDataset):
     """Exactly `steps` batches drawn with replacement across epochs of data."""
 
-    def __init__(self, x, y, steps, batch_size, seed):
+    def __init__(self, x, y, steps, batch_size, seed, sample_weight=None):
         super().__init__()
         self.x, self.y = x, y
+        self.sample_weight = sample_weight
         rng = np.random.default_rng(seed)
         n = len(x)
         # Shuffled passes over the data, so every sample is seen equally.
@@ -169,7 +170,16 @@ class _RandomBatches(keras.utils.PyDataset):
     def __getitem__(self, i):
         rows = np.sort(self.index[i])
         y = [target[rows] for target in self.y]
-        return self.x[rows], y[0] if len(y) == 1 else tuple(y)
+        batch = (self.x[rows], y[0] if len(y) == 1 else tuple(y))
+        if self.sample_weight is None:
+            return batch
+        return batch + (_sample_weights(self.sample_weight, y[0][:0], len(rows)),)
+
+
+def _sample_weights(weight, target, count):
+    """`count` sample weights `weight` shaped to broadcast over a loss of
+    `target` (reduced over its last axis; Keras only expands one axis)."""
+    return np.full((count,) + (1,) * max(0, np.ndim(target) - 2), weight, "float32")
 
 
 class _LossCurve(keras.callbacks.Callback):
@@ -316,10 +326,41 @@ def feature_scale(targets):
     return scale if math.isfinite(scale) and scale > 0 else 1.0
 
 
+class CompiledStep:
+    """A one-output model compiled once for many `fit` runs.
+
+    Keras traces (and on TensorFlow and JAX compiles) a model's train step
+    once per `compile`; `fit(compiled=...)` reuses it, so runs that differ
+    only in variable values (weights, switches) pay for it once. Each run
+    restarts the optimizer and passes its loss weight as a sample weight,
+    which is an input of the step, not a constant traced into it. Which
+    variables train is fixed when the step is traced: set the model's
+    trainable flags before creating this.
+
+    Args:
+        model: The Keras model, with one output.
+        loss: Its Keras loss.
+        config: The `TrainConfig` of every run.
+
+    Attributes:
+        infer: `model`'s inference call, compiled once
+            (`backend.compile_inference`), for `predict(infer=...)`.
+    """
+
+    def __init__(self, model, loss, config):
+        self.model = model
+        self.config = config
+        self.schedule = optimizer_lib.learning_rate_schedule(config)
+        self.optimizer = optimizer_lib.make_optimizer(config, None, self.schedule)
+        model.compile(optimizer=self.optimizer, loss=loss)
+        # Inference passes (loss scales, checks) reuse one graph too.
+        self.infer = backend.compile_inference(model, changing=True)
+
+
 @backend.fused_kernels()
 def fit(
     model, x, targets, losses, config, loss_weights=None, accept=None,
-    normalize=False, rates=None, held_out=None,
+    normalize=False, rates=None, held_out=None, compiled=None,
 ):
     """Trains `model` for exactly `config.steps` optimizer steps.
 
@@ -356,6 +397,9 @@ def fit(
             `VALIDATION_PATIENCE` checks in a row did not improve on it
             (Keras' `EarlyStopping`). A step count with no divisor
             between 2 and `VALIDATION_CHECKS` is checked once, at the end.
+        compiled: Optional `CompiledStep` of `model` and `config` to train
+            with instead of compiling `model` (then `losses` are its one
+            loss, and `rates` are not supported).
 
     Returns:
         A list of `(step, running mean loss)` pairs of the accepted run.
@@ -367,16 +411,32 @@ def fit(
     """
     if len(x) == 0:
         raise ValueError("Cannot train on an empty set. Received: 0 samples.")
+    if compiled is not None and (
+        compiled.model is not model or compiled.config != config
+        or len(losses) != 1 or rates
+    ):
+        raise ValueError(
+            "`compiled` must be a `CompiledStep` of this model and config, "
+            "for one loss and no `rates`. Received: a step of model "
+            f"{compiled.model.name!r} with {compiled.config} to fit model "
+            f"{model.name!r} with {config}, {len(losses)} losses, rates={rates!r}"
+        )
     batch_size = min(config.batch_size or 64, len(x))
-    data = _RandomBatches(x, targets, config.steps, batch_size, config.seed)
     weights = list(loss_weights or [1.0] * len(losses))
+    infer = None if compiled is None else compiled.infer
     if normalize:
         weights = [
-            w / scale for w, scale in zip(weights, _loss_scales(model, x, targets, losses))
+            w / scale
+            for w, scale in zip(weights, _loss_scales(model, x, targets, losses, infer))
         ]
+    data = _RandomBatches(
+        x, targets, config.steps, batch_size, config.seed,
+        sample_weight=None if compiled is None else weights[0],
+    )
     try:
         return _fit_with_retries(
-            model, data, x, losses, weights, config, accept, rates, held_out
+            model, data, x, losses, weights, config, accept, rates, held_out,
+            batch_size, compiled, infer,
         )
     finally:
         data.release()
@@ -392,21 +452,25 @@ def _epochs(steps, held_out):
 
 
 def _fit_with_retries(
-    model, data, x, losses, weights, config, accept, rates, held_out
+    model, data, x, losses, weights, config, accept, rates, held_out,
+    batch_size, compiled, infer,
 ):
     """`fit`'s attempts: one compile, then a pass over `data` per attempt."""
     start = model.get_weights()
     learning_rate = config.learning_rate
     # One compile for all attempts: a retry restarts the optimizer instead.
-    schedule = optimizer_lib.learning_rate_schedule(config)
-    optimizer = optimizer_lib.make_optimizer(config, rates, schedule)
-    model.compile(
-        optimizer=optimizer,
-        loss=losses if len(losses) > 1 else losses[0],
-        loss_weights=weights,
-    )
+    if compiled is None:
+        schedule = optimizer_lib.learning_rate_schedule(config)
+        optimizer = optimizer_lib.make_optimizer(config, rates, schedule)
+        model.compile(
+            optimizer=optimizer,
+            loss=losses if len(losses) > 1 else losses[0],
+            loss_weights=weights,
+        )
+    else:
+        schedule, optimizer = compiled.schedule, compiled.optimizer
     for attempt in range(config.retries + 1):
-        if attempt:
+        if attempt or compiled is not None:
             optimizer_lib.restart(optimizer, schedule, learning_rate)
         seed_random_layers(model, config.seed)
         curve = _LossCurve()
@@ -417,11 +481,15 @@ def _fit_with_retries(
         checks = {}
         if held_out is not None:
             val_x, val_targets = held_out
+            validation = (
+                val_x, val_targets[0] if len(val_targets) == 1 else tuple(val_targets)
+            )
+            if compiled is not None:
+                validation += (
+                    _sample_weights(weights[0], val_targets[0], len(val_x)),
+                )
             checks = dict(
-                validation_data=(
-                    val_x, val_targets[0] if len(val_targets) == 1 else tuple(val_targets)
-                ),
-                validation_batch_size=data.index.shape[1],
+                validation_data=validation, validation_batch_size=batch_size
             )
             logging = [*logging, keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=VALIDATION_PATIENCE,
@@ -436,7 +504,9 @@ def _fit_with_retries(
         if (
             not curve.diverged
             and _finite_weights(model)
-            and (_finite_outputs(model, x) if accept is None else accept())
+            and (
+                _finite_outputs(model, x, infer) if accept is None else accept()
+            )
         ):
             return curve.curve
         model.set_weights(start)
@@ -483,7 +553,7 @@ def fit_or_skip(model, *args, **kwargs):
         return []
 
 
-def _loss_scales(model, x, targets, losses, sample=256):
+def _loss_scales(model, x, targets, losses, infer=None, sample=256):
     """The unit of each `"mse"` loss: the teacher's variance, or the start's
     error when that is larger.
 
@@ -493,7 +563,8 @@ def _loss_scales(model, x, targets, losses, sample=256):
     adaptors) from taking a step that makes it diverge at every rate.
     """
     scales = []
-    for output, target, loss in zip(_outputs(model, x[:sample]), targets, losses):
+    outputs = _outputs(model, x[:sample], infer)
+    for output, target, loss in zip(outputs, targets, losses):
         if loss != "mse":
             scales.append(1.0)
             continue
@@ -503,15 +574,16 @@ def _loss_scales(model, x, targets, losses, sample=256):
     return scales
 
 
-def _finite_outputs(model, x, sample=64):
+def _finite_outputs(model, x, infer=None, sample=64):
     # Finite weights can still overflow in inference mode (BatchNorm moving
     # statistics a run drove to extremes): such a run diverged too.
-    return all(np.isfinite(o).all() for o in _outputs(model, x[:sample]))
+    return all(np.isfinite(o).all() for o in _outputs(model, x[:sample], infer))
 
 
-def _outputs(model, x):
+def _outputs(model, x, infer=None):
     """The model's outputs on `x` in inference mode, as a list of arrays."""
-    outputs = backend.to_numpy(backend.compile_inference(model, jit=False)(x))
+    infer = infer or backend.compile_inference(model, jit=False)
+    outputs = backend.to_numpy(infer(x))
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
@@ -519,17 +591,25 @@ def _finite_weights(model):
     return all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
-def predict(model, x, batch_size=64):
+def predict(model, x, batch_size=64, infer=None):
     """`model(x)` in inference mode, batch by batch, as NumPy.
 
-    Runs eagerly: for the few hundred views of a tiny set this is faster
-    than tracing a `predict` function for every model (on TensorFlow, one
-    trace of a ResNet-50 per batch shape costs about a second).
+    Runs eagerly unless `infer` is given: for the few hundred views of a
+    tiny set this is faster than tracing a `predict` function for every
+    model (on TensorFlow, one trace of a ResNet-50 per batch shape costs
+    about a second).
+
+    Args:
+        model: The model.
+        x: Its input array.
+        batch_size: Batch size of the forward passes.
+        infer: Optional compiled inference call of `model`
+            (`CompiledStep.infer`) to use instead.
 
     Returns:
         An array, or a list of arrays for a model with several outputs.
     """
-    infer = backend.compile_inference(model, jit=False)
+    infer = infer or backend.compile_inference(model, jit=False)
     batches = [
         backend.to_numpy(infer(x[i : i + batch_size]))
         for i in range(0, len(x), batch_size)
@@ -576,7 +656,7 @@ def activations(model, x, batch_size=64):
     ]
 
 
-def feature_mse(model, x, targets, batch_size=64, scale=1.0):
+def feature_mse(model, x, targets, batch_size=64, scale=1.0, infer=None):
     """Mean squared error between `model(x)` and `targets` (inference mode).
 
     Args:
@@ -585,11 +665,12 @@ def feature_mse(model, x, targets, batch_size=64, scale=1.0):
         targets: The expected outputs.
         batch_size: Batch size of the forward passes.
         scale: The MSE is divided by it (e.g. `feature_scale(targets)`).
+        infer: Optional compiled inference call of `model` (see `predict`).
 
     Returns:
         A Python float (NaN or inf when the model's outputs are).
     """
-    predictions = predict(model, x, batch_size)
+    predictions = predict(model, x, batch_size, infer)
     with np.errstate(over="ignore", invalid="ignore"):
         return float(np.mean((predictions - targets) ** 2, dtype="float64")) / scale
 

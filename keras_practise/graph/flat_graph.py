@@ -328,6 +328,7 @@ def replay(
     outputs=None,
     name=None,
     input_shape=None,
+    joins=None,
 ):
     """Rebuilds a flat graph as a new Functional model.
 
@@ -349,11 +350,16 @@ def replay(
         input_shape: Optional per-example shape of the new model's (single)
             input, e.g. to fix a dynamic image size or to make it dynamic
             again. Defaults to the original input's shape.
+        joins: Optional dict mapping `id(tensor)` of a canonical tensor to
+            a pair `(source, join)`: once the tensor's new value `v` is
+            computed, it becomes `join(new value of source, v)` (used to
+            switch a block on and off: its output joined with its input).
 
     Returns:
         A new Functional `keras.Model`.
     """
     substitutes = substitutes or {}
+    joins = joins or {}
     values = {}
     new_inputs = []
     for tensor in [start] if start is not None else graph.inputs:
@@ -386,6 +392,9 @@ def replay(
         if results is None:
             continue
         for tensor, value in zip(flat_node.outputs, keras.tree.flatten(results)):
+            if id(tensor) in joins:
+                source, join = joins[id(tensor)]
+                value = join(value_of(source), value)
             values[id(tensor)] = value
     new_outputs = []
     for tensor in graph.outputs if outputs is None else outputs:

@@ -20,6 +20,7 @@ def rewrite(
     outputs=None,
     name=None,
     input_shape=None,
+    gates=None,
 ):
     """Copies `model`, dropping blocks and wrapping chosen layer calls.
 
@@ -48,6 +49,10 @@ def rewrite(
         name: Name of the new model. Defaults to `model.name`.
         input_shape: Optional per-example input shape of the new model, e.g.
             `(224, 224, 3)` to fix a dynamic image size.
+        gates: Optional dict mapping a `Block` of `model` to a callable
+            `(input, output) -> tensor` whose result replaces the block's
+            output downstream (a switch that keeps or drops the block
+            without rebuilding the model).
 
     Returns:
         A new Functional `keras.Model`.
@@ -107,6 +112,10 @@ def rewrite(
         else [graph.canonical(t) for t in outputs],
         name=name,
         input_shape=input_shape,
+        joins={
+            id(graph.canonical(block.output)): (graph.canonical(block.input), gate)
+            for block, gate in (gates or {}).items()
+        },
     )
     for new_layer, layer in pending_weights:
         new_layer.set_weights(weights.get(layer.name, layer.get_weights()))

@@ -19,6 +19,7 @@ import warnings
 from keras_practise.distillation import trainer
 from keras_practise.selection import recoverability as scoring
 from keras_practise.selection import savings as savings_lib
+from keras_practise.selection import switched
 from keras_practise.utils import validation
 
 RULES = ("greedy", "independent", "one_per_stage")
@@ -197,9 +198,14 @@ def choose_blocks(
         raise ValueError(f"`rule` must be one of {RULES}. Received: rule={rule!r}")
     check_target(k, latency_target, len(candidates))
     config = config or trainer.TrainConfig(steps=200)
+    # One pool for every round: its students are traced once for all sets.
+    pool = (
+        scoring.student_pool(model, candidates, bank, config)
+        if switched.pays_off(config) else None
+    )
     if report is None:
         report = scoring.score_blocks(
-            model, candidates, bank, config, latency, verbose
+            model, candidates, bank, config, latency, verbose, pool=pool
         )
     rounds = [report]
     if rule == "independent":
@@ -225,7 +231,7 @@ def choose_blocks(
                 scoring.score_blocks(
                     model, remaining, bank, config, latency, verbose,
                     reductions=[base + reductions[b.name] for b in remaining],
-                    dropped=chosen,
+                    dropped=chosen, pool=pool,
                 )
             )
             block = by_name[rounds[-1].best(1)[0].block]

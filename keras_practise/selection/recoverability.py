@@ -19,6 +19,9 @@ Only the part of the network after the first changed layer is trained and
 run: its input, the teacher's activation at the last main-path cut before
 the hole's adaptors, is computed once per cut and shared by every candidate
 behind it, and the teacher's targets are computed once for all candidates.
+Short trainings (`switched.MAX_STEPS`) run on a few switched students
+(`switched.StudentPool`, one per stage), each built and traced once for
+every set it serves.
 """
 
 import dataclasses
@@ -35,6 +38,7 @@ from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import taps
 from keras_practise.profiling import runtime_latency
 from keras_practise.selection import savings as savings_lib
+from keras_practise.selection import switched
 from keras_practise.utils import progress
 from keras_practise.utils import text_table
 from keras_practise.utils import validation
@@ -195,7 +199,7 @@ def candidate_cuts(model, candidates):
     return [student_cut(model, [block])[1] for block in candidates]
 
 
-def score_block(model, blocks, bank, config):
+def score_block(model, blocks, bank, config, pool=None):
     """Trains the adaptors of dropped blocks and measures the feature MSE.
 
     Args:
@@ -204,27 +208,38 @@ def score_block(model, blocks, bank, config):
             together.
         bank: A `feature_bank.FeatureBank` built on `model`.
         config: A `finetune.TrainConfig` for the adaptor training.
+        pool: Optional `switched.StudentPool` of `model`'s candidates and
+            `config`: the set is trained on its switched student, whose
+            train step is traced once for every set (see `switched`), when
+            it has one for the set.
 
     Returns:
         A `Trial`. Its MSEs are divided by `bank.scale`.
     """
     blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
     sites, cut = student_cut(model, blocks)
-    student, sites = adaptors_lib.insert_adaptors(
-        model, blocks, sites, outputs=[bank.tap], start=cut
-    )
+    switched = pool.student(blocks, sites) if pool is not None else None
+    if switched is not None:
+        switched.switch(blocks, sites)
+        student, cut, compiled = switched.model, switched.start, switched.compiled
+    else:
+        student, sites = adaptors_lib.insert_adaptors(
+            model, blocks, sites, outputs=[bank.tap], start=cut
+        )
+        finetune.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
+        compiled = None
     eval_x = bank.prefix(cut, "eval")
 
     def evaluate():
         return finetune.feature_mse(
-            student, eval_x, bank.targets["eval"], scale=bank.scale
+            student, eval_x, bank.targets["eval"], scale=bank.scale,
+            infer=None if compiled is None else compiled.infer,
         )
 
     initial = evaluate()
     start = time.perf_counter()
     mse, status = initial, "ok"
     if sites and math.isfinite(initial):
-        finetune.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
         outcome = {}
 
         def accept():
@@ -240,6 +255,7 @@ def score_block(model, blocks, bank, config):
                 finetune.fit(
                     student, bank.prefix(cut, "train"), [bank.targets["train"]],
                     ["mse"], config, accept=accept, normalize=True,
+                    compiled=compiled,
                 )
                 mse = outcome["mse"]
             except finetune.TrainingDiverged:
@@ -256,8 +272,26 @@ def score_block(model, blocks, bank, config):
     return Trial(mse, initial, seconds, len(sites), status)
 
 
+def student_pool(model, candidates, bank, config):
+    """The `switched.StudentPool` that scores sets of `candidates`.
+
+    Args:
+        model: The original model.
+        candidates: The candidate `Block`s, in network order.
+        bank: A `feature_bank.FeatureBank` built on `model`.
+        config: The `finetune.TrainConfig` of every adaptor training.
+
+    Returns:
+        A `switched.StudentPool`: pass it to `score_block(s)` so that every
+        set is trained on one of a few students traced once.
+    """
+    return switched.StudentPool(
+        model, candidates, bank, config, lambda block: student_cut(model, [block])[1]
+    )
+
+
 def score_blocks(model, candidates, bank, config, latency="measured", verbose=1,
-                 reductions=None, dropped=()):
+                 reductions=None, dropped=(), pool=None):
     """Scores `candidates` (see `recoverability`) on a prepared feature bank.
 
     Args:
@@ -273,6 +307,9 @@ def score_blocks(model, candidates, bank, config, latency="measured", verbose=1,
         dropped: `Block`s already dropped: each candidate is scored dropped
             together with them (conditional recoverability), its MSE being
             that of the whole set.
+        pool: Optional `StudentPool` (`student_pool`) to train the sets
+            on. Defaults to a new one for `candidates` and `dropped` when
+            `switched.pays_off(config)`, else a student per set.
 
     Returns:
         A `RecoverabilityReport`. A candidate whose score is not finite is
@@ -280,10 +317,15 @@ def score_blocks(model, candidates, bank, config, latency="measured", verbose=1,
     """
     if reductions is None:
         reductions = latency_reductions(model, candidates, latency)
+    if pool is None and switched.pays_off(config):
+        names = {b.name for b in dropped}
+        everything = list(dropped) + [b for b in candidates if b.name not in names]
+        everything.sort(key=lambda b: (b.stage, b.position))
+        pool = student_pool(model, everything, bank, config)
     report = RecoverabilityReport()
     progbar = progress.progbar(len(candidates), verbose, unit_name="block")
     for i, (block, reduction) in enumerate(zip(candidates, reductions)):
-        trial = score_block(model, list(dropped) + [block], bank, config)
+        trial = score_block(model, list(dropped) + [block], bank, config, pool)
         report.append(
             BlockScore(
                 block=block.name,
@@ -387,7 +429,7 @@ def recoverability(
     savings_lib.check_source(latency)
     validation.check_int("steps", steps)
     validation.check_int("batch_size", batch_size, allow_none=True)
-    views.check_validation_split(validation_split)
+    validation.check_fraction("validation_split", validation_split, allow_zero=True)
     model, candidates, chosen = candidates_lib.working_copy(
         model, image_size, blocks
     )

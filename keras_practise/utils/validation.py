@@ -43,31 +43,29 @@ def check_int(name, value, minimum=1, allow_none=False):
     return int(value)
 
 
-def check_fraction(name, value, allow_none=False):
+def check_fraction(name, value, allow_none=False, allow_zero=False):
     """Returns `value` as a `float` after checking `0 < value < 1`.
 
     Args:
         name: The argument's name, for the message.
         value: The value received.
         allow_none: Whether `None` is accepted (and returned as is).
+        allow_zero: Whether `0` is accepted (e.g. "hold out nothing").
 
     Returns:
         `float(value)`, or `None`.
 
     Raises:
         TypeError: If `value` is not a real number.
-        ValueError: If `value` is not strictly between 0 and 1.
+        ValueError: If `value` is out of range.
     """
     if value is None and allow_none:
         return None
+    expected = f"a fraction in {'[0' if allow_zero else '(0'}, 1)"
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(
-            f"`{name}` must be a fraction in (0, 1). Received: {name}={value!r}"
-        )
-    if not 0 < value < 1:
-        raise ValueError(
-            f"`{name}` must be a fraction in (0, 1). Received: {name}={value!r}"
-        )
+        raise TypeError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+    if not (0 <= value < 1 if allow_zero else 0 < value < 1):
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
     return float(value)
 
 

@@ -319,9 +319,13 @@ def test_validation_split_holds_out_whole_images_by_seed():
     assert len(views.split_tiny_set(tiny, 0.01)[1]) == 1  # At least one.
 
 
-@pytest.mark.parametrize("split", [1.0, -0.1, True, "0.2", 0.99])
-def test_validation_split_out_of_range_or_leaving_nothing_is_refused(split):
+@pytest.mark.parametrize(
+    "split, error",
+    [(1.0, ValueError), (-0.1, ValueError), (True, TypeError), ("0.2", TypeError),
+     (0.99, ValueError)],
+)
+def test_validation_split_out_of_range_or_leaving_nothing_is_refused(split, error):
     tiny = TinySet(images=np.zeros((4, 2, 2, 3), "float32"))
     match = "leaves none" if split == 0.99 else r"\[0, 1\)"
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         views.split_tiny_set(tiny, split)

@@ -103,7 +103,7 @@ def test_a_failed_candidate_is_ranked_last_named_and_not_chosen(monkeypatch):
     # Training is replaced (greedy choice of 5 of 6 would train 20 sets): a
     # set with 3.3 fails, the others get a finite MSE that favours 3.3 if
     # its NaN were ever compared as a number.
-    def broken(model, blocks, bank, config):
+    def broken(model, blocks, bank, config, pool=None):
         labels = {b.label for b in blocks}
         if "3.3" in labels:
             return scoring.Trial(float("nan"), 0.1, 0.0, 1, "failed")
@@ -129,7 +129,7 @@ def test_a_failed_candidate_is_ranked_last_named_and_not_chosen(monkeypatch):
 def _fake_scores(monkeypatch, set_mse):
     """Replaces adaptor training by `set_mse(labels)` of the dropped set."""
 
-    def fake(model, blocks, bank, config):
+    def fake(model, blocks, bank, config, pool=None):
         labels = frozenset(b.label for b in blocks)
         return scoring.Trial(set_mse(labels), 10.0, 0.0, 1, "ok")
 

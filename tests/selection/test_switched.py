@@ -1,0 +1,98 @@
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from keras_practise.data import views
+from keras_practise.distillation import feature_bank
+from keras_practise.distillation import trainer
+from keras_practise.graph import blocks as blocks_lib
+from keras_practise.selection import block_sets
+from keras_practise.selection import recoverability as scoring
+from keras_practise.selection import switched
+from tests import tiny_models
+
+
+def _setup(factory):
+    model = factory()
+    tiny_models.randomize_batchnorm(model)
+    candidates = blocks_lib.find_blocks(model)
+    bank, _ = feature_bank.build_bank(
+        model, views.TinySetSpec(tiny_models.images(16), augment_views=2),
+        cuts=scoring.candidate_cuts(model, candidates),
+    )
+    return model, candidates, bank
+
+
+@pytest.mark.parametrize("factory", [tiny_models.tiny_resnet, tiny_models.tiny_se_net])
+def test_switched_students_score_every_set_as_a_student_of_its_own(factory):
+    model, candidates, bank = _setup(factory)
+    config = trainer.TrainConfig(steps=6)
+    pool = scoring.student_pool(model, candidates, bank, config)
+    sets = [[b] for b in candidates] + [list(p) for p in itertools.combinations(candidates, 2)]
+    for blocks in sets:
+        own = scoring.score_block(model, blocks, bank, config)
+        switched = scoring.score_block(model, blocks, bank, config, pool)
+        assert switched.initial_mse == pytest.approx(own.initial_mse, rel=1e-5)
+        assert switched.mse == pytest.approx(own.mse, rel=1e-4)
+        assert switched.mse < switched.initial_mse
+        assert (switched.adaptors, switched.status) == (own.adaptors, own.status)
+
+
+@pytest.mark.parametrize("steps", [2, switched.MAX_STEPS + 1])
+def test_one_compile_per_stage_for_a_whole_greedy_choice(monkeypatch, steps):
+    model, candidates, bank = _setup(tiny_models.tiny_resnet)
+    compiles = []
+    original = keras.Model.compile
+
+    def counting(self, *args, **kwargs):
+        compiles.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", counting)
+    choice = block_sets.choose_blocks(
+        model, bank, candidates, k=2, config=trainer.TrainConfig(steps=steps)
+    )
+    trained = sum(len(r) for r in choice.rounds)
+    assert trained == len(candidates) + len(candidates) - 1
+    # Candidates in two stages: two students, each compiled once; longer
+    # runs train a student of its own per set.
+    assert len({b.stage for b in candidates}) == 2
+    assert len(compiles) == (2 if steps <= switched.MAX_STEPS else trained)
+
+
+def test_all_switches_on_is_the_teacher_up_to_its_tap():
+    model, candidates, bank = _setup(tiny_models.tiny_resnet)
+    pool = scoring.student_pool(model, candidates, bank, trainer.TrainConfig(steps=1))
+    sites, _ = scoring.student_cut(model, candidates[:1])
+    student = pool.student(candidates[:1], sites)
+    student.switch([], [])
+    x = bank.prefix(student.start, "eval")
+    np.testing.assert_allclose(
+        trainer.predict(student.model, x), bank.targets["eval"], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_a_set_outside_the_pool_gets_no_student():
+    model, candidates, bank = _setup(tiny_models.tiny_resnet)
+    pool = scoring.student_pool(
+        model, candidates[1:], bank, trainer.TrainConfig(steps=1)
+    )
+    sites, _ = scoring.student_cut(model, candidates[:1])
+    assert pool.student(candidates[:1], sites) is None
+    assert pool.students == {}
+
+
+def test_fit_with_a_compiled_step_checks_it_matches():
+    model, candidates, bank = _setup(tiny_models.tiny_resnet)
+    config = trainer.TrainConfig(steps=2)
+    pool = scoring.student_pool(model, candidates, bank, config)
+    sites, _ = scoring.student_cut(model, candidates[:1])
+    student = pool.student(candidates[:1], sites)
+    x = bank.prefix(student.start, "train")
+    with pytest.raises(ValueError, match="CompiledStep` of this model and config.*steps=3"):
+        trainer.fit(
+            student.model, x, [bank.targets["train"]], ["mse"],
+            trainer.TrainConfig(steps=3), compiled=student.compiled,
+        )
