@@ -36,8 +36,8 @@ from keras_practise.graph import surgery
 # CPU (ResNet-20, docs/results.md "One compiled student per stage") the
 # fixed cost per set fell 2.61 -> 0.35 s on TensorFlow, 1.65 -> 0.38 s on
 # JAX and 0.48 -> 0.25 s on torch while a step rose 0.146 -> 0.171,
-# 0.143 -> 0.255 and 0.112 -> 0.138 s: at 10 steps no backend is slower
-# and TensorFlow is twice as fast; beyond, JAX and torch lose.
+# 0.143 -> 0.255 and 0.112 -> 0.138 s: at 10 steps JAX and torch come out
+# even and TensorFlow twice as fast; beyond, JAX and torch lose.
 MAX_STEPS = 10
 
 
