@@ -88,8 +88,13 @@ class _SwitchedAdaptor(keras.layers.Layer):
 
 
 def pays_off(config):
-    """Whether adaptor trainings of `config` use switched students."""
-    return config.steps <= MAX_STEPS
+    """Whether adaptor trainings of `config` use switched students.
+
+    They do for runs of at most `MAX_STEPS` steps on a backend that traces
+    its train step (`backend.traces_train_step`): torch has no trace to
+    share.
+    """
+    return config.steps <= MAX_STEPS and backend.traces_train_step()
 
 
 class SwitchedStudent:

@@ -51,15 +51,16 @@ def test_one_compile_per_stage_for_a_whole_greedy_choice(monkeypatch, steps):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "compile", counting)
-    choice = block_sets.choose_blocks(
-        model, bank, candidates, k=2, config=trainer.TrainConfig(steps=steps)
-    )
+    config = trainer.TrainConfig(steps=steps)
+    choice = block_sets.choose_blocks(model, bank, candidates, k=2, config=config)
     trained = sum(len(r) for r in choice.rounds)
     assert trained == len(candidates) + len(candidates) - 1
     # Candidates in two stages: two students, each compiled once; longer
-    # runs train a student of its own per set.
+    # runs, and torch (no trace to share), train a student of its own per set.
     assert len({b.stage for b in candidates}) == 2
-    assert len(compiles) == (2 if steps <= switched.MAX_STEPS else trained)
+    shared = steps <= switched.MAX_STEPS and keras.backend.backend() != "torch"
+    assert switched.pays_off(config) == shared
+    assert len(compiles) == (2 if shared else trained)
 
 
 def test_all_switches_on_is_the_teacher_up_to_its_tap():
