@@ -100,7 +100,7 @@ def compile_inference(model, jit=True, changing=False):
     )
 
 
-def _compile_tensorflow(model, jit, changing=False):
+def _compile_tensorflow(model, jit, changing):
     import tensorflow as tf
 
     def infer(x):

@@ -173,13 +173,14 @@ class _RandomBatches(keras.utils.PyDataset):
         batch = (self.x[rows], y[0] if len(y) == 1 else tuple(y))
         if self.sample_weight is None:
             return batch
-        return batch + (_sample_weights(self.sample_weight, y[0][:0], len(rows)),)
+        return batch + (_sample_weights(self.sample_weight, y[0].ndim, len(rows)),)
 
 
-def _sample_weights(weight, target, count):
-    """`count` sample weights `weight` shaped to broadcast over a loss of
-    `target` (reduced over its last axis; Keras only expands one axis)."""
-    return np.full((count,) + (1,) * max(0, np.ndim(target) - 2), weight, "float32")
+def _sample_weights(weight, target_ndim, count):
+    """`count` sample weights `weight` shaped to broadcast over the loss of
+    a target of `target_ndim` axes (reduced over its last axis; Keras only
+    expands one axis)."""
+    return np.full((count,) + (1,) * max(0, target_ndim - 2), weight, "float32")
 
 
 class _LossCurve(keras.callbacks.Callback):
@@ -486,7 +487,7 @@ def _fit_with_retries(
             )
             if compiled is not None:
                 validation += (
-                    _sample_weights(weights[0], val_targets[0], len(val_x)),
+                    _sample_weights(weights[0], np.ndim(val_targets[0]), len(val_x)),
                 )
             checks = dict(
                 validation_data=validation, validation_batch_size=batch_size

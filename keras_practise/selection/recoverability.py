@@ -218,10 +218,10 @@ def score_block(model, blocks, bank, config, pool=None):
     """
     blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
     sites, cut = student_cut(model, blocks)
-    switched = pool.student(blocks, sites) if pool is not None else None
-    if switched is not None:
-        switched.switch(blocks, sites)
-        student, cut, compiled = switched.model, switched.start, switched.compiled
+    shared = pool.student(blocks, sites) if pool is not None else None
+    if shared is not None:
+        shared.switch(blocks, sites)
+        student, cut, compiled = shared.model, shared.start, shared.compiled
     else:
         student, sites = adaptors_lib.insert_adaptors(
             model, blocks, sites, outputs=[bank.tap], start=cut
@@ -308,8 +308,10 @@ def score_blocks(model, candidates, bank, config, latency="measured", verbose=1,
             together with them (conditional recoverability), its MSE being
             that of the whole set.
         pool: Optional `StudentPool` (`student_pool`) to train the sets
-            on. Defaults to a new one for `candidates` and `dropped` when
-            `switched.pays_off(config)`, else a student per set.
+            on (pass one of every candidate when `dropped` are not among
+            `candidates`, as `block_sets.choose_blocks` does). Defaults to
+            one of `candidates` when `switched.pays_off(config)`, else a
+            student per set.
 
     Returns:
         A `RecoverabilityReport`. A candidate whose score is not finite is
@@ -318,10 +320,7 @@ def score_blocks(model, candidates, bank, config, latency="measured", verbose=1,
     if reductions is None:
         reductions = latency_reductions(model, candidates, latency)
     if pool is None and switched.pays_off(config):
-        names = {b.name for b in dropped}
-        everything = list(dropped) + [b for b in candidates if b.name not in names]
-        everything.sort(key=lambda b: (b.stage, b.position))
-        pool = student_pool(model, everything, bank, config)
+        pool = student_pool(model, candidates, bank, config)
     report = RecoverabilityReport()
     progbar = progress.progbar(len(candidates), verbose, unit_name="block")
     for i, (block, reduction) in enumerate(zip(candidates, reductions)):
