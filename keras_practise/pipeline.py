@@ -12,6 +12,7 @@ import warnings
 
 from keras_practise import backend
 from keras_practise.data import views
+from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer
 from keras_practise.export import exporter
 from keras_practise.graph import flat_graph as graph_lib
@@ -94,7 +95,7 @@ def check_settings(settings):
     scheme = registry.load(scheme_name)
     shared = set(_COUNTS) | {
         "scheme", "steps", "method", "verbose", "min_agreement", "strict",
-        "quantize", "validation_split",
+        "quantize", "validation_split", "memory_budget",
     }
     options = _scheme_options(
         scheme_name, {n: v for n, v in settings.items() if n not in shared}
@@ -120,6 +121,7 @@ def check_settings(settings):
     validation.check_fraction(
         "validation_split", settings.get("validation_split", 0.0), allow_zero=True
     )
+    memory_lib.check_budget(settings.get("memory_budget"))
     if settings.get("verbose", 0) not in (0, 1, 2):
         raise ValueError(
             f"`verbose` must be 0, 1 or 2. Received: verbose={settings['verbose']!r}"
@@ -159,6 +161,7 @@ def compress(
     strict=False,
     quantize=None,
     validation_split=0.0,
+    memory_budget=memory_lib.DEFAULT_BUDGET_GIB,
     **scheme_options,
 ):
     """Makes `model` faster by dropping blocks and recovering from a tiny set.
@@ -246,6 +249,16 @@ def compress(
             which no training step saw. `0` (the default) trains on every
             image and judges on new views of them, kinder judges than new
             images (docs/results_real_network.md measures both).
+        memory_budget: GiB that the tiny set's views, the teacher's
+            features and the training may take together (the framework,
+            about 1 GB, comes on top): beyond it, fewer augmented views
+            per image are made (an explicit `augment_views` is kept),
+            students start from the images where the teacher's activations
+            at their cut do not fit, and batches are split into
+            micro-batches whose gradients are averaged (each optimizer step
+            still sees `batch_size` samples; only BatchNorm statistics see
+            the smaller batches). `None` bounds nothing. Defaults to `4`
+            (see `distillation.memory`).
         **scheme_options: Options of the layer-wise schemes (their
             `schemes.registry` entries): `keep` (filters, `0.75`: fraction of
             filters kept, or a dict per conv), `layers` (convs to compress;
@@ -288,7 +301,7 @@ def compress(
         "per_class": per_class, "seed": seed, "augment_views": augment_views,
         "latency_batch_size": latency_batch_size, "verbose": verbose,
         "min_agreement": min_agreement, "strict": strict,
-        "validation_split": validation_split,
+        "validation_split": validation_split, "memory_budget": memory_budget,
     }
     options = check_settings({
         **shared, "scheme": scheme, "drop": drop,
@@ -341,6 +354,7 @@ def _job(name, scheme, data, shared, options, image_size, preprocess, data_dir,
         batch_size=shared["batch_size"], seed=shared["seed"],
         verbose=shared["verbose"], callbacks=callbacks, options=options,
         settings=shared, scheme=name,
+        memory=memory_lib.MemoryPlan(shared["memory_budget"]),
     )
 
 

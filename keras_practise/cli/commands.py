@@ -207,6 +207,7 @@ def _compress_settings(args):
         image_size=args.image_size,
         augment_views=args.augment_views,
         validation_split=args.validation_split,
+        memory_budget=args.memory_budget,
         data_dir=args.data_dir,
         verbose=0 if args.quiet else 1,
         latency_target=args.latency_target,

@@ -40,6 +40,17 @@ def _block_list(text):
     return names
 
 
+def _memory_budget(text):
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of GiB or 'none', received {text!r}"
+        ) from None
+
+
 class _ImageSizeAction(argparse.Action):
     """Parses `--image-size H W` or `--image-size HxW` into `(H, W)`."""
 
@@ -227,6 +238,13 @@ def _add_tiny_set_and_training(command):
     command.add_argument(
         "--augment-views", type=int,
         help="augmented views per image (0: the images themselves)",
+    )
+    command.add_argument(
+        "--memory-budget", type=_memory_budget, default=4.0,
+        help=(
+            "GiB the views, teacher features and training may take beyond "
+            "the framework ('none': unbounded; default: 4)"
+        ),
     )
     command.add_argument(
         "--validation-split", type=float, default=0.0,

@@ -156,9 +156,7 @@ def prepare_views(
     else:
         eval_views = augment.eval_transform(size)(images)
     if augment_views is None:
-        augment_views = min(
-            _MAX_VIEWS_PER_IMAGE, max(1, math.ceil(_DEFAULT_BANK / len(images)))
-        )
+        augment_views = default_augment_views(len(images))
     validation.check_int("augment_views", augment_views, 0)
     if augment_views == 0:
         train_views, repeats = eval_views, 1
@@ -171,6 +169,12 @@ def prepare_views(
     if tiny_set.labels is not None:
         labels = (np.repeat(tiny_set.labels, repeats), tiny_set.labels)
     return train_views, eval_views, labels
+
+
+def default_augment_views(count):
+    """Augmented views per image of `count` images by default: about 2048
+    views in all, at most 32 per image."""
+    return min(_MAX_VIEWS_PER_IMAGE, max(1, math.ceil(_DEFAULT_BANK / count)))
 
 
 def _crop_scale(size):

@@ -8,8 +8,9 @@ prefix is the same computation for teacher and student).
 Activations at the cuts the caller plans to use are computed together, in
 the teacher's pass for the targets and then in one pass per group, as many
 as fit in `cache_bytes`; a cut that does not fit with the ones kept evicts
-them, so the bank's memory stays bounded (one cut of ResNet-50 at 224x224 on
-2048 views already takes 6.6 GB).
+them, and a cut that does not fit alone is never cached: students start
+from the images there (`start_of`), so the bank's memory stays bounded (one
+cut of ResNet-50 at 224x224 on 2048 views takes 6.6 GB).
 """
 
 import math
@@ -18,6 +19,7 @@ import numpy as np
 
 from keras_practise import backend
 from keras_practise.data import views as views_lib
+from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer
 from keras_practise.graph import flat_graph
 from keras_practise.graph import input_size
@@ -71,11 +73,12 @@ class FeatureBank:
         self._input = flat_graph.FlatGraph(teacher).inputs[0]
         self._plan = []
         for cut in cuts:
-            if cut is not self._input and all(cut is not c for c in self._plan):
+            if self.start_of(cut) is cut and all(cut is not c for c in self._plan):
                 self._plan.append(cut)
         self._prefix = {}
         self._outputs = {}
         self._runner = None
+        self._released = False
         self.targets = {}
         for split in self.views:
             group = self._reserve(None, split)
@@ -94,6 +97,24 @@ class FeatureBank:
         # Feature MSEs are reported in units of the teacher's own feature
         # variance, so scores do not depend on the model's feature scale.
         self.scale = trainer.feature_scale(self.targets["train"])
+
+    def start_of(self, cut):
+        """Where a student that could start at `cut` starts: `cut`, or the
+        model's input when the activations there do not fit `cache_bytes`.
+        """
+        if cut is self._input:
+            return cut
+        fits = sum(self._bytes(cut, split) for split in self.views) <= self.cache_bytes
+        return cut if fits else self._input
+
+    @property
+    def held_bytes(self):
+        """Memory the bank holds or may hold: its views and tap features, and
+        `cache_bytes` for cut activations until `release`."""
+        arrays = [*self.views.values(), *self.targets.values()]
+        # Without augmentation the training views are the evaluation views.
+        data = sum({id(a): a.nbytes for a in arrays}.values())
+        return data + (0 if self._released else self.cache_bytes)
 
     def prefix(self, cut, split):
         """The teacher's activations at `cut` for the `split` views."""
@@ -166,10 +187,11 @@ class FeatureBank:
         """Frees the cached prefix activations (recovery needs none of them)."""
         self._prefix = {}
         self._runner = None
+        self._released = True
 
 
 @backend.fused_kernels()
-def build_bank(model, tiny, batch_size=64, cuts=()):
+def build_bank(model, tiny, batch_size=64, cuts=(), memory=None):
     """Draws the tiny set, makes its views and the teacher's features.
 
     Args:
@@ -182,9 +204,17 @@ def build_bank(model, tiny, batch_size=64, cuts=()):
         batch_size: Batch size of the teacher's forward passes.
         cuts: Tensors of `model`'s graph whose activations will be asked for
             (see `FeatureBank`).
+        memory: A `memory.MemoryPlan`: unless the spec sets
+            `augment_views`, fewer views per image are made when the
+            default number does not fit its views' share, and its
+            `cache_bytes` bound the cached cut activations. Defaults to the
+            default budget.
 
     Returns:
         A tuple `(bank, tiny_set)`; `tiny_set` is the whole draw.
+
+    Raises:
+        ValueError: If one view per image does not fit `memory`.
     """
     if not isinstance(tiny, views_lib.TinySetSpec):
         tiny = views_lib.TinySetSpec(tiny)
@@ -194,8 +224,20 @@ def build_bank(model, tiny, batch_size=64, cuts=()):
     fit_set, held_set = views_lib.split_tiny_set(
         tiny_set, tiny.validation_split, tiny.seed
     )
+    memory = memory or memory_lib.MemoryPlan()
+    augment_views = tiny.augment_views
+    if augment_views is None:
+        fit_count = len(fit_set.images)
+        view_bytes = 4 * (
+            math.prod(size) * tiny_set.images.shape[-1]
+            + math.prod(taps.feature_tap(model).shape[1:])
+        )
+        augment_views = memory.views_per_image(
+            fit_count, view_bytes, views_lib.default_augment_views(fit_count),
+            held_images=0 if held_set is None else len(held_set.images),
+        )
     train_views, eval_views, labels = views_lib.prepare_views(
-        fit_set, size, tiny.augment_views, tiny.seed, channels
+        fit_set, size, augment_views, tiny.seed, channels
     )
     if held_set is not None:
         _, eval_views, held_labels = views_lib.prepare_views(
@@ -205,6 +247,6 @@ def build_bank(model, tiny, batch_size=64, cuts=()):
             labels = (labels[0], held_labels[1])
     bank = FeatureBank(
         model, train_views, eval_views, labels, batch_size, cuts,
-        held_out=held_set is not None,
+        cache_bytes=memory.cache_bytes, held_out=held_set is not None,
     )
     return bank, tiny_set

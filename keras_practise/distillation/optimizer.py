@@ -64,25 +64,31 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     Args:
         rate: The initial learning rate.
-        boundary: The last step at the initial rate.
+        boundary: The last optimizer step at the initial rate.
+        accumulation: Micro-batches per optimizer step: Keras calls a
+            schedule with the micro-batch count.
     """
 
-    def __init__(self, rate, boundary):
+    def __init__(self, rate, boundary, accumulation=1):
         self.rate = rate
         self.boundary = boundary
+        self.accumulation = accumulation
 
     def __call__(self, step):
         # A tensor, not the variable: `jnp.where` refuses variables.
         rate = keras.ops.convert_to_tensor(self.rate, "float32")
+        step = keras.ops.floor_divide(step, self.accumulation)
         return keras.ops.where(keras.ops.greater(step, self.boundary), rate * 0.1, rate)
 
 
-def learning_rate_schedule(config):
+def learning_rate_schedule(config, accumulation=1):
     """The `StepDecay` of `config`: x0.1 after `decay_at` of the steps."""
-    return StepDecay(config.learning_rate, max(1, int(config.decay_at * config.steps)))
+    return StepDecay(
+        config.learning_rate, max(1, int(config.decay_at * config.steps)), accumulation
+    )
 
 
-def make_optimizer(config, rates=None, schedule=None):
+def make_optimizer(config, rates=None, schedule=None, accumulation=1):
     """SGD with momentum, weight decay and a x0.1 step at `decay_at`.
 
     Args:
@@ -92,15 +98,18 @@ def make_optimizer(config, rates=None, schedule=None):
         schedule: The `StepDecay` to use (to `restart` it later); its rate
             becomes a variable of the returned optimizer. Defaults to a new
             one from `config`.
+        accumulation: Micro-batches whose gradients are averaged per
+            optimizer step (Keras' `gradient_accumulation_steps`).
 
     Returns:
         The optimizer.
     """
-    schedule = schedule or learning_rate_schedule(config)
+    schedule = schedule or learning_rate_schedule(config, accumulation)
     settings = dict(
         learning_rate=schedule,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None,
     )
     if rates:
         optimizer = _rate_scaled_sgd()(rates, **settings)

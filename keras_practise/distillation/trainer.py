@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from keras_practise import backend
+from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import optimizer as optimizer_lib
 from keras_practise.graph import flat_graph
 from keras_practise.graph import taps
@@ -81,6 +82,10 @@ class TrainConfig:
             transfer-learning guide advises for small data) or `"train"`
             (batch statistics normalise and the moving ones follow them).
             Adaptor-only training always keeps BatchNorm in inference mode.
+        activation_memory: Bytes a training step may take: a batch whose
+            activations need more is split into micro-batches whose
+            gradients are averaged before each optimizer step
+            (`memory.accumulation_steps`). `None`: whole batches.
     """
 
     steps: int = 1000
@@ -96,6 +101,7 @@ class TrainConfig:
     callbacks: tuple = ()
     retries: int = 2
     batchnorm: str = "train"
+    activation_memory: int = None
 
     def __post_init__(self):
         validation.check_int("steps", self.steps)
@@ -148,7 +154,9 @@ class TrainingDiverged(RuntimeError):
 class _RandomBatches(keras.utils.PyDataset):
     """Exactly `steps` batches drawn with replacement across epochs of data."""
 
-    def __init__(self, x, y, steps, batch_size, seed, sample_weight=None):
+    def __init__(
+        self, x, y, steps, batch_size, seed, sample_weight=None, accumulation=1
+    ):
         super().__init__()
         self.x, self.y = x, y
         self.sample_weight = sample_weight
@@ -157,7 +165,10 @@ class _RandomBatches(keras.utils.PyDataset):
         # Shuffled passes over the data, so every sample is seen equally.
         passes = math.ceil(steps * batch_size / n)
         order = np.concatenate([rng.permutation(n) for _ in range(passes)])
-        self.index = order[: steps * batch_size].reshape(steps, batch_size)
+        # An optimizer step's micro-batches split its batch in order.
+        self.index = order[: steps * batch_size].reshape(
+            steps * accumulation, batch_size // accumulation
+        )
 
     def __len__(self):
         return len(self.index)
@@ -184,11 +195,17 @@ def _sample_weights(weight, target_ndim, count):
 
 
 class _LossCurve(keras.callbacks.Callback):
-    """Records the running loss and stops a run that diverges."""
+    """Records the running loss and stops a run that diverges.
 
-    def __init__(self, points=20):
+    Steps are optimizer steps: with gradient accumulation, a batch end that
+    completes one (`accumulation` micro-batches).
+    """
+
+    def __init__(self, points=20, accumulation=1):
         super().__init__()
         self.points = points
+        self.accumulation = accumulation
+        self.micro = 0
         self.curve = []
         self.first = None
         self.diverged = False
@@ -203,9 +220,12 @@ class _LossCurve(keras.callbacks.Callback):
         if not math.isfinite(loss) or loss > 10 * max(self.first, 1e-12):
             self.diverged = True
             self.model.stop_training = True
+        self.micro += 1
+        if self.micro % self.accumulation and not self.diverged:
+            return
         # Steps count across the epochs of a run checked on held-out images.
-        total = self.params["steps"] * self.params["epochs"]
-        self.step += 1
+        total = self.params["steps"] * self.params["epochs"] // self.accumulation
+        self.step = math.ceil(self.micro / self.accumulation)
         every = max(1, total // self.points)
         if self.step % every == 0 or self.step == total or self.diverged:
             self.curve.append((self.step, loss))
@@ -342,20 +362,39 @@ class CompiledStep:
         model: The Keras model, with one output.
         loss: Its Keras loss.
         config: The `TrainConfig` of every run.
+        samples: The number of training samples of every run (the batch
+            size and its micro-batches follow from it, see `batching`).
 
     Attributes:
         infer: `model`'s inference call, compiled once
             (`backend.compile_inference`), for `predict(infer=...)`.
     """
 
-    def __init__(self, model, loss, config):
+    def __init__(self, model, loss, config, samples):
         self.model = model
         self.config = config
-        self.schedule = optimizer_lib.learning_rate_schedule(config)
-        self.optimizer = optimizer_lib.make_optimizer(config, None, self.schedule)
+        self.batching = batching(model, config, samples)
+        accumulation = self.batching[1]
+        self.schedule = optimizer_lib.learning_rate_schedule(config, accumulation)
+        self.optimizer = optimizer_lib.make_optimizer(
+            config, None, self.schedule, accumulation
+        )
         model.compile(optimizer=self.optimizer, loss=loss)
         # Inference passes (loss scales, checks) reuse one graph too.
         self.infer = backend.compile_inference(model, changing=True)
+
+
+def batching(model, config, samples):
+    """`(batch_size, accumulation)` of training `model` on `samples` samples.
+
+    The batch size is `config.batch_size` (at most `samples`, 64 when unset);
+    `accumulation` micro-batches make one optimizer step when the batch does
+    not fit `config.activation_memory` (`memory.accumulation_steps`).
+    """
+    batch_size = min(config.batch_size or 64, samples)
+    return batch_size, memory_lib.accumulation_steps(
+        model, batch_size, config.activation_memory
+    )
 
 
 @backend.fused_kernels()
@@ -415,29 +454,34 @@ def fit(
     if compiled is not None and (
         compiled.model is not model or compiled.config != config
         or len(losses) != 1 or rates
+        or compiled.batching != batching(model, config, len(x))
     ):
         raise ValueError(
-            "`compiled` must be a `CompiledStep` of this model and config, "
-            "for one loss and no `rates`. Received: a step of model "
-            f"{compiled.model.name!r} with {compiled.config} to fit model "
-            f"{model.name!r} with {config}, {len(losses)} losses, rates={rates!r}"
+            "`compiled` must be a `CompiledStep` of this model, config and "
+            "sample count, for one loss and no `rates`. Received: a step of "
+            f"model {compiled.model.name!r} with {compiled.config} "
+            f"(batching {compiled.batching}) to fit model {model.name!r} with "
+            f"{config} on {len(x)} samples, {len(losses)} losses, rates={rates!r}"
         )
-    batch_size = min(config.batch_size or 64, len(x))
+    batch_size, accumulation = batching(model, config, len(x))
     weights = list(loss_weights or [1.0] * len(losses))
     infer = None if compiled is None else compiled.infer
     if normalize:
         weights = [
             w / scale
-            for w, scale in zip(weights, _loss_scales(model, x, targets, losses, infer))
+            for w, scale in zip(
+                weights, _loss_scales(model, x, targets, losses, batch_size, infer)
+            )
         ]
     data = _RandomBatches(
         x, targets, config.steps, batch_size, config.seed,
         sample_weight=None if compiled is None else weights[0],
+        accumulation=accumulation,
     )
     try:
         return _fit_with_retries(
             model, data, x, losses, weights, config, accept, rates, held_out,
-            batch_size, compiled, infer,
+            (batch_size, accumulation), compiled, infer,
         )
     finally:
         data.release()
@@ -454,15 +498,16 @@ def _epochs(steps, held_out):
 
 def _fit_with_retries(
     model, data, x, losses, weights, config, accept, rates, held_out,
-    batch_size, compiled, infer,
+    sizes, compiled, infer,
 ):
     """`fit`'s attempts: one compile, then a pass over `data` per attempt."""
+    batch_size, accumulation = sizes
     start = model.get_weights()
     learning_rate = config.learning_rate
     # One compile for all attempts: a retry restarts the optimizer instead.
     if compiled is None:
-        schedule = optimizer_lib.learning_rate_schedule(config)
-        optimizer = optimizer_lib.make_optimizer(config, rates, schedule)
+        schedule = optimizer_lib.learning_rate_schedule(config, accumulation)
+        optimizer = optimizer_lib.make_optimizer(config, rates, schedule, accumulation)
         model.compile(
             optimizer=optimizer,
             loss=losses if len(losses) > 1 else losses[0],
@@ -474,7 +519,7 @@ def _fit_with_retries(
         if attempt or compiled is not None:
             optimizer_lib.restart(optimizer, schedule, learning_rate)
         seed_random_layers(model, config.seed)
-        curve = _LossCurve()
+        curve = _LossCurve(accumulation=accumulation)
         verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
         # The batches are already in the seed's order; Keras' own shuffle
         # would reorder them with Python's global `random`.
@@ -498,7 +543,8 @@ def _fit_with_retries(
             )]
         with backend.seeded_global_rng(config.seed):
             model.fit(
-                data, epochs=epochs, steps_per_epoch=config.steps // epochs,
+                data, epochs=epochs,
+                steps_per_epoch=config.steps * accumulation // epochs,
                 verbose=verbose, shuffle=False,
                 callbacks=[curve, *logging, *config.callbacks], **checks,
             )
@@ -506,7 +552,8 @@ def _fit_with_retries(
             not curve.diverged
             and _finite_weights(model)
             and (
-                _finite_outputs(model, x, infer) if accept is None else accept()
+                _finite_outputs(model, x, batch_size, infer)
+                if accept is None else accept()
             )
         ):
             return curve.curve
@@ -554,7 +601,7 @@ def fit_or_skip(model, *args, **kwargs):
         return []
 
 
-def _loss_scales(model, x, targets, losses, infer=None, sample=256):
+def _loss_scales(model, x, targets, losses, batch_size, infer=None, sample=256):
     """The unit of each `"mse"` loss: the teacher's variance, or the start's
     error when that is larger.
 
@@ -564,7 +611,7 @@ def _loss_scales(model, x, targets, losses, infer=None, sample=256):
     adaptors) from taking a step that makes it diverge at every rate.
     """
     scales = []
-    outputs = _outputs(model, x[:sample], infer)
+    outputs = _outputs(model, x[:sample], batch_size, infer)
     for output, target, loss in zip(outputs, targets, losses):
         if loss != "mse":
             scales.append(1.0)
@@ -575,17 +622,21 @@ def _loss_scales(model, x, targets, losses, infer=None, sample=256):
     return scales
 
 
-def _finite_outputs(model, x, infer=None, sample=64):
+def _finite_outputs(model, x, batch_size, infer=None, sample=64):
     # Finite weights can still overflow in inference mode (BatchNorm moving
     # statistics a run drove to extremes): such a run diverged too.
-    return all(np.isfinite(o).all() for o in _outputs(model, x[:sample], infer))
+    outputs = _outputs(model, x[:sample], batch_size, infer)
+    return all(np.isfinite(o).all() for o in outputs)
 
 
-def _outputs(model, x, infer=None):
-    """The model's outputs on `x` in inference mode, as a list of arrays."""
-    infer = infer or backend.compile_inference(model, jit=False)
-    outputs = backend.to_numpy(infer(x))
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+def _outputs(model, x, batch_size, infer=None):
+    """The model's outputs on `x` in inference mode, as a list of arrays.
+
+    Batch by batch: one pass of 256 views of a MobileNetV2 at 160 px took
+    9 GB more than a training step of 64 did.
+    """
+    outputs = predict(model, x, batch_size, infer)
+    return outputs if isinstance(outputs, list) else [outputs]
 
 
 def _finite_weights(model):

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import time
 
+from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer
 
 
@@ -32,6 +33,7 @@ class Job:
         settings: The shared arguments of `compress()` that shaped the run,
             by name, for the report.
         scheme: The scheme's registry name.
+        memory: The `memory.MemoryPlan` of the call.
     """
 
     tiny: object
@@ -45,9 +47,18 @@ class Job:
     options: dict
     settings: dict
     scheme: str
+    memory: memory_lib.MemoryPlan = memory_lib.MemoryPlan()
 
-    def train_config(self, steps, verbose=0, **overrides):
-        """A `trainer.TrainConfig` of `steps` with the job's shared settings."""
+    def train_config(self, steps, verbose=0, bank=None, **overrides):
+        """A `trainer.TrainConfig` of `steps` with the job's shared settings.
+
+        With the `feature_bank.FeatureBank` the training runs beside, its
+        steps take at most the memory the bank leaves of the budget.
+        """
+        if bank is not None:
+            overrides["activation_memory"] = self.memory.training_bytes(
+                bank.held_bytes
+            )
         return trainer.TrainConfig(
             steps=steps, batch_size=self.batch_size, seed=self.seed,
             verbose=verbose, callbacks=self.callbacks, **overrides,

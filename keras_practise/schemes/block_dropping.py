@@ -212,7 +212,7 @@ def run(model, job, phases):
     with base.timed(phases, "teacher features"):
         tiny = dataclasses.replace(job.tiny, data=tiny_set)
         cuts = [] if chosen is not None else scoring.candidate_cuts(teacher, candidates)
-        bank, _ = feature_bank.build_bank(teacher, tiny, cuts=cuts)
+        bank, _ = feature_bank.build_bank(teacher, tiny, cuts=cuts, memory=job.memory)
     scores, rounds = scoring.RecoverabilityReport(), []
     if chosen is None:
         with base.timed(phases, "recoverability"):
@@ -220,7 +220,8 @@ def run(model, job, phases):
             choice = block_sets.choose_blocks(
                 teacher, bank, candidates,
                 k=None if target is not None else options["drop"],
-                rule=options["selection"], config=job.train_config(job.steps),
+                rule=options["selection"],
+                config=job.train_config(job.steps, bank=bank),
                 latency=options["latency"], latency_target=target,
                 verbose=job.verbose,
             )
@@ -229,7 +230,7 @@ def run(model, job, phases):
     with base.timed(phases, "recovery"):
         compressed, curve = recovery.recover(
             teacher, chosen, bank, job.method,
-            job.train_config(job.finetune_steps, verbose=job.verbose),
+            job.train_config(job.finetune_steps, verbose=job.verbose, bank=bank),
         )
     report = CompressionReport(
         blocks=[b.name for b in chosen],

@@ -279,13 +279,13 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
                 raise ValueError(
                     f"Model {model.name!r} has no layer that scheme {name!r} applies to."
                 )
-            bank, tiny_set = feature_bank.build_bank(teacher, job.tiny)
+            bank, tiny_set = feature_bank.build_bank(teacher, job.tiny, memory=job.memory)
             if job.method != "layerwise":
                 recipes.check_method(job.method, bank.labels is not None)
         config = None
         if job.steps:
             config = job.train_config(
-                job.steps, learning_rate=options["learning_rate"]
+                job.steps, bank=bank, learning_rate=options["learning_rate"]
             )
         with base.timed(phases, "layers"):
             compressed, records = core.run_steps(
@@ -298,7 +298,9 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
             with base.timed(phases, "finetune"):
                 curve = recipes.train_whole(
                     compressed, bank, job.method,
-                    job.train_config(job.finetune_steps, verbose=job.verbose),
+                    job.train_config(
+                        job.finetune_steps, verbose=job.verbose, bank=bank
+                    ),
                 )
         settings = {
             key: options.get(key)

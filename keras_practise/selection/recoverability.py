@@ -33,6 +33,7 @@ from keras_practise import backend
 from keras_practise.data import views
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import feature_bank
+from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import taps
@@ -218,6 +219,7 @@ def score_block(model, blocks, bank, config, pool=None):
     """
     blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
     sites, cut = student_cut(model, blocks)
+    cut = bank.start_of(cut)
     shared = pool.student(blocks, sites) if pool is not None else None
     if shared is not None:
         shared.switch(blocks, sites)
@@ -286,7 +288,8 @@ def student_pool(model, candidates, bank, config):
         set is trained on one of a few students traced once.
     """
     return switched.StudentPool(
-        model, candidates, bank, config, lambda block: student_cut(model, [block])[1]
+        model, candidates, bank, config,
+        lambda block: bank.start_of(student_cut(model, [block])[1]),
     )
 
 
@@ -375,6 +378,7 @@ def recoverability(
     verbose=1,
     callbacks=None,
     validation_split=0.0,
+    memory_budget=memory_lib.DEFAULT_BUDGET_GIB,
 ):
     """Scores each candidate block by how well the network recovers without it.
 
@@ -406,6 +410,8 @@ def recoverability(
         validation_split: Fraction of the images held out whole from the
             adaptor training; the scores are then measured on those images
             (see `compress`).
+        memory_budget: GiB the views, the teacher's features and the
+            adaptor training may take (see `compress`).
 
     Returns:
         A `RecoverabilityReport`: a list of `BlockScore`s in network order;
@@ -429,6 +435,7 @@ def recoverability(
     validation.check_int("steps", steps)
     validation.check_int("batch_size", batch_size, allow_none=True)
     validation.check_fraction("validation_split", validation_split, allow_zero=True)
+    memory = memory_lib.MemoryPlan(memory_budget)
     model, candidates, chosen = candidates_lib.working_copy(
         model, image_size, blocks
     )
@@ -439,9 +446,10 @@ def recoverability(
         augment_views=augment_views, validation_split=validation_split,
     )
     bank, _ = feature_bank.build_bank(
-        model, tiny, cuts=candidate_cuts(model, candidates)
+        model, tiny, cuts=candidate_cuts(model, candidates), memory=memory
     )
     config = finetune.TrainConfig(
-        steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks
+        steps=steps, batch_size=batch_size, seed=seed, callbacks=callbacks,
+        activation_memory=memory.training_bytes(bank.held_bytes),
     )
     return score_blocks(model, candidates, bank, config, latency, verbose)

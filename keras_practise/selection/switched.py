@@ -107,6 +107,7 @@ class SwitchedStudent:
             of `blocks`).
         tap: The tensor of `model` it outputs (the feature map to mimic).
         config: The `trainer.TrainConfig` of every adaptor training.
+        samples: The number of training views of every training.
 
     Attributes:
         model: The student, a Functional `keras.Model` from `start` to `tap`.
@@ -114,7 +115,7 @@ class SwitchedStudent:
         compiled: Its `trainer.CompiledStep` (mean squared error).
     """
 
-    def __init__(self, model, blocks, start, tap, config):
+    def __init__(self, model, blocks, start, tap, config, samples):
         self.start = start
         self._blocks = list(blocks)
         self._sites = {}
@@ -144,7 +145,7 @@ class SwitchedStudent:
         trainer.set_trainable(
             self.model, "adaptors", [s.adaptor_name for s in self._sites.values()]
         )
-        self.compiled = trainer.CompiledStep(self.model, "mse", config)
+        self.compiled = trainer.CompiledStep(self.model, "mse", config, samples)
 
     def covers(self, blocks, sites):
         """Whether this student can drop `blocks` with adaptors at `sites`."""
@@ -207,7 +208,7 @@ class StudentPool:
             self.students[stage] = SwitchedStudent(
                 self._model, self._candidates[begin:],
                 self._cut_of(self._candidates[begin]), self._bank.tap,
-                self._config,
+                self._config, len(self._bank.views["train"]),
             )
         student = self.students[stage]
         return student if student.covers(blocks, sites) else None

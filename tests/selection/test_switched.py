@@ -92,8 +92,14 @@ def test_fit_with_a_compiled_step_checks_it_matches():
     sites, _ = scoring.student_cut(model, candidates[:1])
     student = pool.student(candidates[:1], sites)
     x = bank.prefix(student.start, "train")
-    with pytest.raises(ValueError, match="CompiledStep` of this model and config.*steps=3"):
+    with pytest.raises(ValueError, match="CompiledStep` of this model, config.*steps=3"):
         trainer.fit(
             student.model, x, [bank.targets["train"]], ["mse"],
             trainer.TrainConfig(steps=3), compiled=student.compiled,
+        )
+    # A step compiled for whole batches cannot train micro-batches.
+    with pytest.raises(ValueError, match=rf"batching \({min(64, len(x))}, 1\).*on 3 samples"):
+        trainer.fit(
+            student.model, x[:3], [bank.targets["train"][:3]], ["mse"],
+            config, compiled=student.compiled,
         )

@@ -1,0 +1,186 @@
+"""How much memory a compression may take, and how it is shared out.
+
+`compress(memory_budget=...)` bounds what the library holds beyond the
+framework itself (about 1 GB resident for TensorFlow, torch or JAX with
+Keras): the tiny set's training and evaluation views with the teacher's
+features at the tap (the feature bank), the teacher's activations cached
+at the cuts where students start, and what a training step keeps for its
+backward pass. A `MemoryPlan` shares the budget out:
+
+* views and tap features get at most `VIEW_SHARE` of it: a larger tiny set
+  or image size gets fewer augmented views per image
+  (`MemoryPlan.views_per_image`);
+* cached cut activations get at most `CACHE_SHARE`: a student whose cut
+  does not fit starts from the images instead and runs the frozen prefix
+  in every step (`FeatureBank.start_of`);
+* training gets the rest: a batch whose activations do not fit is split
+  into equal micro-batches whose gradients are averaged before the
+  optimizer steps (Keras' `gradient_accumulation_steps`), so a step still
+  sees `batch_size` samples (`accumulation_steps`). Only BatchNorm layers
+  that train see smaller batches.
+
+The training estimate is measured, not derived: the resident memory a
+training step added grew by 1.0-1.15 times the float32 size of the layer
+outputs after the first trainable layer, per sample, for MobileNetV2 and
+ResNet-50 at 224 px on TensorFlow, torch and JAX (`backend.
+training_memory`). `benchmarks/memory.py` measures whole calls.
+"""
+
+import math
+
+from keras_practise import backend
+from keras_practise.graph import flat_graph
+
+GIB = 2**30
+# Bounds the views, features and training of one `compress()` call; the
+# framework (about 1 GB) comes on top, so a default call peaks near 5 GB.
+DEFAULT_BUDGET_GIB = 4.0
+VIEW_SHARE = 0.4
+CACHE_SHARE = 0.25
+
+
+def check_budget(memory_budget):
+    """Raises unless `memory_budget` is `None` or a positive number of GiB."""
+    if memory_budget is None:
+        return
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float)):
+        raise TypeError(
+            "`memory_budget` must be a number of GiB or None. Received: "
+            f"memory_budget={memory_budget!r} of type {type(memory_budget).__name__}"
+        )
+    if not (memory_budget > 0 and math.isfinite(memory_budget)):
+        raise ValueError(
+            "`memory_budget` must be a positive number of GiB. Received: "
+            f"memory_budget={memory_budget!r}"
+        )
+
+
+class MemoryPlan:
+    """Shares a memory budget between views, cached cuts and training.
+
+    Args:
+        budget_gib: The budget in GiB, or `None` for no bound (every view
+            the defaults ask for, every cut cached, whole batches).
+
+    Raises:
+        TypeError: If `budget_gib` is not a number.
+        ValueError: If it is not positive.
+
+    Example:
+
+    ```python
+    plan = MemoryPlan(2.0)
+    plan.cache_bytes  # 0.5 GiB for cached cut activations.
+    ```
+    """
+
+    def __init__(self, budget_gib=DEFAULT_BUDGET_GIB):
+        check_budget(budget_gib)
+        self.budget_gib = budget_gib
+        self.budget = None if budget_gib is None else int(budget_gib * GIB)
+
+    @property
+    def cache_bytes(self):
+        """Memory for the teacher's activations cached at cuts."""
+        return math.inf if self.budget is None else int(CACHE_SHARE * self.budget)
+
+    def views_per_image(self, fit_images, view_bytes, wanted, held_images=0):
+        """Augmented training views per image that fit the views' share.
+
+        Args:
+            fit_images: Images the training views are made from.
+            view_bytes: Bytes of one view with its tap features.
+            wanted: Views per image asked for (the default).
+            held_images: Images held out from training, whose views are the
+                evaluation views; `0`: the evaluation views are one view
+                of each training image.
+
+        Returns:
+            `wanted`, or fewer (at least 1; `0` when only the evaluation
+            views fit and they are of the training images).
+
+        Raises:
+            ValueError: If even one view per image does not fit.
+        """
+        if self.budget is None:
+            return wanted
+        eval_images = held_images or fit_images
+        room = VIEW_SHARE * self.budget - eval_images * view_bytes
+        fit = math.floor(room / (fit_images * view_bytes)) if room > 0 else 0
+        if fit >= 1:
+            return min(wanted, fit)
+        if room >= 0 and not held_images:
+            return 0  # Train on the evaluation views themselves.
+        need = (fit_images + eval_images) * view_bytes / VIEW_SHARE / GIB
+        raise ValueError(
+            f"memory_budget={self.budget_gib} GiB cannot hold the tiny set's "
+            f"views: {fit_images} training and {eval_images} evaluation "
+            f"images take {view_bytes / 2**20:.2f} MiB each as views with the "
+            f"model's features, and views may take {VIEW_SHARE:.0%} of the "
+            f"budget. Pass memory_budget={math.ceil(need)} or more, or fewer "
+            "images (`num_samples`)."
+        )
+
+    def training_bytes(self, held):
+        """Memory left for training activations beside `held` bytes."""
+        if self.budget is None:
+            return None
+        return max(0, self.budget - held)
+
+
+def activation_bytes(model):
+    """Estimated bytes a training step of `model` keeps per sample.
+
+    The float32 size of every layer output from the first layer with
+    trainable weights on (nothing before it needs a gradient), times
+    the backend's measured factor (`backend.training_memory`).
+
+    Returns:
+        A number of bytes, `0` when nothing trains, or `None` when a
+        layer's output size is not known (a dynamic input size).
+    """
+    graph = flat_graph.FlatGraph(model)
+    first = next(
+        (i for i, node in enumerate(graph.nodes) if node.layer.trainable_weights),
+        None,
+    )
+    if first is None:
+        return 0
+    elements = 0
+    for node in graph.nodes[first:]:
+        for output in node.outputs:
+            dims = tuple(output.shape[1:])
+            if any(d is None for d in dims):
+                return None
+            elements += math.prod(dims)
+    factor, _ = backend.training_memory()
+    return int(elements * 4 * factor)
+
+
+def accumulation_steps(model, batch_size, memory):
+    """Micro-batches per optimizer step for `model`'s training to fit `memory`.
+
+    Args:
+        model: The model about to train (its trainable flags set).
+        batch_size: Samples per optimizer step.
+        memory: Bytes the step may take (`MemoryPlan.training_bytes`), or
+            `None` for no bound.
+
+    Returns:
+        The smallest divisor `k` of `batch_size` whose micro-batches of
+        `batch_size // k` samples fit, or `batch_size` (micro-batches of
+        one sample) when none does.
+    """
+    if memory is None or batch_size <= 1:
+        return 1
+    per_sample = activation_bytes(model)
+    if not per_sample:
+        return 1
+    _, fixed = backend.training_memory()
+    # Weights, gradients, momenta and accumulators: four float32 copies.
+    fixed += 16 * sum(math.prod(w.shape) for w in model.trainable_weights)
+    for steps in range(1, batch_size + 1):
+        if batch_size % steps == 0 and fixed + per_sample * batch_size // steps <= memory:
+            return steps
+    return batch_size
+

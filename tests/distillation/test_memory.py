@@ -1,0 +1,161 @@
+"""Tests for keras_practise.distillation.memory: the memory budget."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_practise
+from keras_practise import backend
+from keras_practise.data import views
+from keras_practise.distillation import feature_bank
+from keras_practise.distillation import memory
+from keras_practise.distillation import trainer
+from keras_practise.graph import blocks as blocks_lib
+from keras_practise.graph import flat_graph
+from keras_practise.graph import taps
+from keras_practise.selection import recoverability as scoring
+from tests import tiny_models
+
+
+def _plain_net(seed=0):
+    """Convs without BatchNorm: micro-batches then train exactly like batches."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="frozen")(inputs)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv")(x)
+    outputs = keras.layers.Conv2D(5, 1, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _fixed(model):
+    return backend.training_memory()[1] + 16 * sum(
+        math.prod(w.shape) for w in model.trainable_weights
+    )
+
+
+def test_activation_bytes_count_outputs_from_the_first_trainable_layer():
+    model = _plain_net()
+    factor, _ = backend.training_memory()
+    assert memory.activation_bytes(model) == int((8 * 8 * (4 + 6 + 5)) * 4 * factor)
+    model.get_layer("frozen").trainable = False
+    assert memory.activation_bytes(model) == int((8 * 8 * (6 + 5)) * 4 * factor)
+    model.trainable = False
+    assert memory.activation_bytes(model) == 0
+
+
+def test_accumulation_steps_is_the_smallest_divisor_that_fits():
+    model = _plain_net()
+    per_sample, fixed = memory.activation_bytes(model), _fixed(model)
+    assert memory.accumulation_steps(model, 12, None) == 1
+    assert memory.accumulation_steps(model, 12, fixed + 12 * per_sample) == 1
+    # Room for 5 samples: micro-batches of 4 (12 = 3 x 4), not of 5.
+    assert memory.accumulation_steps(model, 12, fixed + 5 * per_sample) == 3
+    assert memory.accumulation_steps(model, 12, fixed + 2 * per_sample) == 6
+    assert memory.accumulation_steps(model, 12, 0) == 12
+
+
+@pytest.mark.parametrize("accumulation", [2, 4])
+def test_micro_batches_train_like_whole_batches(accumulation):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+    target = rng.normal(size=(32, 8, 8, 5)).astype("float32")
+    results = []
+    for micro in (8, 8 // accumulation):
+        model = _plain_net()
+        model.get_layer("frozen").trainable = False
+        budget = _fixed(model) + micro * memory.activation_bytes(model)
+        config = trainer.TrainConfig(
+            steps=6, batch_size=8, decay_at=0.5, activation_memory=budget
+        )
+        assert trainer.batching(model, config, len(x)) == (8, 8 // micro)
+        curve = trainer.fit(model, x, [target], ["mse"], config)
+        results.append((model.get_weights(), [step for step, _ in curve]))
+    (whole, whole_steps), (split, split_steps) = results
+    assert split_steps == whole_steps == list(range(1, 7))
+    np.testing.assert_array_equal(whole[0], _plain_net().get_weights()[0])  # Frozen.
+    assert not np.allclose(whole[2], _plain_net().get_weights()[2])
+    for a, b in zip(whole, split):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def test_views_per_image_fit_the_views_share():
+    plan = memory.MemoryPlan(1.0)
+    share = memory.VIEW_SHARE * memory.GIB
+    view = 2**20
+    assert plan.views_per_image(10, view, 32) == 32
+    # 100 evaluation views leave room for floor((share - 100) / 100) each.
+    assert plan.views_per_image(100, view, 32) == math.floor((share - 100 * view) / (100 * view))
+    assert plan.views_per_image(300, view, 32) == 0  # The evaluation views only.
+    # Held-out images' views cannot stand in for training views.
+    assert plan.views_per_image(300, view, 32, held_images=100) == 1
+    with pytest.raises(ValueError, match=r"memory_budget=1.0 GiB .*400 training and 100"):
+        plan.views_per_image(400, view, 32, held_images=100)
+    with pytest.raises(ValueError, match="memory_budget=3 or more"):
+        plan.views_per_image(500, view, 32)
+    assert memory.MemoryPlan(None).views_per_image(10**6, view, 32) == 32
+
+
+@pytest.mark.parametrize(
+    "budget, error", [("4GB", TypeError), (True, TypeError), (0, ValueError),
+                      (-1.0, ValueError), (math.nan, ValueError)],
+)
+def test_bad_budgets_are_named(budget, error):
+    with pytest.raises(error, match="memory_budget"):
+        memory.MemoryPlan(budget)
+    with pytest.raises(error, match="memory_budget"):
+        keras_practise.compress(tiny_models.tiny_resnet(), tiny_models.images(8),
+                                memory_budget=budget)
+
+
+def test_a_small_budget_makes_fewer_views():
+    model = tiny_models.tiny_resnet()
+    images = tiny_models.images(16)
+    tap = math.prod(taps.feature_tap(model).shape[1:])
+    view = 4 * (16 * 16 * 3 + tap)
+    # Room for the 16 evaluation views and 3 training views per image.
+    budget = (16 + 3 * 16 + 0.5) * view / memory.VIEW_SHARE / memory.GIB
+    bank, _ = feature_bank.build_bank(model, images, memory=memory.MemoryPlan(budget))
+    assert len(bank.views["train"]) == 3 * 16
+    assert views.default_augment_views(16) == 32
+    bank, _ = feature_bank.build_bank(
+        model, views.TinySetSpec(images, augment_views=5), memory=memory.MemoryPlan(budget)
+    )
+    assert len(bank.views["train"]) == 5 * 16  # An explicit count is kept.
+
+
+def test_a_cut_that_does_not_fit_starts_the_student_at_the_images():
+    model = tiny_models.tiny_resnet()
+    candidates = blocks_lib.find_blocks(model)
+    block = candidates[-1]
+    cut = scoring.student_cut(model, [block])[1]
+    graph_input = flat_graph.FlatGraph(model).inputs[0]
+    assert cut is not graph_input
+    config = trainer.TrainConfig(steps=4)
+    trials = []
+    for cache_bytes in (None, 0):
+        bank = feature_bank.FeatureBank(
+            model, tiny_models.images(24), tiny_models.images(8, seed=1),
+            cuts=[cut], cache_bytes=cache_bytes,
+        )
+        assert (bank.start_of(cut) is cut) == (cache_bytes is None)
+        assert bank._prefix == {} or cache_bytes is None  # Nothing cached at 0.
+        trials.append(scoring.score_block(model, [block], bank, config))
+    cached, from_images = trials
+    # The frozen prefix computes what the cache held: the same scores.
+    np.testing.assert_allclose(from_images.initial_mse, cached.initial_mse, rtol=1e-5)
+    np.testing.assert_allclose(from_images.mse, cached.mse, rtol=1e-3)
+    assert cached.mse < cached.initial_mse
+
+
+def test_compress_within_a_budget_reports_it():
+    model = tiny_models.tiny_resnet()
+    images = tiny_models.images(16)
+    small, report = keras_practise.compress(
+        model, images, drop=1, steps=2, finetune_steps=2, latency="macs",
+        latency_batch_size=0, verbose=0, min_agreement=0, return_report=True,
+        memory_budget=0.001,
+    )
+    assert report.settings["memory_budget"] == 0.001
+    assert len(small.layers) < len(model.layers)
