@@ -27,7 +27,7 @@ pytestmark = script_runs.script
 _BACKENDS = {
     "fewshot": "tensorflow", "scheme_accuracy": "torch",
     "scheme_defaults": "tensorflow", "data_sources": "torch",
-    "speed": "tensorflow", "kernel_accuracy": "torch",
+    "speed": "tensorflow", "kernel_accuracy": "torch", "memory": "torch",
     "train_teacher": "tensorflow", "selection": "torch", "twins": "tensorflow",
 }
 
@@ -232,6 +232,23 @@ def test_speed_overhead():
         )
     # ResNet-20 has three stages of candidates: one switched student each.
     assert "Switched students built: 3," in stdout
+
+
+def test_memory():
+    stdout = _run(
+        "memory", "--models=mobilenet_v2", "--image_size=32", "--num_samples=8",
+        "--budgets=0.01,none", "--drop=1", "--steps=1", "--finetune_steps=1",
+    )
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in stdout.splitlines()
+        if line.startswith("| mobilenet_v2")
+    ]
+    assert [r[3] for r in rows] == ["0.01 GiB", "none"]
+    for row in rows:
+        before, peak, seconds = (float(c) for c in row[4:7])
+        assert 0.2 < before <= peak < 8 and seconds > 0
+        assert row[7].count(".") == 1  # One block dropped, e.g. "3.2".
 
 
 def test_kernel_accuracy():

@@ -27,6 +27,7 @@ training_memory`). `benchmarks/memory.py` measures whole calls.
 """
 
 import math
+import weakref
 
 from keras_practise import backend
 from keras_practise.graph import flat_graph
@@ -37,6 +38,12 @@ GIB = 2**30
 DEFAULT_BUDGET_GIB = 4.0
 VIEW_SHARE = 0.4
 CACHE_SHARE = 0.25
+# An inference pass outside a compiled graph (Keras' eager call on every
+# backend, Keras' predict on torch) keeps every layer's output until it
+# returns: 5 GB for 64 views of MobileNetV2 at 224 px. Its batches are
+# sized to keep that under this.
+INFERENCE_BYTES = 2**29
+_OUTPUT_BYTES = weakref.WeakKeyDictionary()
 
 
 def check_budget(memory_budget):
@@ -155,6 +162,20 @@ def activation_bytes(model):
             elements += math.prod(dims)
     factor, _ = backend.training_memory()
     return int(elements * 4 * factor)
+
+
+def inference_batch(model, batch_size):
+    """The batch size of an inference pass of `model`: at most `batch_size`,
+    and small enough that all its layer outputs take `INFERENCE_BYTES`."""
+    if model not in _OUTPUT_BYTES:
+        graph = flat_graph.FlatGraph(model)
+        dims = [tuple(o.shape[1:]) for node in graph.nodes for o in node.outputs]
+        known = all(d is not None for shape in dims for d in shape)
+        _OUTPUT_BYTES[model] = 4 * sum(math.prod(s) for s in dims) if known else 0
+    per_sample = _OUTPUT_BYTES[model]
+    if not per_sample:
+        return batch_size
+    return max(1, min(batch_size, INFERENCE_BYTES // per_sample))
 
 
 def accumulation_steps(model, batch_size, memory):

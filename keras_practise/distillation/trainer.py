@@ -520,7 +520,9 @@ def _fit_with_retries(
             optimizer_lib.restart(optimizer, schedule, learning_rate)
         seed_random_layers(model, config.seed)
         curve = _LossCurve(accumulation=accumulation)
-        verbose, logging = progress.fit_verbosity(config.verbose, config.steps)
+        verbose, logging = progress.fit_verbosity(
+            config.verbose, config.steps * accumulation
+        )
         # The batches are already in the seed's order; Keras' own shuffle
         # would reorder them with Python's global `random`.
         epochs = _epochs(config.steps, held_out)
@@ -662,6 +664,7 @@ def predict(model, x, batch_size=64, infer=None):
         An array, or a list of arrays for a model with several outputs.
     """
     infer = infer or backend.compile_inference(model, jit=False)
+    batch_size = memory_lib.inference_batch(model, batch_size)
     batches = [
         backend.to_numpy(infer(x[i : i + batch_size]))
         for i in range(0, len(x), batch_size)
@@ -674,7 +677,11 @@ def predict(model, x, batch_size=64, infer=None):
 # Up to this many batches `activations` runs eagerly: tracing Keras' predict
 # cost a ResNet-50 call about 2 s on TensorFlow, more than eager lost on 96
 # views; on 1,280 views eager was 24% slower than the traced graph (27 s
-# against 22 s), so larger inputs trace once.
+# against 22 s), so larger inputs trace once. Larger inputs go to Keras'
+# predict this many batches at a time: on TensorFlow it copies its whole
+# input into a dataset, and it gathers the outputs before concatenating
+# them (a MobileNetV2 pass over 1,500 views at 224 px peaked 2.6 GB above
+# what it returned).
 _EAGER_BATCHES = 4
 
 
@@ -682,30 +689,33 @@ def activations(model, x, batch_size=64):
     """`model(x)` in inference mode for a one-off pass, as a list of arrays.
 
     Eager (`predict`) for up to `_EAGER_BATCHES` batches; beyond, Keras'
-    traced `predict` with every batch of one shape (the last one padded and
-    its padding dropped), so TensorFlow traces once per model.
+    traced `predict`, `_EAGER_BATCHES` batches per call, every batch of one
+    shape (the last one padded and its padding dropped), so TensorFlow
+    traces once per model; the outputs are written into arrays of their
+    final size.
 
     Returns:
         One array per model output.
     """
-    if len(x) <= _EAGER_BATCHES * batch_size:
+    batch_size = memory_lib.inference_batch(model, batch_size)
+    chunk = _EAGER_BATCHES * batch_size
+    if len(x) <= chunk:
         outputs = predict(model, x, batch_size)
         return outputs if isinstance(outputs, list) else [outputs]
-    full = len(x) - len(x) % batch_size
-    parts = [x[:full]] if full else []
-    if full < len(x):
-        tail = x[full:]
-        pad = np.repeat(tail[:1], batch_size - len(tail), 0)
-        parts.append(np.concatenate([tail, pad]))
-    outputs = []
-    for part in parts:
+    outputs = None
+    for begin in range(0, len(x), chunk):
+        part = x[begin : begin + chunk]
+        count = len(part)
+        if count % batch_size:
+            pad = np.repeat(part[:1], batch_size - count % batch_size, 0)
+            part = np.concatenate([part, pad])
         values = model.predict(part, batch_size=batch_size, verbose=0)
-        outputs.append(values if isinstance(values, list) else [values])
-    # One part needs no concatenation (a copy of what may be gigabytes).
-    return [
-        np.concatenate(values)[: len(x)] if len(values) > 1 else values[0][: len(x)]
-        for values in zip(*outputs)
-    ]
+        values = values if isinstance(values, list) else [values]
+        if outputs is None:
+            outputs = [np.empty((len(x),) + v.shape[1:], v.dtype) for v in values]
+        for output, value in zip(outputs, values):
+            output[begin : begin + count] = value[:count]
+    return outputs
 
 
 def feature_mse(model, x, targets, batch_size=64, scale=1.0, infer=None):

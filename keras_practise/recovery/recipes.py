@@ -163,10 +163,9 @@ def _stagewise(model, blocks, bank, config):
             teacher_view = surgery.rewrite(
                 model, outputs=[model.get_layer(c).output for c in convs]
             )
-            targets = teacher_view.predict(
-                bank.views["train"], batch_size=bank.batch_size, verbose=0
+            targets = finetune.activations(
+                teacher_view, bank.views["train"], bank.batch_size
             )
-            targets = targets if isinstance(targets, list) else [targets]
             finetune.set_trainable(
                 student, "adaptors", [s.adaptor_name for s in sites]
             )

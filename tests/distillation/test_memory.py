@@ -159,3 +159,24 @@ def test_compress_within_a_budget_reports_it():
     )
     assert report.settings["memory_budget"] == 0.001
     assert len(small.layers) < len(model.layers)
+
+
+def test_inference_passes_use_batches_whose_outputs_fit(monkeypatch):
+    model = _plain_net()
+    per_sample = 4 * 8 * 8 * (4 + 6 + 5)  # Every layer's output, float32.
+    monkeypatch.setattr(memory, "INFERENCE_BYTES", 5 * per_sample + 1)
+    assert memory.inference_batch(model, 64) == 5
+    assert memory.inference_batch(model, 3) == 3
+    x = np.random.default_rng(0).normal(size=(12, 8, 8, 3)).astype("float32")
+    sizes = []
+    call = backend.compile_inference(model, jit=False)
+
+    def infer(batch):
+        sizes.append(len(batch))
+        return call(batch)
+
+    values = trainer.predict(model, x, batch_size=64, infer=infer)
+    assert sizes == [5, 5, 2]
+    np.testing.assert_allclose(values, backend.to_numpy(model(x)), rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(memory, "INFERENCE_BYTES", 0)
+    assert memory.inference_batch(model, 64) == 1

@@ -1,0 +1,135 @@
+"""Peak resident memory of a whole `compress()` call, with and without a budget.
+
+Each run is a fresh Python process (peak resident memory cannot be reset
+within one): it builds the model (random weights: memory does not depend
+on their values), draws `--num_samples` random images at `--image_size`,
+calls `compress()` with `--memory_budget` (GiB, or `none` for no bound) and
+prints its peak resident memory (`ru_maxrss`), the resident memory before
+the call (framework, model, images) and the wall time. Runs go one after the
+other, so nothing else competes for memory. Peaks do not grow with the step
+counts beyond the first step, so small `--steps` keep the runs short.
+
+Commands (docs/results.md, "Memory"):
+
+    KERAS_BACKEND=tensorflow python -m benchmarks.memory \
+        --models mobilenet_v2,resnet50 --image_size 224 --num_samples 500 \
+        --budgets 4,none --drop 1 --steps 1 --finetune_steps 2
+    KERAS_BACKEND=tensorflow python -m benchmarks.memory \
+        --models mobilenet_v2 --image_size 160 --num_samples 50 --drop 2
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_MODELS = flags.DEFINE_list(
+    "models", ["mobilenet_v2"], "keras.applications models: mobilenet_v2, resnet50."
+)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input height and width.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 500, "Images in the tiny set.")
+_BUDGETS = flags.DEFINE_list(
+    "budgets", ["4", "none"], "memory_budget values in GiB ('none': unbounded)."
+)
+_DROP = flags.DEFINE_integer("drop", 1, "Blocks to drop (greedy choice).")
+_STEPS = flags.DEFINE_integer("steps", 1, "Adaptor steps per candidate.")
+_FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 2, "Recovery steps.")
+_CHILD = flags.DEFINE_string("child", None, "Internal: one run's JSON settings.")
+_OUT = flags.DEFINE_string("out", None, "Also write the table to this file.")
+
+_MODEL_FACTORIES = {"mobilenet_v2": "MobileNetV2", "resnet50": "ResNet50"}
+
+
+def _rss_gib():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def _child(settings):
+    """One compress() call; prints its figures as one JSON line."""
+    import keras
+    import numpy as np
+
+    import keras_practise
+
+    size = settings["image_size"]
+    factory = getattr(keras.applications, _MODEL_FACTORIES[settings["model"]])
+    model = factory(weights=None, input_shape=(size, size, 3))
+    images = np.random.default_rng(0).uniform(
+        -1, 1, (settings["num_samples"], size, size, 3)
+    ).astype("float32")
+    before = _rss_gib()
+    start = time.perf_counter()
+    _, report = keras_practise.compress(
+        model, images, drop=settings["drop"], steps=settings["steps"],
+        finetune_steps=settings["finetune_steps"], latency="macs",
+        latency_batch_size=0, min_agreement=0, verbose=0, return_report=True,
+        memory_budget=settings["memory_budget"],
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({
+        "before_gib": before, "peak_gib": peak,
+        "seconds": time.perf_counter() - start, "blocks": report.labels,
+    }))
+
+
+def _run(model, budget):
+    settings = {
+        "model": model, "image_size": _IMAGE_SIZE.value,
+        "num_samples": _NUM_SAMPLES.value, "drop": _DROP.value,
+        "steps": _STEPS.value, "finetune_steps": _FINETUNE_STEPS.value,
+        "memory_budget": None if budget.lower() == "none" else float(budget),
+    }
+    command = [sys.executable, "-m", "benchmarks.memory", "--child", json.dumps(settings)]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        sys.stderr.write(done.stderr[-4000:])
+        raise RuntimeError(f"The run {settings} failed (exit code {done.returncode}).")
+    return json.loads(lines[-1])
+
+
+def main(argv):
+    del argv
+    if _CHILD.value:
+        _child(json.loads(_CHILD.value))
+        return
+    from benchmarks import harness
+
+    import keras
+
+    rows = []
+    for model in _MODELS.value:
+        for budget in _BUDGETS.value:
+            result = _run(model, budget)
+            rows.append((
+                model, f"{_IMAGE_SIZE.value} px", _NUM_SAMPLES.value,
+                budget if budget == "none" else f"{budget} GiB",
+                f"{result['before_gib']:.2f}", f"{result['peak_gib']:.2f}",
+                f"{result['seconds']:.0f}", ",".join(result["blocks"]),
+            ))
+            print(rows[-1], flush=True)
+    table = harness.markdown_table(
+        ("model", "input", "images", "memory_budget", "resident before (GiB)",
+         "peak resident (GiB)", "seconds", "dropped"),
+        rows,
+    )
+    table += (
+        f"\n\nBackend {keras.backend.backend()}; drop={_DROP.value}, "
+        f"steps={_STEPS.value}, finetune_steps={_FINETUNE_STEPS.value}."
+    )
+    print(table)
+    if _OUT.value:
+        harness.write_atomically(_OUT.value, table + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
