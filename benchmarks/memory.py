@@ -3,7 +3,7 @@
 Each run is a fresh Python process (peak resident memory cannot be reset
 within one): it builds the model (random weights: memory does not depend
 on their values), draws `--num_samples` random images at `--image_size`,
-calls `compress()` with `--memory_budget` (GiB, or `none` for no bound) and
+calls `compress()` with each of `--budgets` (its `memory_budget`) and
 prints its peak resident memory (`ru_maxrss`), the resident memory before
 the call (framework, model, images) and the wall time. Runs go one after the
 other, so nothing else competes for memory. Peaks do not grow with the step
@@ -13,9 +13,13 @@ Commands (docs/results.md, "Memory"):
 
     KERAS_BACKEND=tensorflow python -m benchmarks.memory \
         --models mobilenet_v2,resnet50 --image_size 224 --num_samples 500 \
-        --budgets 4,none --drop 1 --steps 1 --finetune_steps 2
+        --budgets 4 --drop 1 --steps 1 --finetune_steps 2
     KERAS_BACKEND=tensorflow python -m benchmarks.memory \
-        --models mobilenet_v2 --image_size 160 --num_samples 50 --drop 2
+        --models mobilenet_v2 --image_size 160 --num_samples 50 --drop 2 \
+        --steps 5 --finetune_steps 5 --budgets 4,none
+
+On a checkout from before `memory_budget` existed, copy this file there and
+pass `--budgets omit`.
 """
 
 import json
@@ -34,7 +38,9 @@ _MODELS = flags.DEFINE_list(
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input height and width.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 500, "Images in the tiny set.")
 _BUDGETS = flags.DEFINE_list(
-    "budgets", ["4", "none"], "memory_budget values in GiB ('none': unbounded)."
+    "budgets", ["4", "none"],
+    "memory_budget values in GiB ('none': unbounded; 'omit': not passed, "
+    "for a checkout older than the argument).",
 )
 _DROP = flags.DEFINE_integer("drop", 1, "Blocks to drop (greedy choice).")
 _STEPS = flags.DEFINE_integer("steps", 1, "Adaptor steps per candidate.")
@@ -68,11 +74,15 @@ def _child(settings):
     ).astype("float32")
     before = _rss_gib()
     start = time.perf_counter()
+    budget = {}
+    if settings["memory_budget"] != "omit":
+        value = settings["memory_budget"]
+        budget = {"memory_budget": None if value is None else float(value)}
     _, report = keras_practise.compress(
         model, images, drop=settings["drop"], steps=settings["steps"],
         finetune_steps=settings["finetune_steps"], latency="macs",
         latency_batch_size=0, min_agreement=0, verbose=0, return_report=True,
-        memory_budget=settings["memory_budget"],
+        **budget,
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({
@@ -81,12 +91,15 @@ def _child(settings):
     }))
 
 
+_WORDS = {"none": None, "omit": "omit"}
+
+
 def _run(model, budget):
     settings = {
         "model": model, "image_size": _IMAGE_SIZE.value,
         "num_samples": _NUM_SAMPLES.value, "drop": _DROP.value,
         "steps": _STEPS.value, "finetune_steps": _FINETUNE_STEPS.value,
-        "memory_budget": None if budget.lower() == "none" else float(budget),
+        "memory_budget": _WORDS.get(budget.lower(), budget),
     }
     command = [sys.executable, "-m", "benchmarks.memory", "--child", json.dumps(settings)]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
@@ -112,7 +125,7 @@ def main(argv):
             result = _run(model, budget)
             rows.append((
                 model, f"{_IMAGE_SIZE.value} px", _NUM_SAMPLES.value,
-                budget if budget == "none" else f"{budget} GiB",
+                budget if budget.lower() in _WORDS else f"{budget} GiB",
                 f"{result['before_gib']:.2f}", f"{result['peak_gib']:.2f}",
                 f"{result['seconds']:.0f}", ",".join(result["blocks"]),
             ))

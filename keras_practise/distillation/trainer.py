@@ -678,18 +678,19 @@ def predict(model, x, batch_size=64, infer=None):
 # cost a ResNet-50 call about 2 s on TensorFlow, more than eager lost on 96
 # views; on 1,280 views eager was 24% slower than the traced graph (27 s
 # against 22 s), so larger inputs trace once. Larger inputs go to Keras'
-# predict this many batches at a time: on TensorFlow it copies its whole
-# input into a dataset, and it gathers the outputs before concatenating
-# them (a MobileNetV2 pass over 1,500 views at 224 px peaked 2.6 GB above
-# what it returned).
+# predict in chunks of `_CHUNK_BYTES` of input (at least `_EAGER_BATCHES`
+# batches): on TensorFlow it copies its whole input into a dataset, and it
+# gathers the outputs before concatenating them (a MobileNetV2 pass over
+# 1,500 views at 224 px peaked 2.6 GB above what it returned).
 _EAGER_BATCHES = 4
+_CHUNK_BYTES = 2**28
 
 
 def activations(model, x, batch_size=64):
     """`model(x)` in inference mode for a one-off pass, as a list of arrays.
 
     Eager (`predict`) for up to `_EAGER_BATCHES` batches; beyond, Keras'
-    traced `predict`, `_EAGER_BATCHES` batches per call, every batch of one
+    traced `predict`, `_CHUNK_BYTES` of input per call, every batch of one
     shape (the last one padded and its padding dropped), so TensorFlow
     traces once per model; the outputs are written into arrays of their
     final size.
@@ -698,10 +699,11 @@ def activations(model, x, batch_size=64):
         One array per model output.
     """
     batch_size = memory_lib.inference_batch(model, batch_size)
-    chunk = _EAGER_BATCHES * batch_size
-    if len(x) <= chunk:
+    if len(x) <= _EAGER_BATCHES * batch_size:
         outputs = predict(model, x, batch_size)
         return outputs if isinstance(outputs, list) else [outputs]
+    batches = max(_EAGER_BATCHES, _CHUNK_BYTES // (x[0].nbytes * batch_size))
+    chunk = batches * batch_size
     outputs = None
     for begin in range(0, len(x), chunk):
         part = x[begin : begin + chunk]

@@ -113,10 +113,13 @@ def test_teacher_features_that_are_not_finite_are_rejected():
         feature_bank.FeatureBank(model, tiny_models.images(4, size=8), tiny_models.images(2, size=8))
 
 
-@pytest.mark.parametrize("batch_size", [64, 2])
-def test_eager_and_traced_passes_give_the_same_activations(batch_size):
+@pytest.mark.parametrize("batch_size, chunks", [(64, 1), (2, 1), (2, 2)])
+def test_eager_and_traced_passes_give_the_same_activations(monkeypatch, batch_size, chunks):
     # 11 training views: eager at batch 64; at batch 2 more than
-    # `trainer._EAGER_BATCHES` batches, traced, the last one padded and trimmed.
+    # `trainer._EAGER_BATCHES` batches, traced, the last one padded and
+    # trimmed, in one call or in chunks of 8 views.
+    if chunks > 1:
+        monkeypatch.setattr(trainer, "_CHUNK_BYTES", 0)
     model, cuts = _model_and_cuts()
     assert 11 > trainer._EAGER_BATCHES * 2
     bank = feature_bank.FeatureBank(
