@@ -157,7 +157,7 @@ def test_compress_within_a_budget_reports_it():
     small, report = keras_practise.compress(
         model, images, drop=1, steps=2, finetune_steps=2, latency="macs",
         latency_batch_size=0, verbose=0, min_agreement=0, return_report=True,
-        memory_budget=0.001,
+        memory_budget=0.001, batch_size=8,
     )
     assert report.settings["memory_budget"] == 0.001
     assert len(small.layers) < len(model.layers)
