@@ -20,7 +20,7 @@ backward pass. A `MemoryPlan` shares the budget out:
   that train see smaller batches.
 
 The training estimate is measured, not derived: the resident memory a
-training step added grew by 1.0-1.15 times the float32 size of the layer
+training step added grew by 1.0-1.23 times the float32 size of the layer
 outputs after the first trainable layer, per sample, for MobileNetV2 and
 ResNet-50 at 224 px on TensorFlow, torch and JAX (`backend.
 training_memory`). `benchmarks/memory.py` measures whole calls.
@@ -153,25 +153,28 @@ def activation_bytes(model):
     )
     if first is None:
         return 0
-    elements = 0
-    for node in graph.nodes[first:]:
-        for output in node.outputs:
-            dims = tuple(output.shape[1:])
-            if any(d is None for d in dims):
-                return None
-            elements += math.prod(dims)
+    elements = _output_elements(graph.nodes[first:])
+    if elements is None:
+        return None
     factor, _ = backend.training_memory()
     return int(elements * 4 * factor)
+
+
+def _output_elements(nodes):
+    """Elements per sample of the outputs of flat-graph `nodes` (`None` when
+    a size is not known)."""
+    shapes = [tuple(o.shape[1:]) for node in nodes for o in node.outputs]
+    if any(d is None for shape in shapes for d in shape):
+        return None
+    return sum(math.prod(shape) for shape in shapes)
 
 
 def inference_batch(model, batch_size):
     """The batch size of an inference pass of `model`: at most `batch_size`,
     and small enough that all its layer outputs take `INFERENCE_BYTES`."""
     if model not in _OUTPUT_BYTES:
-        graph = flat_graph.FlatGraph(model)
-        dims = [tuple(o.shape[1:]) for node in graph.nodes for o in node.outputs]
-        known = all(d is not None for shape in dims for d in shape)
-        _OUTPUT_BYTES[model] = 4 * sum(math.prod(s) for s in dims) if known else 0
+        elements = _output_elements(flat_graph.FlatGraph(model).nodes)
+        _OUTPUT_BYTES[model] = 0 if elements is None else 4 * elements
     per_sample = _OUTPUT_BYTES[model]
     if not per_sample:
         return batch_size
