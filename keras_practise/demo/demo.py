@@ -19,12 +19,12 @@ import sys
 def _accuracy(model, images, labels):
     import numpy as np
 
-    from keras_practise.distillation import trainer
+    from keras_practise.distillation import inference
 
     # One traced predict per model, the last batch padded: Keras' own
     # `predict` traces again for a short last batch, and TensorFlow warns
     # about retracing after a few models.
-    predictions = trainer.activations(model, images, batch_size=250)[0]
+    predictions = inference.activations(model, images, batch_size=250)[0]
     return float(np.mean(np.argmax(predictions, axis=-1) == labels))
 
 

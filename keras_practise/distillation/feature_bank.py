@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_practise import backend
 from keras_practise.data import views as views_lib
+from keras_practise.distillation import inference
 from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer
 from keras_practise.graph import flat_graph
@@ -134,7 +135,7 @@ class FeatureBank:
         keys = tuple(flat_graph.tensor_key(t) for t in tensors)
         if self._runner is None or self._runner[0] != keys:
             self._runner = (keys, taps.tap_model(self.teacher, tensors))
-        return trainer.activations(self._runner[1], self.views[split], self.batch_size)
+        return inference.activations(self._runner[1], self.views[split], self.batch_size)
 
     def _reserve(self, cut, split):
         """Makes room for `cut` and returns the cuts to compute with it.
@@ -180,7 +181,7 @@ class FeatureBank:
     def outputs(self, split):
         """The teacher's outputs (logits or probabilities) on the `split` views."""
         if split not in self._outputs:
-            self._outputs[split] = trainer.predict(self.teacher, self.views[split])
+            self._outputs[split] = inference.predict(self.teacher, self.views[split])
         return self._outputs[split]
 
     def release(self):

@@ -16,7 +16,7 @@ Modes (`MODES`):
 * `"mimic_ce"`: cross-entropy + `beta` * feature MSE (the earlier paper).
 * `"ce"`: plain cross-entropy finetuning (the "BP" baseline).
 * `"kd"`: Hinton's logit distillation at `temperature` (label-free
-  baseline; `distillation_loss`).
+  baseline; `losses.distillation_loss`).
 
 Two things make training independent of the model's feature scale and keep
 it from failing silently (see docs/design.md, "Scale-free training"):
@@ -38,10 +38,10 @@ import keras
 import numpy as np
 
 from keras_practise import backend
+from keras_practise.distillation import inference
 from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import optimizer as optimizer_lib
 from keras_practise.graph import flat_graph
-from keras_practise.graph import taps
 from keras_practise.utils import progress
 from keras_practise.utils import validation
 
@@ -251,56 +251,6 @@ def seed_random_layers(model, seed):
                 )
 
 
-def scale_free_rates(model, transparent=()):
-    """Gradient multipliers that make SGD blind to the scale of BN-fed kernels.
-
-    A kernel whose output only a `BatchNormalization` reads (directly or
-    through the `transparent` layers, e.g. adaptors behind a conv) can be
-    multiplied by any `c` without changing the function, if the BatchNorm's
-    statistics follow; its gradient then scales by `1 / c` and plain SGD's
-    relative step by `1 / c**2`. Multiplying its gradient by its mean square
-    over that of He initialisation (`2 / fan_in`) makes the relative step
-    independent of `c`; for a trained network the factors are about 1
-    (0.5-1.6 on the bundled ResNet-20), so training there is nearly
-    unchanged.
-
-    Args:
-        model: The model about to train.
-        transparent: Names of layers looked through when finding what reads
-            a kernel's output.
-
-    Returns:
-        A dict of variable path -> multiplier, for the trainable kernels
-        found.
-    """
-    transparent = set(transparent)
-    graph = flat_graph.FlatGraph(model)
-
-    def readers(layer):
-        found = []
-        for follower in graph.followers(layer):
-            found += readers(follower) if follower.name in transparent else [follower]
-        return found
-
-    rates = {}
-    for layer in graph.layers():
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None or not layer.trainable or layer.name in transparent:
-            continue
-        after = readers(layer)
-        if not after or not all(
-            isinstance(f, keras.layers.BatchNormalization) for f in after
-        ):
-            continue
-        values = backend.to_numpy(kernel)
-        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-        fan_in = int(np.prod(values.shape[:2] if depthwise else values.shape[:-1]))
-        rate = float(np.mean(np.square(values, dtype="float64"))) * fan_in / 2
-        if math.isfinite(rate) and rate > 0:
-            rates[kernel.path] = float(np.clip(rate, 1e-6, 1e6))
-    return rates
-
-
 def set_trainable(model, mode, adaptor_names=(), batchnorm="train"):
     """Freezes the layers of `model` that `mode` does not train.
 
@@ -367,7 +317,7 @@ class CompiledStep:
 
     Attributes:
         infer: `model`'s inference call, compiled once
-            (`backend.compile_inference`), for `predict(infer=...)`.
+            (`backend.compile_inference`), for `inference.predict(infer=...)`.
     """
 
     def __init__(self, model, loss, config, samples):
@@ -429,7 +379,7 @@ def fit(
         normalize: Whether to divide feature MSEs by the targets' scale
             (their variance, or the starting error when that is larger).
         rates: Optional gradient multipliers per variable path
-            (`scale_free_rates`).
+            (`optimizer.scale_free_rates`).
         held_out: Optional `(x, targets)` of images held out from
             training: the run is checked on them (inference mode) up to
             `VALIDATION_CHECKS` times, at even intervals, and ends with
@@ -637,140 +587,9 @@ def _outputs(model, x, batch_size, infer=None):
     Batch by batch: one pass of 256 views of a MobileNetV2 at 160 px took
     9 GB more than a training step of 64 did.
     """
-    outputs = predict(model, x, batch_size, infer)
+    outputs = inference.predict(model, x, batch_size, infer)
     return outputs if isinstance(outputs, list) else [outputs]
 
 
 def _finite_weights(model):
     return all(np.all(np.isfinite(w)) for w in model.get_weights())
-
-
-def predict(model, x, batch_size=64, infer=None):
-    """`model(x)` in inference mode, batch by batch, as NumPy.
-
-    Runs eagerly unless `infer` is given: for the few hundred views of a
-    tiny set this is faster than tracing a `predict` function for every
-    model (on TensorFlow, one trace of a ResNet-50 per batch shape costs
-    about a second).
-
-    Args:
-        model: The model.
-        x: Its input array.
-        batch_size: Batch size of the forward passes.
-        infer: Optional compiled inference call of `model`
-            (`CompiledStep.infer`) to use instead.
-
-    Returns:
-        An array, or a list of arrays for a model with several outputs.
-    """
-    infer = infer or backend.compile_inference(model, jit=False)
-    batch_size = memory_lib.inference_batch(model, batch_size)
-    batches = [
-        backend.to_numpy(infer(x[i : i + batch_size]))
-        for i in range(0, len(x), batch_size)
-    ]
-    if isinstance(batches[0], (list, tuple)):
-        return [np.concatenate(parts) for parts in zip(*batches)]
-    return np.concatenate(batches)
-
-
-# Up to this many batches `activations` runs eagerly: tracing Keras' predict
-# cost a ResNet-50 call about 2 s on TensorFlow, more than eager lost on 96
-# views; on 1,280 views eager was 24% slower than the traced graph (27 s
-# against 22 s), so larger inputs trace once. Larger inputs go to Keras'
-# predict in chunks of `_CHUNK_BYTES` of input (at least `_EAGER_BATCHES`
-# batches): on TensorFlow it copies its whole input into a dataset, and it
-# gathers the outputs before concatenating them (a MobileNetV2 pass over
-# 1,500 views at 224 px peaked 2.6 GB above what it returned).
-_EAGER_BATCHES = 4
-_CHUNK_BYTES = 2**28
-
-
-def activations(model, x, batch_size=64):
-    """`model(x)` in inference mode for a one-off pass, as a list of arrays.
-
-    Eager (`predict`) for up to `_EAGER_BATCHES` batches; beyond, Keras'
-    traced `predict`, `_CHUNK_BYTES` of input per call, every batch of one
-    shape (the last one padded and its padding dropped), so TensorFlow
-    traces once per model; the outputs are written into arrays of their
-    final size.
-
-    Returns:
-        One array per model output.
-    """
-    batch_size = memory_lib.inference_batch(model, batch_size)
-    if len(x) <= _EAGER_BATCHES * batch_size:
-        outputs = predict(model, x, batch_size)
-        return outputs if isinstance(outputs, list) else [outputs]
-    batches = max(_EAGER_BATCHES, _CHUNK_BYTES // (x[0].nbytes * batch_size))
-    chunk = batches * batch_size
-    outputs = None
-    for begin in range(0, len(x), chunk):
-        part = x[begin : begin + chunk]
-        count = len(part)
-        if count % batch_size:
-            pad = np.repeat(part[:1], batch_size - count % batch_size, 0)
-            part = np.concatenate([part, pad])
-        values = model.predict(part, batch_size=batch_size, verbose=0)
-        values = values if isinstance(values, list) else [values]
-        if outputs is None:
-            outputs = [np.empty((len(x),) + v.shape[1:], v.dtype) for v in values]
-        for output, value in zip(outputs, values):
-            output[begin : begin + count] = value[:count]
-    return outputs
-
-
-def feature_mse(model, x, targets, batch_size=64, scale=1.0, infer=None):
-    """Mean squared error between `model(x)` and `targets` (inference mode).
-
-    Args:
-        model: A model with one output.
-        x: Its input array.
-        targets: The expected outputs.
-        batch_size: Batch size of the forward passes.
-        scale: The MSE is divided by it (e.g. `feature_scale(targets)`).
-        infer: Optional compiled inference call of `model` (see `predict`).
-
-    Returns:
-        A Python float (NaN or inf when the model's outputs are).
-    """
-    predictions = predict(model, x, batch_size, infer)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.mean((predictions - targets) ** 2, dtype="float64")) / scale
-
-
-def classification_loss(model):
-    """Sparse cross-entropy matching whether `model` ends in a softmax."""
-    return keras.losses.SparseCategoricalCrossentropy(
-        from_logits=not taps.ends_in_softmax(model)
-    )
-
-
-def distillation_loss(model, temperature):
-    """Hinton's knowledge distillation loss for `model`'s classifier output.
-
-    `T^2 * KL(softmax(t / T) || softmax(s / T))` between the teacher's
-    outputs `t` (the targets) and the student's `s`; for a model that ends in
-    a softmax both are probabilities and their logarithms serve as logits
-    (softmax is unchanged by the constant they differ by).
-
-    Args:
-        model: The student (it decides whether outputs are probabilities).
-        temperature: The softmax temperature `T`.
-
-    Returns:
-        A loss callable `(teacher_outputs, student_outputs) -> per-sample loss`.
-    """
-    probabilities = taps.ends_in_softmax(model)
-
-    def distillation(teacher_outputs, student_outputs):
-        t, s = teacher_outputs, student_outputs
-        if probabilities:
-            t = keras.ops.log(keras.ops.clip(t, 1e-7, 1.0))
-            s = keras.ops.log(keras.ops.clip(s, 1e-7, 1.0))
-        t_log = keras.ops.log_softmax(t / temperature, axis=-1)
-        s_log = keras.ops.log_softmax(s / temperature, axis=-1)
-        kl = keras.ops.sum(keras.ops.exp(t_log) * (t_log - s_log), axis=-1)
-        return temperature**2 * kl
-
-    return distillation

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from keras_practise.distillation import trainer
+from keras_practise.distillation import inference
 from keras_practise.graph import flat_graph
 from keras_practise.graph import taps
 
@@ -79,7 +79,7 @@ def _outputs(model, views, batch_size):
     """`[features before the head, output]` of `model` on `views`."""
     graph = flat_graph.FlatGraph(model)
     tapped = taps.tap_model(model, [taps.feature_tap(model), graph.outputs[0]])
-    return trainer.activations(tapped, views, batch_size)
+    return inference.activations(tapped, views, batch_size)
 
 
 def estimate(teacher, compressed, views, labels=None, batch_size=64):

@@ -33,6 +33,9 @@ import keras
 
 from keras_practise import backend
 from keras_practise.distillation import adaptors as adaptors_lib
+from keras_practise.distillation import inference
+from keras_practise.distillation import losses as losses_lib
+from keras_practise.distillation import optimizer
 from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import surgery
@@ -93,17 +96,17 @@ def train_whole(student, bank, method, config, adaptor_names=()):
             options["held_out"] = (bank.views["eval"], [bank.targets["eval"]])
     elif mode == "kd":
         view = student
-        kd = finetune.distillation_loss(student, config.temperature)
+        kd = losses_lib.distillation_loss(student, config.temperature)
         targets, losses = [bank.outputs("train")], [kd]
         options = {}
     elif mode == "ce":
         view = student
         targets = [bank.labels["train"]]
-        losses = [finetune.classification_loss(student)]
+        losses = [losses_lib.classification_loss(student)]
         options = {}
     else:
         view = keras.Model(student.input, [tap, student.outputs[0]])
-        ce = finetune.classification_loss(student)
+        ce = losses_lib.classification_loss(student)
         targets = [bank.targets["train"], bank.labels["train"]]
         losses = ["mse", ce]
         # beta * MSE + CE, scaled by 1 / beta: the MSE term keeps the step
@@ -111,7 +114,7 @@ def train_whole(student, bank, method, config, adaptor_names=()):
         options = dict(loss_weights=[1.0, 1.0 / config.beta], normalize=True)
     # Steps blind to the scale of BatchNorm-fed kernels: a model and its
     # function-preserving rescalings recover alike (docs/design.md).
-    rates = finetune.scale_free_rates(view, adaptor_names)
+    rates = optimizer.scale_free_rates(view, adaptor_names)
     return finetune.fit_or_skip(
         view, x, targets, losses, config, rates=rates, **options
     )
@@ -135,10 +138,10 @@ def no_worse_check(view, bank):
         `bank.views["eval"]` is at most what it was at this call.
     """
     x, targets = bank.views["eval"], bank.targets["eval"]
-    start = finetune.feature_mse(view, x, targets)
+    start = inference.feature_mse(view, x, targets)
 
     def accept():
-        after = finetune.feature_mse(view, x, targets)
+        after = inference.feature_mse(view, x, targets)
         return after <= start if math.isfinite(start) else math.isfinite(after)
 
     return accept
@@ -163,7 +166,7 @@ def _stagewise(model, blocks, bank, config):
             teacher_view = surgery.rewrite(
                 model, outputs=[model.get_layer(c).output for c in convs]
             )
-            targets = finetune.activations(
+            targets = inference.activations(
                 teacher_view, bank.views["train"], bank.batch_size
             )
             finetune.set_trainable(

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from keras_practise.distillation import adaptors as adaptors_lib
+from keras_practise.distillation import inference
 from keras_practise.distillation import trainer
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import layer_kinds
@@ -271,12 +272,12 @@ def activations(model, tensors, x, batch_size=_BATCH):
     """`model`'s values of `tensors` on `x` (a list of arrays)."""
     if len(tensors) == 1 and tensors[0] is graph_lib.FlatGraph(model).inputs[0]:
         return [x]
-    return trainer.activations(taps.tap_model(model, tensors), x, batch_size)
+    return inference.activations(taps.tap_model(model, tensors), x, batch_size)
 
 
 def _mse(model, x, targets, batch_size):
     """Mean over the outputs of each output's MSE against its target."""
-    predictions = trainer.activations(model, x, batch_size)
+    predictions = inference.activations(model, x, batch_size)
     return float(
         np.mean([np.mean((p - t) ** 2) for p, t in zip(predictions, targets)])
     )
@@ -297,7 +298,7 @@ def recalibrate_batchnorm(model, names, x, batch_size=_BATCH):
     if not norms:
         return
     probe = keras.Model(model.input, [layer.input for layer in norms])
-    values = trainer.activations(probe, x, batch_size)
+    values = inference.activations(probe, x, batch_size)
     for layer, value in zip(norms, values):
         axes = tuple(range(value.ndim - 1))
         layer.moving_mean.assign(value.mean(axis=axes))
@@ -417,8 +418,8 @@ def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
         fold_error = max(
             float(np.max(np.abs(a - b)))
             for a, b in zip(
-                trainer.activations(student, inputs["eval"], batch_size),
-                trainer.activations(folded, inputs["eval"], batch_size),
+                inference.activations(student, inputs["eval"], batch_size),
+                inference.activations(folded, inputs["eval"], batch_size),
             )
         )
         records.append(

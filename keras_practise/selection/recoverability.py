@@ -33,6 +33,7 @@ from keras_practise import backend
 from keras_practise.data import views
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import feature_bank
+from keras_practise.distillation import inference
 from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import candidates as candidates_lib
@@ -233,7 +234,7 @@ def score_block(model, blocks, bank, config, pool=None):
     eval_x = bank.prefix(cut, "eval")
 
     def evaluate():
-        return finetune.feature_mse(
+        return inference.feature_mse(
             student, eval_x, bank.targets["eval"], scale=bank.scale,
             infer=None if compiled is None else compiled.infer,
         )

@@ -6,7 +6,7 @@ import pytest
 
 from keras_practise import models
 from keras_practise.distillation import feature_bank
-from keras_practise.distillation import trainer
+from keras_practise.distillation import inference
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import flat_graph
 from keras_practise.graph import surgery
@@ -116,12 +116,12 @@ def test_teacher_features_that_are_not_finite_are_rejected():
 @pytest.mark.parametrize("batch_size, chunks", [(64, 1), (2, 1), (2, 2)])
 def test_eager_and_traced_passes_give_the_same_activations(monkeypatch, batch_size, chunks):
     # 11 training views: eager at batch 64; at batch 2 more than
-    # `trainer._EAGER_BATCHES` batches, traced, the last one padded and
+    # `inference._EAGER_BATCHES` batches, traced, the last one padded and
     # trimmed, in one call or in chunks of 8 views.
     if chunks > 1:
-        monkeypatch.setattr(trainer, "_CHUNK_BYTES", 0)
+        monkeypatch.setattr(inference, "_CHUNK_BYTES", 0)
     model, cuts = _model_and_cuts()
-    assert 11 > trainer._EAGER_BATCHES * 2
+    assert 11 > inference._EAGER_BATCHES * 2
     bank = feature_bank.FeatureBank(
         model, tiny_models.images(11), tiny_models.images(6, seed=1),
         cuts=cuts[:1], batch_size=batch_size,

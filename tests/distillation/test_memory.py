@@ -10,6 +10,7 @@ import keras_practise
 from keras_practise import backend
 from keras_practise.data import views
 from keras_practise.distillation import feature_bank
+from keras_practise.distillation import inference
 from keras_practise.distillation import memory
 from keras_practise.distillation import trainer
 from keras_practise.graph import blocks as blocks_lib
@@ -177,7 +178,7 @@ def test_inference_passes_use_batches_whose_outputs_fit(monkeypatch):
         sizes.append(len(batch))
         return call(batch)
 
-    values = trainer.predict(model, x, batch_size=64, infer=infer)
+    values = inference.predict(model, x, batch_size=64, infer=infer)
     assert sizes == [5, 5, 2]
     np.testing.assert_allclose(values, backend.to_numpy(model(x)), rtol=1e-5, atol=1e-6)
     monkeypatch.setattr(memory, "INFERENCE_BYTES", 0)

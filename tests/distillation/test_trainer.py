@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_practise.distillation import losses
+
 from keras_practise.distillation import trainer as finetune
 from tests import tiny_models
 
@@ -134,8 +136,8 @@ def test_mimicking_reduces_loss():
 def test_classification_loss_matches_the_head():
     logits = tiny_models.tiny_resnet()
     probs = tiny_models.tiny_resnet(softmax=True)
-    assert finetune.classification_loss(logits).from_logits
-    assert not finetune.classification_loss(probs).from_logits
+    assert losses.classification_loss(logits).from_logits
+    assert not losses.classification_loss(probs).from_logits
 
 
 def test_distillation_loss_is_hintons_kd_on_logits_or_probabilities():
@@ -147,7 +149,7 @@ def test_distillation_loss_is_hintons_kd_on_logits_or_probabilities():
         p = np.exp(t / temperature) / np.exp(t / temperature).sum()
         q = np.exp(s / temperature) / np.exp(s / temperature).sum()
         expected.append(temperature**2 * np.sum(p * np.log(p / q)))
-    on_logits = finetune.distillation_loss(tiny_models.tiny_resnet(), temperature)
+    on_logits = losses.distillation_loss(tiny_models.tiny_resnet(), temperature)
     got = keras.ops.convert_to_numpy(on_logits(teacher, student))
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     assert np.all(keras.ops.convert_to_numpy(on_logits(teacher, teacher)) < 1e-5)
@@ -155,7 +157,7 @@ def test_distillation_loss_is_hintons_kd_on_logits_or_probabilities():
     def softmax(z):
         return np.exp(z) / np.exp(z).sum(-1, keepdims=True)
 
-    on_probs = finetune.distillation_loss(
+    on_probs = losses.distillation_loss(
         tiny_models.tiny_resnet(softmax=True), temperature
     )
     got = keras.ops.convert_to_numpy(on_probs(softmax(teacher), softmax(student)))

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from keras_practise.distillation import trainer as finetune
+from keras_practise.distillation import losses
 from keras_practise.graph import flat_graph
 from keras_practise.graph import taps
 from tests import tiny_models
@@ -67,7 +67,7 @@ def test_ends_in_softmax(kind, expected):
     inputs = keras.Input((8, 8, 3))
     nested = keras.Model(inputs, model(inputs))
     assert taps.ends_in_softmax(nested) is expected
-    loss = finetune.classification_loss(nested)
+    loss = losses.classification_loss(nested)
     assert loss.from_logits is (not expected)
 
 

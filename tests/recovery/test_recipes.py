@@ -8,6 +8,9 @@ from benchmarks import twin_models
 from keras_practise.data import views
 from keras_practise.data.tiny_set import TinySet
 from keras_practise.distillation import feature_bank
+from keras_practise.distillation import inference
+from keras_practise.distillation import losses
+from keras_practise.distillation import optimizer
 from keras_practise.distillation import trainer as finetune
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.graph import surgery
@@ -48,13 +51,13 @@ def test_mimic_recovers_features():
     model, bank, chosen = _setup(labels=False, bn_momentum=0.9)
     dropped = surgery.drop_blocks(model, chosen)
     tap_model = surgery.rewrite(dropped, outputs=[taps.feature_tap(dropped)])
-    initial = finetune.feature_mse(tap_model, bank.views["eval"], bank.targets["eval"])
+    initial = inference.feature_mse(tap_model, bank.views["eval"], bank.targets["eval"])
     compressed, _ = recovery.recover(
         model, chosen, bank, "mimic",
         finetune.TrainConfig(steps=60, batch_size=16),
     )
     tap_model = surgery.rewrite(compressed, outputs=[taps.feature_tap(compressed)])
-    final = finetune.feature_mse(tap_model, bank.views["eval"], bank.targets["eval"])
+    final = inference.feature_mse(tap_model, bank.views["eval"], bank.targets["eval"])
     assert final < 0.8 * initial
 
 
@@ -70,11 +73,11 @@ def test_method_checks():
 def test_kd_moves_the_students_outputs_towards_the_teachers():
     model, bank, chosen = _setup(labels=False, bn_momentum=0.9)
     dropped = surgery.drop_blocks(model, chosen)
-    kd = finetune.distillation_loss(model, 4.0)
+    kd = losses.distillation_loss(model, 4.0)
     teacher = bank.outputs("eval")
 
     def distance(student):
-        outputs = finetune.predict(student, bank.views["eval"])
+        outputs = inference.predict(student, bank.views["eval"])
         return float(np.mean(keras.ops.convert_to_numpy(kd(teacher, outputs))))
 
     compressed, _ = recovery.recover(
@@ -156,8 +159,8 @@ def test_recovery_of_a_rescaled_twin_follows_the_originals(twin):
 
 def test_scale_free_rates_scale_with_the_kernels_square():
     model = tiny_models.tiny_resnet()
-    rates = finetune.scale_free_rates(model)
-    twin = finetune.scale_free_rates(twin_models.rescale_conv_bn(model, 10.0))
+    rates = optimizer.scale_free_rates(model)
+    twin = optimizer.scale_free_rates(twin_models.rescale_conv_bn(model, 10.0))
     assert rates and set(rates) == set(twin)
     assert all(k.endswith("kernel") and "predictions" not in k for k in rates)
     for path, rate in rates.items():

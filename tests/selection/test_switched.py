@@ -6,6 +6,7 @@ import pytest
 
 from keras_practise.data import views
 from keras_practise.distillation import feature_bank
+from keras_practise.distillation import inference
 from keras_practise.distillation import trainer
 from keras_practise.graph import blocks as blocks_lib
 from keras_practise.selection import block_sets
@@ -71,7 +72,7 @@ def test_all_switches_on_is_the_teacher_up_to_its_tap():
     student.switch([], [])
     x = bank.prefix(student.start, "eval")
     np.testing.assert_allclose(
-        trainer.predict(student.model, x), bank.targets["eval"], rtol=1e-5, atol=1e-5
+        inference.predict(student.model, x), bank.targets["eval"], rtol=1e-5, atol=1e-5
     )
 
 
