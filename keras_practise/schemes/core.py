@@ -18,6 +18,7 @@ folded network computes what the trained one computed.
 
 import dataclasses
 import functools
+import math
 
 import keras
 import numpy as np
@@ -33,6 +34,9 @@ from keras_practise.recovery import fold as fold_lib
 
 # Batch size of the forward passes that compute activations.
 _BATCH = 64
+# A step whose inputs and targets would exceed the memory given to them
+# keeps evenly spaced views, but at least this many of each split.
+MIN_VIEWS = 32
 
 # Layers a feature map passes on its way from one conv to the next without
 # mixing channels.
@@ -305,7 +309,50 @@ def recalibrate_batchnorm(model, names, x, batch_size=_BATCH):
         layer.moving_variance.assign(value.var(axis=axes))
 
 
-def _probe(model, x, tensors):
+def _view_bytes(model, tensors, x):
+    """Bytes `model`'s values of `tensors` take per view of `x`."""
+    elements = [math.prod(t.shape[1:]) for t in tensors if None not in t.shape[1:]]
+    if len(elements) == len(tensors):
+        return 4 * sum(elements)
+    # A size known only once run (a dynamic input size): one view tells.
+    return sum(a.nbytes for a in activations(model, tensors, x[:1]))
+
+
+def thin_views(views, view_bytes, max_bytes):
+    """The views whose per-layer values fit `max_bytes`.
+
+    Each split keeps evenly spaced views (views are grouped by image, so
+    every image keeps some): at least `MIN_VIEWS` (or all it has), the
+    others the same share of theirs, what fits beside those minimums.
+
+    Args:
+        views: Dict of split name -> NHWC array.
+        view_bytes: Bytes a step holds per view (its inputs and targets).
+        max_bytes: Bytes those may take in all (`math.inf`: no bound).
+
+    Returns:
+        A dict like `views`, the same arrays where they fit.
+    """
+    total = view_bytes * sum(len(v) for v in views.values())
+    if total <= max_bytes:
+        return views
+    share = max_bytes / total
+    least = {s: min(len(x), MIN_VIEWS) for s, x in views.items()}
+    floor = {s for s, x in views.items() if len(x) * share < least[s]}
+    if floor and len(floor) < len(views):
+        room = max_bytes - view_bytes * sum(least[s] for s in floor)
+        rest = sum(len(x) for s, x in views.items() if s not in floor)
+        share = max(0, room) / (view_bytes * rest)
+    thinned = {}
+    for split, x in views.items():
+        keep = max(least[split], math.floor(len(x) * share))
+        rows = np.linspace(0, len(x) - 1, keep).round().astype(int)
+        thinned[split] = x if keep == len(x) else x[rows]
+    return thinned
+
+
+def _probe(model, x, max_bytes, tensors):
+    x = thin_views({"train": x}, _view_bytes(model, tensors, x), max_bytes)["train"]
     return activations(model, tensors, x)
 
 
@@ -366,7 +413,9 @@ def _train_step(current, step, cut, inputs, targets, config, freeze_norms):
     return student, mse_init, mse_trained, curve
 
 
-def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
+def run_steps(
+    teacher, layer_names, make_step, views, config, verbose=0, max_bytes=math.inf
+):
     """Compresses `teacher` layer by layer in network order.
 
     Each step mimics the teacher's next feature maps; where an earlier step
@@ -383,6 +432,9 @@ def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
         config: A `trainer.TrainConfig` for each step, or `None` to fold the
             initial (untrained) step.
         verbose: 0 silent, 1 one line per step.
+        max_bytes: Memory for one step's inputs and targets on the views
+            (and a probe's values); a layer whose values would take more
+            uses fewer views (`thin_views`).
 
     Returns:
         A tuple `(compressed_model, [StepRecord, ...])`.
@@ -391,11 +443,13 @@ def run_steps(teacher, layer_names, make_step, views, config, verbose=0):
     current = teacher
     records = []
     for name in layer_names:
-        probe = functools.partial(_probe, current, views["train"])
+        probe = functools.partial(_probe, current, views["train"], max_bytes)
         step = make_step(current, name, probe)
         cut = taps.frozen_prefix_cut(current, [name])
-        inputs = {s: activations(current, [cut], v, batch_size)[0] for s, v in views.items()}
-        targets = {s: _targets(teacher, current, step.targets, v) for s, v in views.items()}
+        held = [cut] + [current.get_layer(t).output for t in step.targets]
+        fit = thin_views(views, _view_bytes(current, held, views["eval"]), max_bytes)
+        inputs = {s: activations(current, [cut], v, batch_size)[0] for s, v in fit.items()}
+        targets = {s: _targets(teacher, current, step.targets, v) for s, v in fit.items()}
         trained = _train_step(current, step, cut, inputs, targets, config, False)
         student, mse_init, mse_trained, curve = trained
         batchnorm = "updated" if _norms(current, step.trainable) else "none"

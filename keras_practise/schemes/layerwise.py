@@ -292,6 +292,9 @@ def scheme(name, plan, check=lambda options: None, extra=lambda model, names: {}
                 teacher, names, make_step, bank.views,
                 config if job.method in _LAYERWISE else None,
                 verbose=job.verbose,
+                # The bank caches no cuts here: their share of the budget
+                # holds each layer's inputs and targets.
+                max_bytes=bank.cache_bytes,
             )
         curve = []
         if job.method != "layerwise":

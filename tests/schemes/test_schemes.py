@@ -291,3 +291,47 @@ def test_cifar_vgg16_half_matches_the_papers_table_16():
     assert macs.count_macs(half) / 1e6 == pytest.approx(91.11, rel=0.01)
     assert half.get_layer("block3_conv2").filters == 128
     assert half.get_layer("block1_conv1").filters == 64
+
+
+def test_thin_views_keeps_an_even_share_of_each_split():
+    views = {"train": np.arange(300.0), "eval": np.arange(60.0)}
+    assert core.thin_views(views, 1000, 360_000) is views
+    thinned = core.thin_views(views, 1000, 100_000)
+    # 100,000 of 360,000 bytes: 27.8% would leave the evaluation split 16
+    # views; it keeps MIN_VIEWS and training the 68 that fit beside them.
+    assert len(thinned["train"]) == 68
+    assert len(thinned["eval"]) == core.MIN_VIEWS
+    for split, x in thinned.items():
+        assert x[0] == 0 and x[-1] == len(views[split]) - 1
+        assert len(np.unique(x)) == len(x)
+
+
+def test_layerwise_steps_hold_their_inputs_within_the_budget(monkeypatch):
+    # At 10 MiB the bank's views fit, but not every view's per-layer inputs
+    # and targets (about 12 MB): each step trains on evenly spaced views
+    # whose values fit the cut activations' share (2.5 MiB).
+    seen = []
+    train_step = core._train_step
+
+    def spy(current, step, cut, inputs, targets, *args):
+        held = sum(
+            a.nbytes for split in inputs for a in [inputs[split], *targets[split]]
+        )
+        seen.append((len(inputs["train"]), len(inputs["eval"]), held))
+        return train_step(current, step, cut, inputs, targets, *args)
+
+    monkeypatch.setattr(core, "_train_step", spy)
+    model = _teacher()
+    x = tiny_models.images(24)
+    layers = ["s1_block1_1_conv", "s2_block2_1_conv"]
+    _, report = keras_practise.compress(
+        model, x, scheme="filters", keep=0.5, layers=layers, steps=2,
+        batch_size=8, memory_budget=10 / 1024, verbose=0, return_report=True,
+    )
+    assert len(seen) >= 2
+    for train, evaluation, held in seen:
+        assert core.MIN_VIEWS <= train < 24 * 32
+        assert evaluation == 24
+        assert held <= 2.5 * 2**20
+    assert all(np.isfinite([r.mse_init, r.mse_trained]).all() for r in report.steps)
+    assert all(r.fold_error <= 1e-4 for r in report.steps)
