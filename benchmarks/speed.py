@@ -94,6 +94,10 @@ _CALL_COST = flags.DEFINE_boolean(
 _OVERHEAD_STEPS = flags.DEFINE_list(
     "overhead_steps", ["2", "22"], "The two step counts A, B of --overhead."
 )
+_OVERHEAD_BLOCKS = flags.DEFINE_list(
+    "overhead_blocks", None,
+    "The candidates --overhead times (labels or names). Defaults to every one.",
+)
 
 
 def _model(name, size):
@@ -234,7 +238,7 @@ def measure(model, size, batch_size, steps, warmup, blocks, drop, authors=None):
     return rows
 
 
-def overhead(model, batch_size, step_counts, num_images=50):
+def overhead(model, batch_size, step_counts, num_images=50, blocks=None):
     """Seconds of fixed cost and seconds per step of scoring each candidate.
 
     Each candidate is scored twice over: on a student of its own (built
@@ -242,6 +246,13 @@ def overhead(model, batch_size, step_counts, num_images=50):
     students) and on the switched student of its stage
     (`recoverability.student_pool`), reused across candidates; each stage's
     student is built and traced first, and that cost is returned apart.
+
+    Args:
+        model: The model whose candidates are scored.
+        batch_size: Batch size of the adaptor training.
+        step_counts: The two step counts `(A, B)`.
+        num_images: Random images of the tiny set (8 views each).
+        blocks: Labels or names of the candidates to time; `None` for all.
 
     Returns:
         A tuple `(rows, builds)`: `rows` are `(block label, own overhead s,
@@ -263,7 +274,10 @@ def overhead(model, batch_size, step_counts, num_images=50):
     ).astype("float32")
     bank, _ = feature_bank.build_bank(model, views_lib.TinySetSpec(images, augment_views=8))
     few, many = (int(s) for s in step_counts)
-    candidates = blocks_lib.find_blocks(model)
+    candidates = (
+        blocks_lib.find_blocks(model) if blocks is None
+        else blocks_lib.resolve_blocks(model, blocks)
+    )
     configs = {s: trainer.TrainConfig(steps=s, batch_size=batch_size) for s in (few, many)}
     pools = {
         s: recoverability.student_pool(model, candidates, bank, c)
@@ -402,7 +416,10 @@ def main(argv):
     )
     if _OVERHEAD.value:
         start = time.perf_counter()
-        rows, builds = overhead(model, _BATCH_SIZE.value, _OVERHEAD_STEPS.value)
+        rows, builds = overhead(
+            model, _BATCH_SIZE.value, _OVERHEAD_STEPS.value,
+            blocks=_OVERHEAD_BLOCKS.value,
+        )
         print(overhead_table(rows, builds))
         print(f"wall time {time.perf_counter() - start:.0f} s")
         return

@@ -35,6 +35,11 @@ _METHODS = flags.DEFINE_list(
 _STEPS = flags.DEFINE_integer("finetune_steps", 200, "Recovery steps.")
 _TEST_IMAGES = flags.DEFINE_integer("test_images", 1000, "Held-out test images.")
 _OUTPUT = flags.DEFINE_string("output", None, "Markdown file for the table.")
+_TWINS = flags.DEFINE_multi_string(
+    "twin", list(twin_models.TWINS),
+    "A twin to recover (repeatable; names in benchmarks/twin_models.py); "
+    "every twin's output is compared with the teacher's either way.",
+)
 _SMOKE = flags.DEFINE_bool(
     "smoke", False, "One 8-image set, 2 steps, 50 test images, mimic only."
 )
@@ -55,6 +60,11 @@ def main(argv):
     teacher = harness.load_teacher(_TEACHER.value)
     test_x, test_y = digits.load_cluttered_digits("test", num_images=test_images, seed=1)
     accuracy = {}
+    unknown = set(_TWINS.value) - set(twin_models.TWINS)
+    if unknown:
+        raise app.UsageError(
+            f"Unknown --twin {sorted(unknown)}: choose from {list(twin_models.TWINS)}."
+        )
     for name, (build, factor) in twin_models.TWINS.items():
         twin = build(teacher)
         gap = np.max(np.abs(
@@ -62,6 +72,8 @@ def main(argv):
             - teacher.predict(test_x[:64], verbose=0)
         ))
         print(f"{name}: max output difference to the teacher {gap:.2g}", flush=True)
+        if name not in _TWINS.value:
+            continue
         for method in methods:
             for seed in seeds:
                 x, y = digits.load_cluttered_digits(
@@ -82,6 +94,7 @@ def main(argv):
     rows = [
         (name, *(harness.mean_std(accuracy[(name, m)]) for m in methods))
         for name in twin_models.TWINS
+        if name in _TWINS.value
     ]
     text = (
         f"Teacher {teacher.name}, {test_images} test images; {size} images, "
