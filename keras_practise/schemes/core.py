@@ -313,7 +313,7 @@ def _view_bytes(model, tensors, x):
     """Bytes `model`'s values of `tensors` take per view of `x`."""
     elements = [math.prod(t.shape[1:]) for t in tensors if None not in t.shape[1:]]
     if len(elements) == len(tensors):
-        return 4 * sum(elements)
+        return 4 * sum(elements)  # float32 values (fewer bytes under mixed precision).
     # A size known only once run (a dynamic input size): one view tells.
     return sum(a.nbytes for a in activations(model, tensors, x[:1]))
 
@@ -322,7 +322,7 @@ def thin_views(views, view_bytes, max_bytes):
     """The views whose per-layer values fit `max_bytes`.
 
     Each split keeps evenly spaced views (views are grouped by image, so
-    every image keeps some): at least `MIN_VIEWS` (or all it has), the
+    the kept ones spread over the images): at least `MIN_VIEWS` (or all it has), the
     others the same share of theirs, what fits beside those minimums.
 
     Args:
