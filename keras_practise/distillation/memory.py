@@ -153,17 +153,21 @@ def activation_bytes(model):
     )
     if first is None:
         return 0
-    elements = _output_elements(graph.nodes[first:])
+    elements = elements_per_sample(_outputs(graph.nodes[first:]))
     if elements is None:
         return None
     factor, _ = backend.training_memory()
     return int(elements * 4 * factor)
 
 
-def _output_elements(nodes):
-    """Elements per sample of the outputs of flat-graph `nodes` (`None` when
-    a size is not known)."""
-    shapes = [tuple(o.shape[1:]) for node in nodes for o in node.outputs]
+def _outputs(nodes):
+    return [output for node in nodes for output in node.outputs]
+
+
+def elements_per_sample(tensors):
+    """Elements per sample of symbolic `tensors` (`None` when a size is not
+    known, e.g. a dynamic input size)."""
+    shapes = [tuple(t.shape[1:]) for t in tensors]
     if any(d is None for shape in shapes for d in shape):
         return None
     return sum(math.prod(shape) for shape in shapes)
@@ -173,7 +177,7 @@ def inference_batch(model, batch_size):
     """The batch size of an inference pass of `model`: at most `batch_size`,
     and small enough that all its layer outputs take `INFERENCE_BYTES`."""
     if model not in _OUTPUT_BYTES:
-        elements = _output_elements(flat_graph.FlatGraph(model).nodes)
+        elements = elements_per_sample(_outputs(flat_graph.FlatGraph(model).nodes))
         _OUTPUT_BYTES[model] = 0 if elements is None else 4 * elements
     per_sample = _OUTPUT_BYTES[model]
     if not per_sample:

@@ -25,6 +25,7 @@ import numpy as np
 
 from keras_practise.distillation import adaptors as adaptors_lib
 from keras_practise.distillation import inference
+from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import layer_kinds
@@ -311,9 +312,9 @@ def recalibrate_batchnorm(model, names, x, batch_size=_BATCH):
 
 def _view_bytes(model, tensors, x):
     """Bytes `model`'s values of `tensors` take per view of `x`."""
-    elements = [math.prod(t.shape[1:]) for t in tensors if None not in t.shape[1:]]
-    if len(elements) == len(tensors):
-        return 4 * sum(elements)  # float32 values (fewer bytes under mixed precision).
+    elements = memory_lib.elements_per_sample(tensors)
+    if elements is not None:
+        return 4 * elements  # float32 values (fewer bytes under mixed precision).
     # A size known only once run (a dynamic input size): one view tells.
     return sum(a.nbytes for a in activations(model, tensors, x[:1]))
 
@@ -346,8 +347,9 @@ def thin_views(views, view_bytes, max_bytes):
     thinned = {}
     for split, x in views.items():
         keep = max(least[split], math.floor(len(x) * share))
-        rows = np.linspace(0, len(x) - 1, keep).round().astype(int)
-        thinned[split] = x if keep == len(x) else x[rows]
+        if keep < len(x):
+            x = x[np.linspace(0, len(x) - 1, keep).round().astype(int)]
+        thinned[split] = x
     return thinned
 
 
