@@ -329,7 +329,7 @@ class CompiledStep:
         self.optimizer = optimizer_lib.make_optimizer(
             config, None, self.schedule, accumulation
         )
-        model.compile(optimizer=self.optimizer, loss=loss)
+        _compile(model, self.optimizer, loss)
         # Inference passes (loss scales, checks) reuse one graph too.
         self.infer = backend.compile_inference(model, changing=True)
 
@@ -446,6 +446,17 @@ def _epochs(steps, held_out):
     )
 
 
+def _compile(model, optimizer, loss, loss_weights=None):
+    """`model.compile`, with the optimizer's variables made before any step.
+
+    Keras on TensorFlow otherwise creates them while it traces the first
+    train step, which TensorFlow then traces a second time: the largest
+    fixed cost of a short training, twice.
+    """
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights)
+    optimizer.build(model.trainable_variables)
+
+
 def _fit_with_retries(
     model, data, x, losses, weights, config, accept, rates, held_out,
     sizes, compiled, infer,
@@ -458,11 +469,7 @@ def _fit_with_retries(
     if compiled is None:
         schedule = optimizer_lib.learning_rate_schedule(config, accumulation)
         optimizer = optimizer_lib.make_optimizer(config, rates, schedule, accumulation)
-        model.compile(
-            optimizer=optimizer,
-            loss=losses if len(losses) > 1 else losses[0],
-            loss_weights=weights,
-        )
+        _compile(model, optimizer, losses if len(losses) > 1 else losses[0], weights)
     else:
         schedule, optimizer = compiled.schedule, compiled.optimizer
     for attempt in range(config.retries + 1):
