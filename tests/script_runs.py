@@ -1,8 +1,9 @@
 """Tutorials and benchmark binaries, run as users run them: in a subprocess.
 
 Each of these tests names the backend its script runs on, so the run is the
-same whichever backend pytest itself uses, and across the scripts both
-TensorFlow and PyTorch are covered, each script once. The tests carry the
+same whichever backend pytest itself uses, and across the scripts
+TensorFlow and PyTorch are covered (and JAX by `benchmarks.backends`),
+each script once. The tests carry the
 `script` marker: `.ci/run` runs them in its TensorFlow leg only, where
 before every script ran once per leg (about half of the PyTorch leg's time,
 for runs whose backend-dependent code the library's own tests cover on

@@ -29,6 +29,8 @@ _BACKENDS = {
     "scheme_defaults": "tensorflow", "data_sources": "torch",
     "speed": "tensorflow", "kernel_accuracy": "torch", "memory": "torch",
     "train_teacher": "tensorflow", "selection": "torch", "twins": "tensorflow",
+    # The one script run on JAX, whose leg runs no script.
+    "backends": "jax",
 }
 
 
@@ -261,6 +263,19 @@ def test_kernel_accuracy():
     # Fused float32 kernels as close to float64 as Keras' float32 kernels.
     assert fused_inference < 10 * keras_inference + 1e-6
     assert fused_training < 10 * keras_training + 1e-6
+
+
+def test_backends():
+    stdout = _run(
+        "backends", "--num_images=8", "--test_images=32", "--steps=1",
+        "--finetune_steps=1",
+    )
+    assert stdout.startswith("backend jax, keras_practise from ")
+    row = next(line for line in stdout.splitlines() if line.startswith("| 1 |"))
+    _, wall, cpu, blocks, accuracy = row.strip("| ").split(" | ")
+    assert float(wall) > 0 and float(cpu) > 0
+    assert len(blocks.split(", ")) == 2
+    assert 0 <= float(accuracy.rstrip("%")) <= 100
 
 
 def test_train_teacher(tmp_path):
