@@ -23,6 +23,25 @@ def test_fit_runs_exactly_the_requested_steps():
     assert curve[-1][0] == 7
 
 
+def test_fit_traces_its_train_step_once():
+    # Keras on TensorFlow builds an unbuilt optimizer inside the first
+    # trace, and TensorFlow then traces the step again: twice the fixed cost.
+    model = tiny_models.tiny_resnet()
+    calls = []
+    train_step = model.train_step
+
+    def counted(*args):  # JAX's step also takes the state
+        calls.append(1)
+        return train_step(*args)
+
+    model.train_step = counted
+    x = tiny_models.images(8)
+    y = np.zeros((8, 4), "float32")
+    finetune.fit(model, x, [y], ["mse"], finetune.TrainConfig(steps=5, batch_size=4))
+    # torch runs the step eagerly, once per step; the others trace it.
+    assert len(calls) == (5 if keras.backend.backend() == "torch" else 1)
+
+
 def test_fit_keeps_no_reference_to_its_data():
     # tf.data's generator registry outlives `fit`: a compress() call used
     # to leave about 1 GB of features behind on TensorFlow.
