@@ -14,8 +14,3 @@ def clear_session():
     keras.utils.set_random_seed(0)
     yield
 
-
-def pytest_collection_modifyitems(items):
-    # Script runs (one to two minutes each) first: otherwise they come last
-    # in file order, and one xdist worker ends on a tutorial alone.
-    items.sort(key=lambda item: item.get_closest_marker("script") is None)
