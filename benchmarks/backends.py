@@ -3,9 +3,8 @@ r"""One `compress()` of the bundled digits teacher: wall and CPU seconds, accura
 The figure README's "Backends" table gives for each backend: the bundled
 digits ResNet-20 compressed from `--num_images` training images with
 `drop=2, steps=20, finetune_steps=50, latency="macs"` (`--steps`,
-`--finetune_steps`), timed as a whole
-(wall clock and this process's CPU seconds), then its top-1 accuracy on
-`--test_images` held-out images. Runs on the active backend; `--repeat`
+`--finetune_steps`), timed as a whole (wall clock and this process's CPU
+seconds), then its top-1 accuracy on `--test_images` held-out images. Runs on the active backend; `--repeat`
 runs the same call again in the same process (the later runs show the cost
 without the first call's imports and kernel set-up).
 

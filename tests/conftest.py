@@ -13,4 +13,3 @@ def clear_session():
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
     yield
-
