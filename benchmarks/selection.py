@@ -57,7 +57,15 @@ _DROPS = flags.DEFINE_list("drops", ["2", "3"], "Numbers of blocks to drop.")
 _RUNS = flags.DEFINE_list(
     "runs", ["50:0", "50:1", "500:0"], "Tiny sets as size:seed pairs."
 )
-_STEPS = flags.DEFINE_integer("steps", 40, "Adaptor steps per candidate.")
+_STEPS = flags.DEFINE_integer("steps", 200, "Adaptor steps per candidate.")
+_FINALIST_STEPS = flags.DEFINE_integer(
+    "finalist_steps", 100,
+    "Steps of each brief recovery of `selection=\"shortlist\"` (every ranked "
+    "set is auditioned, so each shortlist size can be judged).",
+)
+_FINALISTS = flags.DEFINE_integer(
+    "finalists", 4, "Sets the library's shortlist rule auditions."
+)
 _FINETUNE_STEPS = flags.DEFINE_integer(
     "finetune_steps", 40, "Recovery steps per subset (ground truth)."
 )
@@ -105,6 +113,11 @@ _PARTIAL = flags.DEFINE_bool(
     "and random over the recovered subsets; choices without ground truth "
     "show n/a). For interim tables while a full run is under way.",
 )
+_TRUTH_ONLY = flags.DEFINE_bool(
+    "truth_only", False,
+    "Recover the ground truth and stop: no criteria measured, no tables (to "
+    "fill the cache, one process per model, while the library changes).",
+)
 _SMOKE = flags.DEFINE_bool(
     "smoke", False,
     "Tiny everything (one 8-image set, drop 1, 1 step, 32 test images, "
@@ -120,6 +133,7 @@ def settings():
         runs=[tuple(int(v) for v in r.split(":")) for r in _RUNS.value],
         steps=_STEPS.value,
         finetune_steps=_FINETUNE_STEPS.value,
+        finalist_steps=_FINALIST_STEPS.value,
         model_finetune_steps={
             m: int(n) for m, n in (v.split(":") for v in _MODEL_FINETUNE_STEPS.value)
         },
@@ -135,7 +149,8 @@ def settings():
         )
     if _SMOKE.value:
         values.update(
-            drops=[1], runs=[(8, 0)], steps=1, finetune_steps=1, model_finetune_steps={},
+            drops=[1], runs=[(8, 0)], steps=1, finetune_steps=1,
+            finalist_steps=1, model_finetune_steps={},
             test_images=32, train_epochs=1, train_images=64, latency_runs=2,
         )
     return values
@@ -224,6 +239,7 @@ def measure_criteria(model, blocks, images, seed, cache):
 
     s = settings()
     if "scores" not in cache.data:
+        started = time.perf_counter()
         with harness.quiet():
             report = keras_practise.recoverability(
                 model, images, steps=s["steps"], seed=seed,
@@ -233,16 +249,23 @@ def measure_criteria(model, blocks, images, seed, cache):
             {"block": r.block, "score": r.score, "mse": r.mse,
              "initial_mse": r.initial_mse} for r in report
         ])
+        cache.set("scores_seconds", time.perf_counter() - started)
     for k in s["drops"]:
-        if str(k) in cache.data:
-            continue
-        with harness.quiet():
-            _, report = keras_practise.compress(
-                model, images, drop=k, steps=s["steps"], finetune_steps=1,
-                seed=seed, latency=_SCORE_LATENCY.value,
-                latency_batch_size=0, verbose=0, return_report=True,
-            )
-        cache.set(str(k), report.blocks)
+        if str(k) not in cache.data:
+            with harness.quiet():
+                _, report = keras_practise.compress(
+                    model, images, drop=k, steps=s["steps"], finetune_steps=1,
+                    seed=seed, latency=_SCORE_LATENCY.value,
+                    latency_batch_size=0, verbose=0, return_report=True,
+                )
+            cache.set(str(k), report.blocks)
+            cache.set(f"{k}_seconds", report.phase_seconds["recoverability"])
+        key = f"auditions_{k}_st{s['finalist_steps']}"
+        if key not in cache.data:
+            cache.set(key, audition_every_set(model, images, seed, k))
+    auditions = {
+        k: cache.data[f"auditions_{k}_st{s['finalist_steps']}"] for k in s["drops"]
+    }
     full = keras_practise.count_macs(model)
     scores = {r["block"]: r for r in cache.data["scores"]}
     return criteria.Measurements(
@@ -258,7 +281,34 @@ def measure_criteria(model, blocks, images, seed, cache):
             for b in blocks
         },
         library={k: cache.data[str(k)] for k in s["drops"]},
+        auditions={k: a["sets"] for k, a in auditions.items()},
+        finalists=_FINALISTS.value,
     )
+
+
+def audition_every_set(model, images, seed, k):
+    """Every set `rank_sets` ranks (up to its 20), each recovered briefly:
+    `compress(selection="shortlist")` with a shortlist of all of them."""
+    import keras_practise
+
+    with harness.quiet():
+        _, report = keras_practise.compress(
+            model, images, drop=k, selection="shortlist", finalists=10**6,
+            finalist_steps=settings()["finalist_steps"], finetune_steps=1,
+            seed=seed, latency=_SCORE_LATENCY.value, latency_batch_size=0,
+            verbose=0, return_report=True,
+        )
+    return {
+        "shortlist_seconds": report.phase_seconds["shortlist"],
+        "sets": [
+            {"blocks": a.blocks, "dropped_mse": a.dropped_mse,
+             "reduction": a.reduction, "seconds": a.seconds,
+             "feature_error": a.fidelity.feature_error,
+             "output_error": a.fidelity.output_error,
+             "agreement": a.fidelity.agreement}
+            for a in report.auditions
+        ],
+    }
 
 
 def evaluate_model(name, test, log):
@@ -316,6 +366,8 @@ def evaluate_model(name, test, log):
             )
         log(f"{name} {run}: ground truth of {len(truth.data)}/{len(keys)} "
             f"subsets ({time.perf_counter() - started:.0f}s)")
+        if _TRUTH_ONLY.value:
+            continue
         started = time.perf_counter()
         stem = os.path.join(
             cache_dir, "criteria", f"{tag}_{run}_st{s['steps']}_{_SCORE_LATENCY.value}_"
@@ -397,7 +449,7 @@ def summary_tables(results):
         ("mean regret, equal k (pp)",) + tuple(results), per_model
     )
     correlations = []
-    for predictor in criteria.PREDICTORS:
+    for predictor in [*criteria.PREDICTORS, *criteria.SET_PREDICTORS]:
         cells, every = [predictor], []
         for info in results.values():
             values = [row["spearman"][predictor] for run in info["runs"].values()
@@ -500,6 +552,8 @@ def main(argv):
         "test", num_images=s["test_images"], seed=1
     )
     results = {name: evaluate_model(name, test, log) for name in s["models"]}
+    if _TRUTH_ONLY.value:
+        return
     summary, per_model, correlations = summary_tables(results)
     sections = [
         f"Backend {keras.backend.backend()}, device {backend.device_name()}; "

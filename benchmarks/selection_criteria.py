@@ -40,7 +40,13 @@ class Measurements:
         mse: Block name -> feature MSE after adaptor training.
         initial_mse: Block name -> feature MSE right after dropping.
         macs: Block name -> MACs saved by dropping the block alone.
-        library: k -> the blocks `compress(drop=k)` chose.
+        library: k -> the blocks `compress(drop=k)` chose (greedy).
+        auditions: k -> the sets `block_sets.rank_sets` ranks, best first,
+            each a dict with `"blocks"` (names), `"dropped_mse"` and, after a
+            brief recovery (`recovery/auditions.py`), `"feature_error"`,
+            `"output_error"` and `"agreement"` on held-out views.
+        finalists: How many of the ranked sets `"shortlist"` selection
+            auditions (its default).
     """
 
     blocks: list
@@ -50,6 +56,8 @@ class Measurements:
     initial_mse: dict
     macs: dict
     library: dict
+    auditions: dict = dataclasses.field(default_factory=dict)
+    finalists: int = 4
 
 
 def _lowest(values, blocks, k):
@@ -105,7 +113,41 @@ def one_per_stage(m, k):
     return chosen[:k]
 
 
+def set_mse(m, k):
+    """The set with the lowest MSE right after dropping it together, per
+    MAC saved (no training; the head of the shortlist)."""
+    return list(m.auditions[k][0]["blocks"])
+
+
+def _audition_winner(sets, signal):
+    """The set with the lowest `signal` (agreement: highest); earliest of
+    equals, as the library breaks ties."""
+    sign = -1.0 if signal == "agreement" else 1.0
+
+    def key(i):
+        value = sets[i][signal]
+        value = math.inf if value is None or not math.isfinite(value) else sign * value
+        return (value, i)
+
+    return list(sets[min(range(len(sets)), key=key)]["blocks"])
+
+
+def shortlist(m, k, signal="feature_error", finalists=None):
+    """`"shortlist"` selection: the best `finalists` sets by `set_mse`, each
+    recovered briefly, the one closest to the teacher on held-out views."""
+    return _audition_winner(m.auditions[k][: finalists or m.finalists], signal)
+
+
 CRITERIA = {
+    "shortlist: 4 sets by set MSE, recovered briefly (library)": shortlist,
+    "shortlist, judged by output error": lambda m, k: shortlist(
+        m, k, "output_error"),
+    "shortlist, judged by agreement": lambda m, k: shortlist(m, k, "agreement"),
+    "every set recovered briefly": lambda m, k: shortlist(
+        m, k, finalists=len(m.auditions[k])),
+    "2 sets by set MSE, recovered briefly": lambda m, k: shortlist(
+        m, k, finalists=2),
+    "set MSE after dropping (no training)": set_mse,
     "recoverability (library's set choice)": library,
     "recoverability ranked independently": independent,
     "one block per stage (lowest score)": one_per_stage,
@@ -120,6 +162,15 @@ PREDICTORS = {
     "recoverability score": "score",
     "recoverability MSE (adaptors trained)": "mse",
     "initial MSE after dropping": "initial_mse",
+}
+
+
+# Per-set measurements (sets ranked by `block_sets.rank_sets`), predicting
+# directly: lower predicts better, agreement the other way round.
+SET_PREDICTORS = {
+    "set MSE after dropping": "dropped_mse",
+    "brief recovery: feature error": "feature_error",
+    "brief recovery: agreement": "agreement",
 }
 
 
@@ -205,6 +256,13 @@ def judge(m, accuracy, saving, ks, tolerance, partial=False):
             values = getattr(m, field)
             predicted = [-sum(values[b] for b in s.split("+")) for s in keys]
             row["spearman"][name] = spearman(predicted, accs)
+        sets = {subset_key(a["blocks"], m.blocks): a for a in m.auditions.get(k, [])}
+        for name, field in SET_PREDICTORS.items():
+            sign = 1.0 if field == "agreement" else -1.0
+            row["spearman"][name] = (
+                spearman([sign * sets[s][field] for s in keys], accs)
+                if all(s in sets for s in keys) else float("nan")
+            )
         result[k] = row
     return result
 

@@ -75,14 +75,18 @@ def _relative_error(value, target):
     return float(error / spread) if spread > 0 else float(error)
 
 
-def _outputs(model, views, batch_size):
-    """`[features before the head, output]` of `model` on `views`."""
+def outputs(model, views, batch_size=64):
+    """`[features before the head, output]` of `model` on `views`.
+
+    Pass a teacher's to `estimate(reference=...)` to judge many students
+    on the same views without running the teacher again.
+    """
     graph = flat_graph.FlatGraph(model)
     tapped = taps.tap_model(model, [taps.feature_tap(model), graph.outputs[0]])
     return inference.activations(tapped, views, batch_size)
 
 
-def estimate(teacher, compressed, views, labels=None, batch_size=64):
+def estimate(teacher, compressed, views, labels=None, batch_size=64, reference=None):
     """Measures how close `compressed` stays to `teacher` on `views`.
 
     Args:
@@ -91,12 +95,13 @@ def estimate(teacher, compressed, views, labels=None, batch_size=64):
         views: Held-out views, an NHWC array.
         labels: Their class indices, or `None`.
         batch_size: Batch size of the forward passes.
+        reference: Optional `outputs(teacher, views)`, computed before.
 
     Returns:
         A `Fidelity`.
     """
-    teacher_features, teacher_out = _outputs(teacher, views, batch_size)
-    features, out = _outputs(compressed, views, batch_size)
+    teacher_features, teacher_out = reference or outputs(teacher, views, batch_size)
+    features, out = outputs(compressed, views, batch_size)
     classes = teacher_out.ndim == 2 and teacher_out.shape[-1] > 1
     agreement = accuracy = None
     if classes:

@@ -16,7 +16,9 @@ from keras_practise.export import exporter
 from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import input_size
+from keras_practise.data import views as views_lib
 from keras_practise.profiling import macs as macs_lib
+from keras_practise.recovery import auditions as auditions_lib
 from keras_practise.recovery import recipes as recovery
 from keras_practise.schemes import base
 from keras_practise.selection import block_sets
@@ -52,6 +54,8 @@ class CompressionReport:
         rounds: With `selection="greedy"`, the `RecoverabilityReport` of
             each later choice (remaining candidates scored dropped together
             with the blocks chosen before).
+        auditions: With `selection="shortlist"`, the `AuditionReport` of
+            the shortlisted sets (each recovered briefly), else empty.
         int8_latency: With `quantize="int8"` and a non-zero
             `latency_batch_size`: the int8 file and a float export of the
             same compressed model timed interleaved in the int8 file's
@@ -78,6 +82,7 @@ class CompressionReport:
     fidelity: object = None
     rounds: list = dataclasses.field(default_factory=list)
     int8_latency: dict = None
+    auditions: list = dataclasses.field(default_factory=list)
 
     def table(self):
         """The before/after table (and the candidate scores) as text."""
@@ -88,6 +93,11 @@ class CompressionReport:
             lines += [
                 f"Choice {i + 2}: each candidate dropped with the {i + 1} "
                 "chosen before:", scores.table(), "",
+            ]
+        if self.auditions:
+            lines += [
+                "Shortlisted sets, each recovered briefly (judged on held-out "
+                "views):", self.auditions.table(), "",
             ]
         lines.append(
             f"Dropped {len(self.blocks)} blocks: "
@@ -177,6 +187,10 @@ def check(options):
     """
     validation.check_int("drop", options["drop"], 1)
     validation.check_int("synthesis_steps", options["synthesis_steps"], 1)
+    validation.check_int("finalists", options["finalists"], 1)
+    validation.check_int(
+        "finalist_steps", options["finalist_steps"], 1, allow_none=True
+    )
     validation.check_fraction(
         "latency_target", options["latency_target"], allow_none=True
     )
@@ -213,8 +227,10 @@ def run(model, job, phases):
         tiny = dataclasses.replace(job.tiny, data=tiny_set)
         cuts = [] if chosen is not None else scoring.candidate_cuts(teacher, candidates)
         bank, _ = feature_bank.build_bank(teacher, tiny, cuts=cuts, memory=job.memory)
-    scores, rounds = scoring.RecoverabilityReport(), []
-    if chosen is None:
+    scores, rounds, auditions = scoring.RecoverabilityReport(), [], []
+    if chosen is None and options["selection"] == "shortlist":
+        chosen, auditions = _shortlist(teacher, bank, candidates, tiny_set, job, phases)
+    elif chosen is None:
         with base.timed(phases, "recoverability"):
             target = options["latency_target"]
             choice = block_sets.choose_blocks(
@@ -257,8 +273,39 @@ def run(model, job, phases):
             **{k: v for k, v in options.items() if k != "blocks"},
         },
         rounds=rounds,
+        auditions=auditions,
     )
     return base.Outcome(teacher, compressed, report, tiny_set.images[:8], tiny_set)
+
+
+def _shortlist(teacher, bank, candidates, tiny_set, job, phases):
+    """`selection="shortlist"`: the best sets by their MSE right after
+    dropping, each recovered briefly; returns the winner and the auditions.
+    """
+    options = job.options
+    target = options["latency_target"]
+    with base.timed(phases, "shortlist"):
+        ranked = block_sets.rank_sets(
+            teacher, bank, candidates,
+            k=None if target is not None else options["drop"],
+            latency_target=target, latency=options["latency"],
+        )
+    bank.release()
+    steps = options["finalist_steps"] or max(1, job.finetune_steps // 5)
+    _, held_set = views_lib.split_tiny_set(
+        tiny_set, job.tiny.validation_split, job.tiny.seed
+    )
+    # A seed apart from the final fidelity check's views.
+    views, _ = views_lib.held_out_views(
+        held_set or tiny_set, bank.views["eval"].shape[1:3], seed=job.seed + 1
+    )
+    with base.timed(phases, "auditions"):
+        report = auditions_lib.audition(
+            teacher, bank, ranked[: options["finalists"]], views, job.method,
+            job.train_config(steps, bank=bank), verbose=job.verbose,
+        )
+    by_name = {b.name: b for b in candidates}
+    return [by_name[n] for n in report.best().blocks], report
 
 
 def _as_list(indices):

@@ -89,7 +89,21 @@ ENTRIES = (
         (
             Option("drop", 3), Option("latency_target"), Option("blocks"),
             Option("latency", "measured"), Option("synthesis_steps", 1000),
-            Option("selection", "greedy"),
+            Option(
+                "selection", "greedy", str,
+                "blocks: how the set is chosen: greedy (default), "
+                "independent, one_per_stage or shortlist (the best sets by "
+                "the MSE right after dropping, each recovered briefly)",
+            ),
+            Option(
+                "finalists", 4, int,
+                "blocks, --selection shortlist: sets recovered briefly (4)",
+            ),
+            Option(
+                "finalist_steps", None, int,
+                "blocks, --selection shortlist: steps of each brief recovery "
+                "(default: a fifth of --finetune-steps)",
+            ),
         ),
         relax=("drop", "latency_target", "blocks"),
     ),

@@ -11,9 +11,15 @@ the remaining candidates per chosen block. The rules it is compared with:
 `"independent"` (the k lowest single-block scores) and `"one_per_stage"`
 (the same, at most one block per stage while stages last; the earlier
 paper's constraint).
+
+`rank_sets` ranks whole sets without any training, by the feature MSE right
+after dropping the set together, per latency saved: the shortlist that
+`"shortlist"` selection (`recovery/auditions.py`) recovers briefly.
 """
 
 import dataclasses
+import itertools
+import math
 import warnings
 
 from keras_practise.distillation import trainer
@@ -22,7 +28,9 @@ from keras_practise.selection import savings as savings_lib
 from keras_practise.selection import switched
 from keras_practise.utils import validation
 
-RULES = ("greedy", "independent", "one_per_stage")
+RULES = ("greedy", "independent", "one_per_stage", "shortlist")
+# The rules that train adaptors per candidate (`choose_blocks`).
+SCORING_RULES = RULES[:3]
 
 
 def combined_reduction(model, blocks, source="measured", batch_size=8, runs=20):
@@ -194,8 +202,10 @@ def choose_blocks(
     print([b.label for b in choice.blocks], choice.rounds[-1])
     ```
     """
-    if rule not in RULES:
-        raise ValueError(f"`rule` must be one of {RULES}. Received: rule={rule!r}")
+    if rule not in SCORING_RULES:
+        raise ValueError(
+            f"`rule` must be one of {SCORING_RULES}. Received: rule={rule!r}"
+        )
     check_target(k, latency_target, len(candidates))
     config = config or trainer.TrainConfig(steps=200)
     # One pool for every round: its students are traced once for all sets.
@@ -253,3 +263,109 @@ def check_drop(drop, available):
             f"`drop` is larger than the number of droppable blocks "
             f"({available}). Received: drop={drop}"
         )
+
+
+@dataclasses.dataclass
+class CandidateSet:
+    """A set of blocks dropped together, before any training.
+
+    Attributes:
+        blocks: The `Block`s, in network order.
+        dropped_mse: Relative feature MSE right after dropping them
+            (`recoverability.dropped_mse`).
+        reduction: Latency (or MACs) saved, as the sum of the members'
+            single-block savings (exact for MACs).
+    """
+
+    blocks: list
+    dropped_mse: float
+    reduction: float
+
+    @property
+    def score(self):
+        """`dropped_mse / reduction`, lower is better; `inf` when not finite."""
+        value = self.dropped_mse / self.reduction if self.reduction > 0 else math.inf
+        return value if math.isfinite(value) else math.inf
+
+
+def rank_sets(
+    model, bank, candidates, k=None, latency_target=None, latency="macs",
+    max_sets=20, reductions=None,
+):
+    """Ranks sets of candidates to drop together, without training.
+
+    Each single candidate is dropped and scored first (`CandidateSet.score`);
+    the sets are then the `k`-combinations of the best-scored candidates, as
+    many as keep their number at most `max_sets` (all of them when there
+    are few), each dropped together and scored alike. With
+    `latency_target`, `k` is the fewest blocks whose summed savings can
+    reach it, and only sets that reach it are ranked.
+
+    Args:
+        model: The original model (not modified).
+        bank: A `feature_bank.FeatureBank` built on `model`, not released.
+        candidates: The `Block`s to choose from, in network order.
+        k: Number of blocks per set (or pass `latency_target`).
+        latency_target: Fraction of the latency the set must save.
+        latency: How savings are assessed (see `savings.savings`).
+        max_sets: Most sets scored. Defaults to `20`.
+        reductions: Optional single-block savings of `candidates`.
+
+    Returns:
+        A list of `CandidateSet`s, best score first (ties in network order).
+
+    Raises:
+        ValueError: If the target is invalid or `max_sets < 1`.
+    """
+    check_target(k, latency_target, len(candidates))
+    validation.check_int("max_sets", max_sets)
+    if reductions is None:
+        reductions = scoring.latency_reductions(model, candidates, latency)
+    saving = {b.name: r for b, r in zip(candidates, reductions)}
+    singles = [
+        CandidateSet([b], scoring.dropped_mse(model, [b], bank), saving[b.name])
+        for b in candidates
+    ]
+    if k is None:
+        largest = sorted(reductions, reverse=True)
+        k = next(
+            (i + 1 for i in range(len(largest))
+             if sum(largest[: i + 1]) >= latency_target),
+            len(candidates),
+        )
+        if sum(largest) < latency_target:
+            _warn_short(sum(largest), latency_target)
+    ranked = [s.blocks[0] for s in sorted(singles, key=lambda s: s.score)]
+    if k == 1:
+        sets = [s for s in singles if _reaches(s, latency_target)] or singles
+        return sorted(sets, key=lambda s: s.score)
+    size = k
+    while size < len(ranked) and math.comb(size + 1, k) <= max_sets:
+        size += 1
+    combos = _reaching(ranked, size, k, saving, latency_target)
+    sets = [
+        CandidateSet(
+            blocks, scoring.dropped_mse(model, blocks, bank),
+            sum(saving[b.name] for b in blocks),
+        )
+        for blocks in (_network_order(c, candidates) for c in combos)
+    ]
+    return sorted(sets, key=lambda s: s.score)
+
+
+def _reaches(candidate_set, latency_target):
+    return latency_target is None or candidate_set.reduction >= latency_target
+
+
+def _reaching(ranked, size, k, saving, latency_target):
+    """The `k`-combinations of the first `size` of `ranked` that reach the
+    target; the pool grows until some do (all of them: the best reach)."""
+    while True:
+        combos = [
+            c for c in itertools.combinations(ranked[:size], k)
+            if latency_target is None
+            or sum(saving[b.name] for b in c) >= latency_target
+        ]
+        if combos or size >= len(ranked):
+            return combos or [tuple(ranked[:k])]
+        size += 1

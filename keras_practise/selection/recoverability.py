@@ -275,6 +275,31 @@ def score_block(model, blocks, bank, config, pool=None):
     return Trial(mse, initial, seconds, len(sites), status)
 
 
+def dropped_mse(model, blocks, bank):
+    """Relative feature MSE right after dropping `blocks` together.
+
+    No training: the identity adaptors' MSE on the bank's evaluation views,
+    in units of `bank.scale` (`Trial.initial_mse` of the set, without the
+    adaptor training). One forward pass of the suffix after the set's cut.
+
+    Args:
+        model: The original model (not modified).
+        blocks: `Block`s of `model` dropped together.
+        bank: A `feature_bank.FeatureBank` built on `model`, not released.
+
+    Returns:
+        The MSE, a float (`inf` or `nan` when the features are not finite).
+    """
+    sites, cut = student_cut(model, list(blocks))
+    cut = bank.start_of(cut)
+    student, _ = adaptors_lib.insert_adaptors(
+        model, list(blocks), sites, outputs=[bank.tap], start=cut
+    )
+    return inference.feature_mse(
+        student, bank.prefix(cut, "eval"), bank.targets["eval"], scale=bank.scale
+    )
+
+
 def student_pool(model, candidates, bank, config):
     """The `switched.StudentPool` that scores sets of `candidates`.
 
