@@ -66,3 +66,74 @@ def test_bad_arguments(kwargs, error, match):
     kwargs.setdefault("drop", None)
     with pytest.raises(error, match=match):
         selection.select_blocks(model, candidates, report, **kwargs)
+
+
+def _bank(model, n=16):
+    from keras_practise.data import views
+    from keras_practise.distillation import feature_bank
+
+    bank, _ = feature_bank.build_bank(
+        model, views.TinySetSpec(tiny_models.images(n), augment_views=1)
+    )
+    return bank
+
+
+def test_rank_sets_scores_every_pair_by_its_mse_after_dropping():
+    import numpy as np
+
+    from keras_practise.distillation import inference
+    from keras_practise.graph import surgery
+    from keras_practise.graph import taps
+
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    candidates = blocks_lib.find_blocks(model)
+    bank = _bank(model)
+    ranked = selection.rank_sets(model, bank, candidates, k=2, latency="macs")
+    assert sorted(tuple(b.name for b in s.blocks) for s in ranked) == [
+        ("s1_block2", "s1_block3"), ("s1_block2", "s2_block2"),
+        ("s1_block3", "s2_block2"),
+    ]
+    scores = [s.score for s in ranked]
+    assert scores == sorted(scores) and len(set(scores)) == 3
+    for s in ranked:
+        # The MSE of the network with the set dropped, run whole.
+        dropped = surgery.drop_blocks(model, s.blocks)
+        view = taps.tap_model(dropped, [taps.feature_tap(dropped)])
+        mse = inference.feature_mse(
+            view, bank.views["eval"], bank.targets["eval"], scale=bank.scale
+        )
+        assert s.dropped_mse == pytest.approx(mse, rel=1e-4)
+        assert s.reduction == pytest.approx(
+            selection.combined_reduction(model, s.blocks, "macs")
+        )
+        assert s.score == pytest.approx(s.dropped_mse / s.reduction)
+    assert np.isfinite(scores).all()
+
+
+def test_rank_sets_pools_the_best_singles_and_meets_a_latency_target():
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    candidates = blocks_lib.find_blocks(model)
+    bank = _bank(model)
+    singles = selection.rank_sets(model, bank, candidates, k=1, latency="macs")
+    assert len(singles) == 3
+    # Two sets at most: the pairs of the two best singles only.
+    (only,) = selection.rank_sets(
+        model, bank, candidates, k=2, latency="macs", max_sets=2
+    )
+    assert {b.name for b in only.blocks} == {s.blocks[0].name for s in singles[:2]}
+    # A target above any single block's saving takes pairs.
+    one = max(s.reduction for s in singles)
+    pairs = selection.rank_sets(
+        model, bank, candidates, latency_target=1.5 * one, latency="macs"
+    )
+    assert len(pairs) == 3 and all(len(s.blocks) == 2 for s in pairs)
+    assert all(s.reduction >= 1.5 * one for s in pairs)
+    with pytest.warns(UserWarning, match="short of"):
+        (every,) = selection.rank_sets(
+            model, bank, candidates, latency_target=0.99, latency="macs"
+        )
+    assert len(every.blocks) == 3
+    with pytest.raises(ValueError, match="max_sets"):
+        selection.rank_sets(model, bank, candidates, k=2, max_sets=0)

@@ -1,0 +1,103 @@
+"""Tests for keras_practise.recovery.auditions and `selection="shortlist"`."""
+
+import math
+
+import numpy as np
+import pytest
+
+import keras_practise
+from keras_practise.data import views
+from keras_practise.distillation import feature_bank
+from keras_practise.distillation import trainer
+from keras_practise.graph import blocks as blocks_lib
+from keras_practise.recovery import auditions
+from keras_practise.recovery import fidelity
+from keras_practise.recovery import recipes
+from keras_practise.selection import block_sets
+from tests import tiny_models
+
+
+def _audition(name, error, agreement=0.5):
+    return auditions.Audition(
+        blocks=[name], labels=[name], dropped_mse=1.0, reduction=0.1,
+        fidelity=fidelity.Fidelity(
+            views=8, agreement=agreement, output_error=0.5, feature_error=error
+        ),
+        seconds=0.0,
+    )
+
+
+def test_best_is_the_lowest_error_and_never_a_failed_one():
+    report = auditions.AuditionReport(
+        [_audition("a", math.nan), _audition("b", 0.3), _audition("c", 0.2),
+         _audition("d", 0.2)]
+    )
+    assert report.best().blocks == ["c"]
+    assert report[0].error == math.inf
+    table = report.table()
+    assert "chosen" in table.splitlines()[3] and "chosen" not in table.splitlines()[4]
+
+
+def test_each_audition_measures_its_set_recovered_briefly():
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    before = [w.copy() for w in model.get_weights()]
+    images = tiny_models.images(16)
+    bank, tiny_set = feature_bank.build_bank(
+        model, views.TinySetSpec(images, augment_views=2)
+    )
+    candidates = blocks_lib.find_blocks(model)
+    ranked = block_sets.rank_sets(model, bank, candidates, k=2, latency="macs")
+    held, _ = views.held_out_views(tiny_set, (16, 16), seed=1, count=32)
+    config = trainer.TrainConfig(steps=5)
+    report = auditions.audition(model, bank, ranked[:2], held, config=config)
+    assert [a.blocks for a in report] == [[b.name for b in s.blocks] for s in ranked[:2]]
+    assert [a.dropped_mse for a in report] == [s.dropped_mse for s in ranked[:2]]
+    # The same brief recovery, run again, measures the same closeness.
+    recovered, _ = recipes.recover(model, ranked[1].blocks, bank, "mimic", config)
+    again = fidelity.estimate(model, recovered, held)
+    assert report[1].fidelity.feature_error == pytest.approx(
+        again.feature_error, rel=1e-3
+    )
+    assert report[1].fidelity.agreement == pytest.approx(again.agreement)
+    # Brief training brings the set closer than dropping alone did.
+    dropped, _ = recipes.recover(model, ranked[1].blocks, bank, "none")
+    assert report[1].fidelity.feature_error < fidelity.estimate(
+        model, dropped, held
+    ).feature_error
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_compress_with_a_shortlist_recovers_the_best_audition():
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    small, report = keras_practise.compress(
+        model, tiny_models.images(16), drop=2, selection="shortlist",
+        finalists=2, finalist_steps=3, finetune_steps=4, latency="macs",
+        augment_views=2, verbose=0, return_report=True, latency_batch_size=0,
+    )
+    assert len(report.auditions) == 2
+    assert report.blocks == report.auditions.best().blocks
+    assert len(small.layers) < len(model.layers)
+    assert list(report.scores) == []
+    assert {"shortlist", "auditions", "recovery"} <= set(report.phase_seconds)
+    assert "Shortlisted sets" in str(report)
+    assert report.to_dict()["auditions"][0]["blocks"] == report.auditions[0].blocks
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(finalists=0), ValueError, "finalists"),
+        (dict(finalists=1.5), TypeError, "finalists"),
+        (dict(finalist_steps=0), ValueError, "finalist_steps"),
+        (dict(selection="best"), ValueError, "shortlist"),
+    ],
+)
+def test_bad_shortlist_settings_fail_before_training(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        keras_practise.compress(
+            tiny_models.tiny_resnet(), tiny_models.images(8), drop=1,
+            selection=kwargs.pop("selection", "shortlist"), verbose=0, **kwargs,
+        )
