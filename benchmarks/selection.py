@@ -283,6 +283,13 @@ def measure_criteria(model, blocks, images, seed, cache):
         library={k: cache.data[str(k)] for k in s["drops"]},
         auditions={k: a["sets"] for k, a in auditions.items()},
         finalists=_FINALISTS.value,
+        steps=s["steps"],
+        finalist_steps=s["finalist_steps"],
+        seconds={
+            "scores": cache.data.get("scores_seconds"),
+            **{("greedy", k): cache.data.get(f"{k}_seconds") for k in s["drops"]},
+            **{("shortlist", k): a["shortlist_seconds"] for k, a in auditions.items()},
+        },
     )
 
 
@@ -384,6 +391,10 @@ def evaluate_model(name, test, log):
         }
         info["runs"][run] = {
             "accuracy": accuracy,
+            "longer": longer_truth(
+                os.path.join(cache_dir, "truth", f"{tag}_{run}_ft"),
+                finetune_steps, s["test_images"], keys,
+            ),
             "judged": criteria.judge(
                 m, accuracy, saving, s["drops"], _TOLERANCE.value,
                 partial=_PARTIAL.value,
@@ -391,6 +402,47 @@ def evaluate_model(name, test, log):
             "measurements": m,
         }
     return info
+
+
+def longer_truth(stem, steps, test_images, keys):
+    """Cached ground truths of the same subsets recovered for more steps.
+
+    Returns:
+        `{steps: {subset: accuracy}}` for every complete cache of more steps.
+    """
+    found = {}
+    for path in glob.glob(f"{stem}*_t{test_images}.json"):
+        longer = int(path[len(stem):].split("_t")[0])
+        data = JsonCache(path).data
+        if longer > steps and all(k in data for k in keys):
+            found[longer] = {k: data[k]["accuracy"] for k in keys}
+    return found
+
+
+def settling_table(results):
+    """Whether the ranking of subsets has settled at the ground truth's
+    recovery length: Spearman against longer recoveries, and the regret
+    (under the longer truth) of the subset that was best at the ground
+    truth's length."""
+    rows = []
+    for name, info in results.items():
+        steps = info["finetune_steps"]
+        for run, r in info["runs"].items():
+            for longer, truth in sorted(r["longer"].items()):
+                keys = list(truth)
+                best = max(keys, key=lambda k: r["accuracy"][k])
+                rows.append((
+                    f"{name} {run}", f"{steps} -> {longer}",
+                    f"{criteria.spearman([r['accuracy'][k] for k in keys], [truth[k] for k in keys]):+.2f}",
+                    _pp(max(truth.values()) - truth[best]),
+                    _pp(sum(truth.values()) / len(keys)
+                        - sum(r["accuracy"][k] for k in keys) / len(keys)),
+                ))
+    return harness.markdown_table(
+        ("model, tiny set", "recovery steps", "Spearman rho of the subsets",
+         "regret of the shorter run's best (pp)", "mean accuracy gain (pp)"),
+        rows,
+    ) if rows else ""
 
 
 _RANDOM = "random (expected value)"
@@ -411,7 +463,9 @@ def _rows(results, field):
         for run in info["runs"].values():
             for row in run["judged"].values():
                 for name in list(criteria.CRITERIA) + ["random"]:
-                    values.setdefault(name, []).append(row[name][field])
+                    values.setdefault(name, []).append(
+                        row[name].get(field, float("nan"))
+                    )
     return values
 
 
@@ -423,18 +477,27 @@ def summary_tables(results):
     accuracy = _rows(results, "accuracy")
     best = [row["best"][1] for info in results.values()
             for run in info["runs"].values() for row in run["judged"].values()]
+    steps, seconds = _rows(results, "steps"), _rows(results, "seconds")
     rows = []
     for name in regret_k:
         hits = sum(a >= b - 1e-9 for a, b in zip(accuracy[name], best))
+        finite = [v for v in regret_k[name] if np.isfinite(v)]
+        error = np.std(finite, ddof=1) / np.sqrt(len(finite)) if len(finite) > 1 else np.nan
+        cost = "-" if name == "random" else (
+            f"{_nanmean(steps[name]):.0f} / {_nanmean(seconds[name]):.1f}"
+        )
         rows.append((
             _RANDOM if name == "random" else name,
-            _pp(_nanmean(regret_k[name])), _pp(np.nanmax(regret_k[name])),
+            f"{_pp(_nanmean(regret_k[name]))} ± {_pp(error)}",
+            _pp(np.nanmax(regret_k[name])),
             _pp(_nanmean(regret_latency[name])),
             "-" if name == "random" else f"{hits}/{len(best)}",
+            cost,
         ))
     summary = harness.markdown_table(
-        ("criterion", "mean regret, equal k (pp)", "max regret, equal k",
-         "mean regret, equal latency (pp)", "chose the best subset"),
+        ("criterion", "mean regret, equal k (pp, ± s.e. over runs)",
+         "max regret, equal k", "mean regret, equal latency (pp)",
+         "chose the best subset", "cost: training steps / wall s (mean)"),
         rows,
     )
     per_model = []
@@ -580,6 +643,10 @@ def main(argv):
         "Spearman correlation of per-subset predictions with recovered accuracy:",
         correlations,
     ]
+    settled = settling_table(results)
+    if settled:
+        sections += ["Has the ranking settled? The same subsets recovered longer:",
+                     settled]
     for name, info in results.items():
         chosen, truth, scores = model_tables(name, info)
         sections += [

@@ -47,6 +47,11 @@ class Measurements:
             `"output_error"` and `"agreement"` on held-out views.
         finalists: How many of the ranked sets `"shortlist"` selection
             auditions (its default).
+        steps: Adaptor steps per scored set (recoverability).
+        finalist_steps: Recovery steps per audition.
+        seconds: Measured wall times: `"scores"` (every single block
+            scored), `("greedy", k)` (`compress(drop=k)`'s selection) and
+            `("shortlist", k)` (`rank_sets`); auditions carry their own.
     """
 
     blocks: list
@@ -58,6 +63,9 @@ class Measurements:
     library: dict
     auditions: dict = dataclasses.field(default_factory=dict)
     finalists: int = 4
+    steps: int = 0
+    finalist_steps: int = 0
+    seconds: dict = dataclasses.field(default_factory=dict)
 
 
 def _lowest(values, blocks, k):
@@ -156,6 +164,49 @@ CRITERIA = {
     "largest MACs first": largest_macs,
 }
 
+def _greedy_cost(m, k):
+    n = len(m.blocks)
+    return m.steps * sum(n - i for i in range(k)), m.seconds.get(("greedy", k))
+
+
+def _scores_cost(m, k):
+    return m.steps * len(m.blocks), m.seconds.get("scores")
+
+
+def _audition_cost(finalists):
+    def cost(m, k):
+        sets = m.auditions[k][: finalists or m.finalists]
+        seconds = m.seconds.get(("shortlist", k))
+        if seconds is not None:
+            seconds += sum(a["seconds"] for a in sets)
+        return m.finalist_steps * len(sets), seconds
+    return cost
+
+
+def _free(m, k):
+    return 0, 0.0
+
+
+# What each criterion costs: (training steps, wall seconds or None when not
+# measured). Adaptor steps (recoverability) train the part after the hole
+# with everything but the adaptors frozen; recovery steps (auditions) train
+# the whole network, about as dear as a step of the final recovery.
+COSTS = {
+    "shortlist: 4 sets by set MSE, recovered briefly (library)": _audition_cost(None),
+    "shortlist, judged by output error": _audition_cost(None),
+    "shortlist, judged by agreement": _audition_cost(None),
+    "every set recovered briefly": _audition_cost(10**9),
+    "2 sets by set MSE, recovered briefly": _audition_cost(2),
+    "set MSE after dropping (no training)": lambda m, k: (
+        0, m.seconds.get(("shortlist", k))),
+    "recoverability (library's set choice)": _greedy_cost,
+    "recoverability ranked independently": _scores_cost,
+    "one block per stage (lowest score)": _scores_cost,
+    "initial MSE after dropping": _free,
+    "first k": _free,
+    "largest MACs first": _free,
+}
+
 # Per-subset predictions for the Spearman correlation: the sum of the
 # members' single-block values (lower = predicted better).
 PREDICTORS = {
@@ -207,8 +258,9 @@ def judge(m, accuracy, saving, ks, tolerance, partial=False):
     Returns:
         A dict `k -> {"best": (key, acc), "worst": (key, acc), "coverage":
         (recovered, all), "random": {...}, criterion: {"subset",
-        "accuracy", "regret_k", "regret_latency"}, "spearman": {predictor:
-        rho}}` with accuracies and regrets as fractions.
+        "accuracy", "regret_k", "regret_latency", "steps", "seconds"},
+        "spearman": {predictor: rho}}` with accuracies and regrets as
+        fractions, `steps` and `seconds` the criterion's cost (`COSTS`).
 
     Raises:
         ValueError: If a subset lacks ground truth and `partial` is false.
@@ -242,8 +294,11 @@ def judge(m, accuracy, saving, ks, tolerance, partial=False):
         for name, choose in CRITERIA.items():
             key = subset_key(choose(m, k), m.blocks)
             chosen = accuracy.get(key, float("nan"))
+            steps, seconds = COSTS[name](m, k)
             row[name] = {
                 "subset": key,
+                "steps": steps,
+                "seconds": float("nan") if seconds is None else seconds,
                 "accuracy": chosen,
                 "regret_k": float(accs.max() - chosen),
                 "regret_latency": (

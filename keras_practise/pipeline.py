@@ -212,8 +212,13 @@ def compress(
             when `data` is `None`.
         selection: How the set of blocks is chosen (`block_sets.RULES`):
             `"greedy"` (default: each further block scored again with the
-            blocks already chosen dropped), `"independent"` or
-            `"one_per_stage"`.
+            blocks already chosen dropped), `"independent"`,
+            `"one_per_stage"`, or `"shortlist"`: the sets with the lowest
+            feature MSE right after dropping them together (per latency
+            saved) are each recovered for a few steps, and the one that
+            stays closest to the teacher on held-out views is recovered in
+            full (`recovery/auditions.py`; `finalists` and `finalist_steps`
+            below).
         verbose: 0 silent, 1 progress bars, 2 also prints the report.
         return_report: Also return the `CompressionReport`.
         callbacks: Keras callbacks passed to every training `fit`: the
@@ -259,7 +264,10 @@ def compress(
             still sees `batch_size` samples; only BatchNorm statistics see
             the smaller batches). `None` bounds nothing. Defaults to `4`
             (see `distillation.memory`).
-        **scheme_options: Options of the layer-wise schemes (their
+        **scheme_options: Options of block dropping's `"shortlist"`
+            selection: `finalists` (sets recovered briefly, `4`) and
+            `finalist_steps` (steps of each, default a fifth of
+            `finetune_steps`). Options of the layer-wise schemes (their
             `schemes.registry` entries): `keep` (filters, `0.75`: fraction of
             filters kept, or a dict per conv), `layers` (convs to compress;
             filters also takes residual streams), `rank` (decouple:
