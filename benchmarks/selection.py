@@ -312,7 +312,7 @@ def audition_every_set(model, images, seed, k):
              "reduction": a.reduction, "seconds": a.seconds,
              "feature_error": a.fidelity.feature_error,
              "output_error": a.fidelity.output_error,
-             "agreement": a.fidelity.agreement}
+             "agreement": a.fidelity.agreement, "trained": a.trained}
             for a in report.auditions
         ],
     }

@@ -151,7 +151,7 @@ def compress(
     data_dir=None,
     latency_batch_size=8,
     synthesis_steps=1000,
-    selection="greedy",
+    selection="auto",
     verbose=1,
     return_report=False,
     callbacks=None,
@@ -211,14 +211,19 @@ def compress(
         synthesis_steps: Optimisation steps per batch of synthesised images
             when `data` is `None`.
         selection: How the set of blocks is chosen (`block_sets.RULES`):
-            `"greedy"` (default: each further block scored again with the
-            blocks already chosen dropped), `"independent"`,
-            `"one_per_stage"`, or `"shortlist"`: the sets with the lowest
-            feature MSE right after dropping them together (per latency
-            saved) are each recovered for a few steps, and the one that
-            stays closest to the teacher on held-out views is recovered in
-            full (`recovery/auditions.py`; `finalists` and `finalist_steps`
-            below).
+            `"shortlist"`: up to `finalists` sets (the combinations of the
+            blocks whose dropping changes the features least) are each
+            recovered briefly with `method` (an audition of
+            `finalist_steps`), and the one that stays closest to the
+            teacher on held-out views (top-1 agreement, then output
+            error) is recovered in full (`recovery/auditions.py`);
+            `"greedy"`: by recoverability, each further block scored again
+            with the blocks already chosen dropped (the paper's adaptor
+            training); `"independent"`, `"one_per_stage"`. Defaults to
+            `"auto"`: `"shortlist"` when each audition gets at least 100
+            steps (`finetune_steps >= 500` by default), else `"greedy"`
+            (shorter auditions were measured to mislead; docs/results.md,
+            "Choosing blocks by brief recoveries").
         verbose: 0 silent, 1 progress bars, 2 also prints the report.
         return_report: Also return the `CompressionReport`.
         callbacks: Keras callbacks passed to every training `fit`: the
@@ -265,9 +270,9 @@ def compress(
             the smaller batches). `None` bounds nothing. Defaults to `4`
             (see `distillation.memory`).
         **scheme_options: Options of block dropping's `"shortlist"`
-            selection: `finalists` (sets recovered briefly, `4`) and
-            `finalist_steps` (steps of each, default a fifth of
-            `finetune_steps`). Options of the layer-wise schemes (their
+            selection, its budget: `finalists` (most sets recovered
+            briefly, `20`) and `finalist_steps` (steps of each, default a
+            fifth of `finetune_steps`). Options of the layer-wise schemes (their
             `schemes.registry` entries): `keep` (filters, `0.75`: fraction of
             filters kept, or a dict per conv), `layers` (convs to compress;
             filters also takes residual streams), `rank` (decouple:

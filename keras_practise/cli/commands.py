@@ -224,11 +224,13 @@ def _compress_settings(args):
         for o in registry.cli_options()
         if getattr(args, o.name) is not None
     }
-    if args.scheme == "blocks" and scheme_options:
-        flags = ", ".join("--" + n.replace("_", "-") for n in sorted(scheme_options))
+    block_options = {o.name for o in registry.entry("blocks").options}
+    foreign = sorted(set(scheme_options) - block_options)
+    if args.scheme == "blocks" and foreign:
+        flags = ", ".join("--" + n.replace("_", "-") for n in foreign)
         raise ValueError(
             f"{flags} go with a layer-wise --scheme. Received: "
-            f"{sorted(scheme_options)} with --scheme blocks"
+            f"{foreign} with --scheme blocks"
         )
     # Block options go with every scheme, for the API to refuse rather
     # than ignore them.

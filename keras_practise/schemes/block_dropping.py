@@ -56,6 +56,8 @@ class CompressionReport:
             with the blocks chosen before).
         auditions: With `selection="shortlist"`, the `AuditionReport` of
             the shortlisted sets (each recovered briefly), else empty.
+        selection: The rule that chose the blocks (`"auto"` resolved), or
+            `None` when they were given.
         int8_latency: With `quantize="int8"` and a non-zero
             `latency_batch_size`: the int8 file and a float export of the
             same compressed model timed interleaved in the int8 file's
@@ -83,6 +85,7 @@ class CompressionReport:
     rounds: list = dataclasses.field(default_factory=list)
     int8_latency: dict = None
     auditions: list = dataclasses.field(default_factory=list)
+    selection: str = None
 
     def table(self):
         """The before/after table (and the candidate scores) as text."""
@@ -102,6 +105,7 @@ class CompressionReport:
         lines.append(
             f"Dropped {len(self.blocks)} blocks: "
             + ", ".join(f"{n} ({l})" for n, l in zip(self.blocks, self.labels))
+            + (f"; chosen by: {self.selection}" if self.selection else "")
             + f"; recovery: {self.method}"
         )
         rows = [("", "before", "after", "change")]
@@ -228,15 +232,16 @@ def run(model, job, phases):
         cuts = [] if chosen is not None else scoring.candidate_cuts(teacher, candidates)
         bank, _ = feature_bank.build_bank(teacher, tiny, cuts=cuts, memory=job.memory)
     scores, rounds, auditions = scoring.RecoverabilityReport(), [], []
-    if chosen is None and options["selection"] == "shortlist":
+    rule = None if chosen is not None else selection_rule(job)
+    if rule == "shortlist":
         chosen, auditions = _shortlist(teacher, bank, candidates, tiny_set, job, phases)
-    elif chosen is None:
+    elif rule is not None:
         with base.timed(phases, "recoverability"):
             target = options["latency_target"]
             choice = block_sets.choose_blocks(
                 teacher, bank, candidates,
                 k=None if target is not None else options["drop"],
-                rule=options["selection"],
+                rule=rule,
                 config=job.train_config(job.steps, bank=bank),
                 latency=options["latency"], latency_target=target,
                 verbose=job.verbose,
@@ -274,13 +279,35 @@ def run(model, job, phases):
         },
         rounds=rounds,
         auditions=auditions,
+        selection=rule,
     )
     return base.Outcome(teacher, compressed, report, tiny_set.images[:8], tiny_set)
 
 
+def audition_steps(job):
+    """Steps of each audition: `finalist_steps`, or a fifth of the
+    recovery's."""
+    return job.options["finalist_steps"] or max(1, job.finetune_steps // 5)
+
+
+def selection_rule(job):
+    """The rule that chooses the set: `selection`, with `"auto"` resolved.
+
+    `"auto"` auditions a shortlist (`"shortlist"`) when each audition gets
+    at least `auditions.MIN_STEPS` steps, and chooses greedily otherwise:
+    shorter auditions ranked sets worse than no training did.
+    """
+    selection = job.options["selection"]
+    if selection != "auto":
+        return selection
+    enough = audition_steps(job) >= auditions_lib.MIN_STEPS
+    return "shortlist" if enough else "greedy"
+
+
 def _shortlist(teacher, bank, candidates, tiny_set, job, phases):
-    """`selection="shortlist"`: the best sets by their MSE right after
-    dropping, each recovered briefly; returns the winner and the auditions.
+    """`selection="shortlist"`: the sets `rank_sets` ranks (at most
+    `finalists`), each recovered briefly; returns the winner and the
+    auditions.
     """
     options = job.options
     target = options["latency_target"]
@@ -289,9 +316,10 @@ def _shortlist(teacher, bank, candidates, tiny_set, job, phases):
             teacher, bank, candidates,
             k=None if target is not None else options["drop"],
             latency_target=target, latency=options["latency"],
+            max_sets=options["finalists"],
         )
     bank.release()
-    steps = options["finalist_steps"] or max(1, job.finetune_steps // 5)
+    steps = audition_steps(job)
     _, held_set = views_lib.split_tiny_set(
         tiny_set, job.tiny.validation_split, job.tiny.seed
     )
@@ -301,7 +329,7 @@ def _shortlist(teacher, bank, candidates, tiny_set, job, phases):
     )
     with base.timed(phases, "auditions"):
         report = auditions_lib.audition(
-            teacher, bank, ranked[: options["finalists"]], views, job.method,
+            teacher, bank, ranked, views, job.method,
             job.train_config(steps, bank=bank), verbose=job.verbose,
         )
     by_name = {b.name: b for b in candidates}

@@ -90,18 +90,20 @@ ENTRIES = (
             Option("drop", 3), Option("latency_target"), Option("blocks"),
             Option("latency", "measured"), Option("synthesis_steps", 1000),
             Option(
-                "selection", "greedy", str,
-                "blocks: how the set is chosen: greedy (default), "
-                "independent, one_per_stage or shortlist (the best sets by "
-                "the MSE right after dropping, each recovered briefly)",
+                "selection", "auto", str,
+                "blocks: how the set is chosen: auto (default: shortlist "
+                "when each audition gets 100 steps or more, else greedy), "
+                "shortlist (sets recovered briefly, the closest to the "
+                "teacher kept), greedy, independent or one_per_stage",
             ),
             Option(
-                "finalists", 4, int,
-                "blocks, --selection shortlist: sets recovered briefly (4)",
+                "finalists", 20, int,
+                "blocks, shortlist: most sets recovered briefly (20): the "
+                "combinations of the blocks that change the features least",
             ),
             Option(
                 "finalist_steps", None, int,
-                "blocks, --selection shortlist: steps of each brief recovery "
+                "blocks, shortlist: steps of each brief recovery "
                 "(default: a fifth of --finetune-steps)",
             ),
         ),

@@ -28,9 +28,9 @@ from keras_practise.selection import savings as savings_lib
 from keras_practise.selection import switched
 from keras_practise.utils import validation
 
-RULES = ("greedy", "independent", "one_per_stage", "shortlist")
+RULES = ("auto", "shortlist", "greedy", "independent", "one_per_stage")
 # The rules that train adaptors per candidate (`choose_blocks`).
-SCORING_RULES = RULES[:3]
+SCORING_RULES = RULES[2:]
 
 
 def combined_reduction(model, blocks, source="measured", batch_size=8, runs=20):
@@ -295,9 +295,10 @@ def rank_sets(
     """Ranks sets of candidates to drop together, without training.
 
     Each single candidate is dropped and scored first (`CandidateSet.score`);
-    the sets are then the `k`-combinations of the best-scored candidates, as
-    many as keep their number at most `max_sets` (all of them when there
-    are few), each dropped together and scored alike. With
+    the sets are then the `k`-combinations of the fewest best-scored
+    candidates that give at least `max_sets` of them (all of them when
+    there are few), each dropped together and scored alike, and the best
+    `max_sets` are returned. With
     `latency_target`, `k` is the fewest blocks whose summed savings can
     reach it, and only sets that reach it are ranked.
 
@@ -308,7 +309,7 @@ def rank_sets(
         k: Number of blocks per set (or pass `latency_target`).
         latency_target: Fraction of the latency the set must save.
         latency: How savings are assessed (see `savings.savings`).
-        max_sets: Most sets scored. Defaults to `20`.
+        max_sets: Most sets returned. Defaults to `20`.
         reductions: Optional single-block savings of `candidates`.
 
     Returns:
@@ -338,9 +339,9 @@ def rank_sets(
     ranked = [s.blocks[0] for s in sorted(singles, key=lambda s: s.score)]
     if k == 1:
         sets = [s for s in singles if _reaches(s, latency_target)] or singles
-        return sorted(sets, key=lambda s: s.score)
+        return sorted(sets, key=lambda s: s.score)[:max_sets]
     size = k
-    while size < len(ranked) and math.comb(size + 1, k) <= max_sets:
+    while size < len(ranked) and math.comb(size, k) < max_sets:
         size += 1
     combos = _reaching(ranked, size, k, saving, latency_target)
     sets = [
@@ -350,7 +351,7 @@ def rank_sets(
         )
         for blocks in (_network_order(c, candidates) for c in combos)
     ]
-    return sorted(sets, key=lambda s: s.score)
+    return sorted(sets, key=lambda s: s.score)[:max_sets]
 
 
 def _reaches(candidate_set, latency_target):

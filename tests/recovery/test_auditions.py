@@ -1,6 +1,7 @@
 """Tests for keras_practise.recovery.auditions and `selection="shortlist"`."""
 
 import math
+import types
 
 import numpy as np
 import pytest
@@ -17,25 +18,33 @@ from keras_practise.selection import block_sets
 from tests import tiny_models
 
 
-def _audition(name, error, agreement=0.5):
+def _audition(name, agreement, output_error=0.5):
     return auditions.Audition(
         blocks=[name], labels=[name], dropped_mse=1.0, reduction=0.1,
         fidelity=fidelity.Fidelity(
-            views=8, agreement=agreement, output_error=0.5, feature_error=error
+            views=8, agreement=agreement, output_error=output_error,
+            feature_error=0.1,
         ),
         seconds=0.0,
     )
 
 
-def test_best_is_the_lowest_error_and_never_a_failed_one():
+def test_best_agrees_most_then_errs_least_and_is_never_a_failed_one():
     report = auditions.AuditionReport(
-        [_audition("a", math.nan), _audition("b", 0.3), _audition("c", 0.2),
-         _audition("d", 0.2)]
+        [_audition("a", math.nan, 0.0), _audition("b", 0.8, 0.3),
+         _audition("c", 0.9, 0.4), _audition("d", 0.9, 0.2),
+         _audition("e", 0.9, 0.2)]
     )
-    assert report.best().blocks == ["c"]
-    assert report[0].error == math.inf
-    table = report.table()
-    assert "chosen" in table.splitlines()[3] and "chosen" not in table.splitlines()[4]
+    assert report.best().blocks == ["d"]
+    assert report[0].rank[0] == math.inf
+    table = report.table().splitlines()
+    assert "chosen" in table[4] and "chosen" not in table[5]
+    # Outputs that are not class scores: the output error alone.
+    plain = auditions.AuditionReport(
+        [_audition("a", None, 0.3), _audition("b", None, math.nan),
+         _audition("c", None, 0.2)]
+    )
+    assert plain.best().blocks == ["c"]
 
 
 def test_each_audition_measures_its_set_recovered_briefly():
@@ -82,7 +91,8 @@ def test_compress_with_a_shortlist_recovers_the_best_audition():
     assert len(small.layers) < len(model.layers)
     assert list(report.scores) == []
     assert {"shortlist", "auditions", "recovery"} <= set(report.phase_seconds)
-    assert "Shortlisted sets" in str(report)
+    assert "Shortlisted sets" in str(report) and report.selection == "shortlist"
+    assert "chosen by: shortlist" in str(report)
     assert report.to_dict()["auditions"][0]["blocks"] == report.auditions[0].blocks
 
 
@@ -101,3 +111,26 @@ def test_bad_shortlist_settings_fail_before_training(kwargs, error, match):
             tiny_models.tiny_resnet(), tiny_models.images(8), drop=1,
             selection=kwargs.pop("selection", "shortlist"), verbose=0, **kwargs,
         )
+
+
+@pytest.mark.parametrize(
+    "finetune_steps,finalist_steps,selection,rule",
+    [
+        (500, None, "auto", "shortlist"),  # 100-step auditions
+        (499, None, "auto", "greedy"),  # 99 steps: shorter ones misled
+        (50, 100, "auto", "shortlist"),
+        (500, 10, "auto", "greedy"),
+        (50, None, "shortlist", "shortlist"),  # Asked for: honoured.
+        (5000, None, "independent", "independent"),
+    ],
+)
+def test_auto_auditions_only_when_they_get_enough_steps(
+    finetune_steps, finalist_steps, selection, rule
+):
+    from keras_practise.schemes import block_dropping
+
+    job = types.SimpleNamespace(
+        finetune_steps=finetune_steps,
+        options={"selection": selection, "finalist_steps": finalist_steps},
+    )
+    assert block_dropping.selection_rule(job) == rule

@@ -118,11 +118,14 @@ def test_rank_sets_pools_the_best_singles_and_meets_a_latency_target():
     bank = _bank(model)
     singles = selection.rank_sets(model, bank, candidates, k=1, latency="macs")
     assert len(singles) == 3
-    # Two sets at most: the pairs of the two best singles only.
+    # One set: the pair of the two best singles, the only pair among them.
     (only,) = selection.rank_sets(
-        model, bank, candidates, k=2, latency="macs", max_sets=2
+        model, bank, candidates, k=2, latency="macs", max_sets=1
     )
     assert {b.name for b in only.blocks} == {s.blocks[0].name for s in singles[:2]}
+    every = selection.rank_sets(model, bank, candidates, k=2, latency="macs")
+    two = selection.rank_sets(model, bank, candidates, k=2, latency="macs", max_sets=2)
+    assert [s.score for s in two] == [s.score for s in every[:2]]
     # A target above any single block's saving takes pairs.
     one = max(s.reduction for s in singles)
     pairs = selection.rank_sets(

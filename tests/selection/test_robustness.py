@@ -118,7 +118,7 @@ def test_a_failed_candidate_is_ranked_last_named_and_not_chosen(monkeypatch):
     assert report.best(len(report))[-1].label == "3.3"
     row = next(line for line in report.table().splitlines() if " 3.3 " in line)
     assert "failed" in row and row.split()[-2] == str(len(report))
-    for rule in block_sets.RULES:
+    for rule in block_sets.SCORING_RULES:
         choice = block_sets.choose_blocks(
             model, bank, candidates, k=len(candidates) - 1, rule=rule,
             config=config, report=report,
@@ -150,7 +150,7 @@ def test_greedy_scores_the_rest_again_with_the_chosen_dropped(monkeypatch):
     candidates = blocks_lib.find_blocks(model)
     config = trainer.TrainConfig(steps=1)
     picks = {}
-    for rule in block_sets.RULES:
+    for rule in block_sets.SCORING_RULES:
         choice = block_sets.choose_blocks(
             model, None, candidates, k=2, rule=rule, config=config
         )
