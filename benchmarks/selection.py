@@ -64,7 +64,7 @@ _FINALIST_STEPS = flags.DEFINE_integer(
     "set is auditioned, so each shortlist size can be judged).",
 )
 _FINALISTS = flags.DEFINE_integer(
-    "finalists", 4, "Sets the library's shortlist rule auditions."
+    "finalists", 20, "Most sets the library's shortlist rule auditions (its default)."
 )
 _FINETUNE_STEPS = flags.DEFINE_integer(
     "finetune_steps", 40, "Recovery steps per subset (ground truth)."

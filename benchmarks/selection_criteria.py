@@ -127,34 +127,51 @@ def set_mse(m, k):
     return list(m.auditions[k][0]["blocks"])
 
 
-def _audition_winner(sets, signal):
-    """The set with the lowest `signal` (agreement: highest); earliest of
-    equals, as the library breaks ties."""
-    sign = -1.0 if signal == "agreement" else 1.0
-
-    def key(i):
-        value = sets[i][signal]
-        value = math.inf if value is None or not math.isfinite(value) else sign * value
-        return (value, i)
-
-    return list(sets[min(range(len(sets)), key=key)]["blocks"])
+def _finite(value, worst=math.inf):
+    return value if value is not None and math.isfinite(value) else worst
 
 
-def shortlist(m, k, signal="feature_error", finalists=None):
-    """`"shortlist"` selection: the best `finalists` sets by `set_mse`, each
-    recovered briefly, the one closest to the teacher on held-out views."""
-    return _audition_winner(m.auditions[k][: finalists or m.finalists], signal)
+def _judge_key(audition, signal):
+    """`recovery.auditions.Audition.rank` for `"agreement"` (agreement,
+    then output error), else the one signal, lower is better."""
+    if signal == "agreement":
+        return (-_finite(audition["agreement"] or 0.0, -math.inf),
+                _finite(audition["output_error"]))
+    return (_finite(audition[signal]),)
+
+
+def finalists_of(m, k, finalists):
+    """The sets `block_sets.rank_sets(max_sets=finalists)` returns: the
+    k-combinations of the fewest best single blocks (MSE right after
+    dropping per MAC saved) that give at least `finalists` sets, the best
+    `finalists` of them by their own score. Needs `m.auditions[k]` to hold
+    every k-subset, ranked."""
+    singles = sorted(m.blocks, key=lambda b: (
+        _finite(m.initial_mse[b] / m.macs[b] if m.macs[b] else math.inf),
+        m.blocks.index(b)))
+    size = k
+    while size < len(singles) and math.comb(size, k) < finalists:
+        size += 1
+    pool = set(singles[:size])
+    return [a for a in m.auditions[k] if set(a["blocks"]) <= pool][:finalists]
+
+
+def shortlist(m, k, signal="agreement", finalists=None):
+    """`"shortlist"` selection: up to `finalists` sets (`finalists_of`),
+    each recovered briefly, the one closest to the teacher on held-out
+    views (earliest of equals, as the library breaks ties)."""
+    sets = finalists_of(m, k, finalists or m.finalists)
+    return list(min(sets, key=lambda a: _judge_key(a, signal))["blocks"])
 
 
 CRITERIA = {
-    "shortlist: 4 sets by set MSE, recovered briefly (library)": shortlist,
+    "shortlist (library default: up to 20 sets)": shortlist,
+    "shortlist, judged by feature error": lambda m, k: shortlist(
+        m, k, "feature_error"),
     "shortlist, judged by output error": lambda m, k: shortlist(
         m, k, "output_error"),
-    "shortlist, judged by agreement": lambda m, k: shortlist(m, k, "agreement"),
-    "every set recovered briefly": lambda m, k: shortlist(
-        m, k, finalists=len(m.auditions[k])),
-    "2 sets by set MSE, recovered briefly": lambda m, k: shortlist(
-        m, k, finalists=2),
+    "shortlist of 6 sets": lambda m, k: shortlist(m, k, finalists=6),
+    "shortlist of 3 sets": lambda m, k: shortlist(m, k, finalists=3),
     "set MSE after dropping (no training)": set_mse,
     "recoverability (library's set choice)": library,
     "recoverability ranked independently": independent,
@@ -175,7 +192,7 @@ def _scores_cost(m, k):
 
 def _audition_cost(finalists):
     def cost(m, k):
-        sets = m.auditions[k][: finalists or m.finalists]
+        sets = finalists_of(m, k, finalists or m.finalists)
         seconds = m.seconds.get(("shortlist", k))
         if seconds is not None:
             seconds += sum(a["seconds"] for a in sets)
@@ -192,11 +209,11 @@ def _free(m, k):
 # with everything but the adaptors frozen; recovery steps (auditions) train
 # the whole network, about as dear as a step of the final recovery.
 COSTS = {
-    "shortlist: 4 sets by set MSE, recovered briefly (library)": _audition_cost(None),
+    "shortlist (library default: up to 20 sets)": _audition_cost(None),
+    "shortlist, judged by feature error": _audition_cost(None),
     "shortlist, judged by output error": _audition_cost(None),
-    "shortlist, judged by agreement": _audition_cost(None),
-    "every set recovered briefly": _audition_cost(10**9),
-    "2 sets by set MSE, recovered briefly": _audition_cost(2),
+    "shortlist of 6 sets": _audition_cost(6),
+    "shortlist of 3 sets": _audition_cost(3),
     "set MSE after dropping (no training)": lambda m, k: (
         0, m.seconds.get(("shortlist", k))),
     "recoverability (library's set choice)": _greedy_cost,

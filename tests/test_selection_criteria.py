@@ -9,6 +9,22 @@ from benchmarks import selection_criteria as criteria
 _BLOCKS = ["a1", "a2", "b1", "b2"]
 
 
+# Every pair, ranked by their MSE right after dropping; b1+b2 agrees most
+# after its brief recovery, a2+b2 ties a1+b1 on agreement with less error.
+_AGREEMENT = {"a1+a2": 0.5, "a1+b1": 0.7, "a1+b2": 0.6, "a2+b1": 0.4,
+              "a2+b2": 0.7, "b1+b2": 0.9}
+
+
+def _auditions():
+    order = ["b1+b2", "a2+b2", "a1+b1", "a2+b1", "a1+b2", "a1+a2"]
+    return [
+        {"blocks": key.split("+"), "dropped_mse": float(i), "agreement": _AGREEMENT[key],
+         "output_error": 0.1 if key == "a2+b2" else 0.2, "feature_error": 1.0 - i / 10,
+         "seconds": 1.0}
+        for i, key in enumerate(order)
+    ]
+
+
 def _measurements(**overrides):
     values = dict(
         blocks=list(_BLOCKS),
@@ -18,6 +34,8 @@ def _measurements(**overrides):
         initial_mse={"a1": 4.0, "a2": 3.0, "b1": 2.0, "b2": 1.0},
         macs={"a1": 10, "a2": 10, "b1": 30, "b2": 20},
         library={2: ["a1", "b2"]},
+        auditions={2: _auditions()},
+        finalists=20,
     )
     values.update(overrides)
     return criteria.Measurements(**values)
@@ -32,6 +50,21 @@ def test_choices():
     assert criteria.first_k(m, 2) == ["a1", "a2"]
     assert criteria.largest_macs(m, 2) == ["b1", "b2"]
     assert criteria.library(m, 2) == ["a1", "b2"]
+
+
+def test_shortlist_auditions_the_pairs_of_the_best_singles():
+    m = _measurements()
+    # Singles by initial MSE per MAC: b1 (2/30), b2 (1/20), a2, a1.
+    assert [a["blocks"] for a in criteria.finalists_of(m, 2, 1)] == [["b1", "b2"]]
+    # Three sets: the pairs of b1, b2, a2, in the cached (ranked) order.
+    assert [a["blocks"] for a in criteria.finalists_of(m, 2, 3)] == [
+        ["b1", "b2"], ["a2", "b2"], ["a2", "b1"]]
+    assert len(criteria.finalists_of(m, 2, 20)) == 6
+    assert criteria.shortlist(m, 2) == ["b1", "b2"]
+    # Without b1+b2, agreement ties (0.7) go to the lower output error.
+    m.auditions[2] = m.auditions[2][1:]
+    assert criteria.shortlist(m, 2) == ["a2", "b2"]
+    assert criteria.shortlist(m, 2, "feature_error") == ["a1", "a2"]
 
 
 def test_non_finite_scores_rank_last():

@@ -181,6 +181,44 @@ the target that the selection measured. Where that matters, select with
 """
 
 """
+## Choosing by brief recoveries (`selection`)
+
+Scores measured before recovery predict only roughly which *set* of blocks
+recovers best: on the project's selection benchmark, the feature error
+right after dropping a set even ranked a plain VGG-style network's sets
+backwards (docs/results.md, "Choosing blocks by brief recoveries"). The
+`"shortlist"` rule asks the question directly: the sets whose dropping
+changes the features least (up to `finalists` of them) are each
+recovered for `finalist_steps` steps with the real recipe, and the one
+that stays closest to the teacher on views no training step saw (top-1
+agreement, then output error) is recovered in full. The report lists
+every audition.
+
+`compress` uses it by default (`selection="auto"`) when each audition gets
+at least 100 steps, i.e. from `finetune_steps=500` (the default); shorter
+auditions were measured to mislead, so with fewer steps it falls back to
+the greedy recoverability choice. `finalists` and `finalist_steps` are the
+budget: fewer, shorter auditions cost less and choose worse.
+"""
+
+shortlist_model, shortlist_report = keras_practise.compress(
+    teacher,
+    tiny_set,
+    drop=2,
+    selection="shortlist",
+    finalists=4,
+    finalist_steps=FINETUNE_STEPS // 3,
+    finetune_steps=FINETUNE_STEPS,
+    latency="macs",
+    return_report=True,
+    verbose=0,
+)
+print(shortlist_report.auditions)
+print(
+    f"chosen by {shortlist_report.selection}: {', '.join(shortlist_report.labels)}"
+)
+
+"""
 ## Naming the blocks yourself
 
 `blocks=` skips the scoring and drops what you say: names
@@ -218,6 +256,7 @@ for name, model in [
     ("1.2 + 2.2, no recovery", manual),
     ("1.2 + 2.2, recovered", chosen_model),
     ("latency_target=0.2", target_model),
+    ("shortlist, drop 2", shortlist_model),
 ]:
     print(
         f"{name:<28}{keras_practise.count_macs(model) / 1e6:>10.1f}"
