@@ -104,7 +104,9 @@ _TOLERANCE = flags.DEFINE_float(
     "minus this fraction compete.",
 )
 _CACHE_DIR = flags.DEFINE_string(
-    "cache_dir", "out/selection_cache", "Cache of models and measurements."
+    "cache_dir", "benchmarks/selection_cache",
+    "Cache of models and measurements (the one in the repository holds the "
+    "ground truth of docs/results.md).",
 )
 _OUTPUT = flags.DEFINE_string("output", None, "Markdown file for the tables.")
 _PARTIAL = flags.DEFINE_bool(
