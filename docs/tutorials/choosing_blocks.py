@@ -96,8 +96,9 @@ For each candidate on its own, `recoverability`:
 The result is the **score = mse / latency cut**: the feature error paid per
 unit of speed gained. Lower is better: a block is a good choice when the
 network barely misses it (small `mse`) *or* when removing it saves a lot of
-time. `rank` orders the blocks by score; `compress(drop=k)` drops the `k`
-best-ranked ones.
+time. `rank` orders the blocks by score; `compress(drop=k,
+selection="greedy")` starts from the best-ranked one and scores the others
+again with it dropped (below: what `compress` chooses by default).
 
 `steps` is the adaptor training per block. The authors use 1000 to 2000 on a
 GPU; here 100 already rank the blocks the same way as 200 (compare the
