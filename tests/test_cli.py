@@ -243,6 +243,9 @@ def test_backend_flag_reruns_on_that_backend(files, capfd):
         ("--latency-target", "1.5", {"latency_target": 1.5}),
         ("--seed", "-1", {"seed": -1}),
         ("--validation-split", "1", {"validation_split": 1.0}),
+        ("--selection", "best", {"selection": "best"}),
+        ("--finalists", "0", {"finalists": 0}),
+        ("--finalist-steps", "0", {"finalist_steps": 0}),
     ],
 )
 def test_cli_and_api_reject_the_same_values_before_loading(
