@@ -343,7 +343,7 @@ def rank_sets(
     size = k
     while size < len(ranked) and math.comb(size, k) < max_sets:
         size += 1
-    combos = _reaching(ranked, size, k, saving, latency_target)
+    combos = _reaching(ranked, size, k, saving, latency_target, max_sets)
     sets = [
         CandidateSet(
             blocks, scoring.dropped_mse(model, blocks, bank),
@@ -358,15 +358,16 @@ def _reaches(candidate_set, latency_target):
     return latency_target is None or candidate_set.reduction >= latency_target
 
 
-def _reaching(ranked, size, k, saving, latency_target):
+def _reaching(ranked, size, k, saving, latency_target, wanted):
     """The `k`-combinations of the first `size` of `ranked` that reach the
-    target; the pool grows until some do (all of them: the best reach)."""
+    target; the pool grows until `wanted` of them do, or every candidate
+    is in it (when none reaches, the best `k`)."""
     while True:
         combos = [
             c for c in itertools.combinations(ranked[:size], k)
             if latency_target is None
             or sum(saving[b.name] for b in c) >= latency_target
         ]
-        if combos or size >= len(ranked):
+        if len(combos) >= wanted or size >= len(ranked):
             return combos or [tuple(ranked[:k])]
         size += 1
