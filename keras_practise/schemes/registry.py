@@ -91,10 +91,10 @@ ENTRIES = (
             Option("latency", "measured"), Option("synthesis_steps", 1000),
             Option(
                 "selection", "auto", str,
-                "blocks: how the set is chosen: auto (default: shortlist "
-                "when each audition gets 100 steps or more, else greedy), "
-                "shortlist (sets recovered briefly, the closest to the "
-                "teacher kept), greedy, independent or one_per_stage",
+                "blocks: how the set is chosen (auto: shortlist when each "
+                "audition gets 100 steps or more, else greedy): shortlist "
+                "(sets recovered briefly, the closest to the teacher kept), "
+                "greedy, independent or one_per_stage",
             ),
             Option(
                 "finalists", 20, int,
