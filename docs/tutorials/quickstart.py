@@ -106,10 +106,15 @@ One call. `drop=3` removes three of the six droppable residual blocks.
 `compress` returns a new model and leaves `teacher` untouched; with
 `return_report=True` it also returns a `CompressionReport`.
 
-Two numbers control the training time: `steps`, the optimizer steps spent on
-each candidate block to measure its recoverability (the authors use 1000 to
-2000 on a GPU), and `finetune_steps`, the steps of the final recovery. On a
-2-core CPU the defaults below take a few minutes.
+Two numbers control the training time: `finetune_steps`, the steps of the
+final recovery, and the selection's. With `finetune_steps=500` (the
+default) `compress` chooses the blocks by *auditions*: each candidate set
+of three blocks is recovered for 100 steps and the one that stays closest
+to the teacher is kept (`selection="shortlist"`; the `choosing_blocks`
+tutorial shows it). With fewer recovery steps it chooses by
+recoverability instead, spending `steps` optimizer steps on each candidate
+block (the authors use 1000 to 2000 on a GPU). On a 2-core CPU the
+settings below take several minutes.
 """
 
 small, report = keras_practise.compress(
@@ -124,10 +129,10 @@ small, report = keras_practise.compress(
 """
 ## Read the report
 
-`print(report)` shows the recoverability of every candidate (lower score is
-better; the `choosing_blocks` tutorial explains the columns), the blocks
-that were dropped, and the parameters, MACs and measured latency before and
-after. `report.to_dict()` gives the same as JSON-ready data.
+`print(report)` shows how the blocks were chosen (every audition, or the
+recoverability of every candidate: the `choosing_blocks` tutorial explains
+the columns), the blocks that were dropped, and the parameters, MACs and
+measured latency before and after. `report.to_dict()` gives the same as JSON-ready data.
 """
 
 print(report)
