@@ -47,6 +47,7 @@ from absl import flags
 from benchmarks import architectures
 from benchmarks import harness
 from benchmarks import selection_criteria as criteria
+from benchmarks import selection_tables as tables
 
 _MODELS = flags.DEFINE_list(
     "models", ["resnet20", "user_resnet", "mobilenet", "vgg"],
@@ -421,185 +422,6 @@ def longer_truth(stem, steps, test_images, keys):
     return found
 
 
-def settling_table(results):
-    """Whether the ranking of subsets has settled at the ground truth's
-    recovery length: Spearman against longer recoveries, and the regret
-    (under the longer truth) of the subset that was best at the ground
-    truth's length."""
-    rows = []
-    for name, info in results.items():
-        steps = info["finetune_steps"]
-        for run, r in info["runs"].items():
-            for longer, truth in sorted(r["longer"].items()):
-                keys = list(truth)
-                best = max(keys, key=lambda k: r["accuracy"][k])
-                rows.append((
-                    f"{name} {run}", f"{steps} -> {longer}",
-                    f"{criteria.spearman([r['accuracy'][k] for k in keys], [truth[k] for k in keys]):+.2f}",
-                    _pp(max(truth.values()) - truth[best]),
-                    _pp(sum(truth.values()) / len(keys)
-                        - sum(r["accuracy"][k] for k in keys) / len(keys)),
-                ))
-    return harness.markdown_table(
-        ("model, tiny set", "recovery steps", "Spearman rho of the subsets",
-         "regret of the shorter run's best (pp)", "mean accuracy gain (pp)"),
-        rows,
-    ) if rows else ""
-
-
-_RANDOM = "random (expected value)"
-
-
-def _pp(value):
-    return "n/a" if value != value else f"{100 * value:.2f}"
-
-
-def _labels(key, labels):
-    return "+".join(labels[n] for n in key.split("+"))
-
-
-def _rows(results, field):
-    """criterion -> list of `field` over models, runs and ks."""
-    values = {}
-    for info in results.values():
-        for run in info["runs"].values():
-            for row in run["judged"].values():
-                for name in list(criteria.CRITERIA) + ["random"]:
-                    values.setdefault(name, []).append(
-                        row[name].get(field, float("nan"))
-                    )
-    return values
-
-
-def summary_tables(results):
-    """The summary (regret per criterion) and Spearman tables."""
-    import numpy as np
-
-    regret_k, regret_latency = _rows(results, "regret_k"), _rows(results, "regret_latency")
-    accuracy = _rows(results, "accuracy")
-    best = [row["best"][1] for info in results.values()
-            for run in info["runs"].values() for row in run["judged"].values()]
-    steps, seconds = _rows(results, "steps"), _rows(results, "seconds")
-    rows = []
-    for name in regret_k:
-        hits = sum(a >= b - 1e-9 for a, b in zip(accuracy[name], best))
-        finite = [v for v in regret_k[name] if np.isfinite(v)]
-        error = np.std(finite, ddof=1) / np.sqrt(len(finite)) if len(finite) > 1 else np.nan
-        cost = "-" if name == "random" else (
-            f"{_nanmean(steps[name]):.0f} / {_nanmean(seconds[name]):.1f}"
-        )
-        rows.append((
-            _RANDOM if name == "random" else name,
-            f"{_pp(_nanmean(regret_k[name]))} ± {_pp(error)}",
-            _pp(np.nanmax(regret_k[name])),
-            _pp(_nanmean(regret_latency[name])),
-            "-" if name == "random" else f"{hits}/{len(best)}",
-            cost,
-        ))
-    summary = harness.markdown_table(
-        ("criterion", "mean regret, equal k (pp, ± s.e. over runs)",
-         "max regret, equal k", "mean regret, equal latency (pp)",
-         "chose the best subset", "cost: training steps / wall s (mean)"),
-        rows,
-    )
-    per_model = []
-    for name in regret_k:
-        cells = [_RANDOM if name == "random" else name]
-        for info in results.values():
-            values = [row[name]["regret_k"] for run in info["runs"].values()
-                      for row in run["judged"].values()]
-            cells.append(_pp(_nanmean(values)))
-        per_model.append(cells)
-    per_model = harness.markdown_table(
-        ("mean regret, equal k (pp)",) + tuple(results), per_model
-    )
-    correlations = []
-    for predictor in [*criteria.PREDICTORS, *criteria.SET_PREDICTORS]:
-        cells, every = [predictor], []
-        for info in results.values():
-            values = [row["spearman"][predictor] for run in info["runs"].values()
-                      for row in run["judged"].values()]
-            every += values
-            cells.append(_mean_finite(values))
-        correlations.append(cells + [_mean_finite(every)])
-    correlations = harness.markdown_table(
-        ("Spearman rho (mean over runs and k)",) + tuple(results) + ("all",),
-        correlations,
-    )
-    return summary, per_model, correlations
-
-
-def _nanmean(values):
-    """Mean of the finite values (NaN: a choice without ground truth)."""
-    import numpy as np
-
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def _mean_finite(values):
-    import numpy as np
-
-    finite = [v for v in values if np.isfinite(v)]
-    if not finite:
-        return "n/a"
-    text = f"{np.mean(finite):+.2f}"
-    return text if len(finite) == len(values) else f"{text} ({len(finite)}/{len(values)})"
-
-
-def _coverage(row):
-    recovered, every = row["coverage"]
-    return "" if recovered == every else f" ({recovered}/{every} subsets)"
-
-
-def model_tables(name, info):
-    """Chosen subsets per criterion, and the whole ground truth, of one model."""
-    labels = dict(info["blocks"])
-    columns = [(run, k) for run, r in info["runs"].items() for k in r["judged"]]
-    judged = {(run, k): info["runs"][run]["judged"][k] for run, k in columns}
-    header = ("criterion",) + tuple(
-        f"{run}, k={k}" + _coverage(judged[(run, k)]) for run, k in columns
-    )
-    rows = [("best (oracle)",) + tuple(
-        f"{_pp(judged[c]['best'][1])} ({_labels(judged[c]['best'][0], labels)})"
-        for c in columns)]
-    for criterion in criteria.CRITERIA:
-        rows.append((criterion,) + tuple(
-            f"{_pp(judged[c][criterion]['accuracy'])} "
-            f"({_labels(judged[c][criterion]['subset'], labels)})"
-            for c in columns))
-    rows.append((_RANDOM,) + tuple(_pp(judged[c]["random"]["accuracy"]) for c in columns))
-    rows.append(("worst",) + tuple(
-        f"{_pp(judged[c]['worst'][1])} ({_labels(judged[c]['worst'][0], labels)})"
-        for c in columns))
-    chosen = harness.markdown_table(header, rows)
-    runs = list(info["runs"])
-    truth_rows = []
-    for key, latency in info["latency"].items():
-        truth_rows.append(
-            (_labels(key, labels), _pp(latency["latency_reduction"]),
-             _pp(latency["macs_reduction"]))
-            + tuple(
-                _pp(info["runs"][r]["accuracy"].get(key, float("nan")))
-                for r in runs
-            )
-        )
-    truth = harness.markdown_table(
-        ("dropped", "latency saved %", "MACs saved %")
-        + tuple(f"accuracy % {r}" for r in runs),
-        truth_rows,
-    )
-    scores = []
-    for run in runs:
-        m = info["runs"][run]["measurements"]
-        scores.append((run,) + tuple(
-            f"{m.score[b]:.3g} / {m.initial_mse[b]:.3g}" for b in m.blocks))
-    scores = harness.markdown_table(
-        ("score / initial MSE",) + tuple(labels.values()), scores
-    )
-    return chosen, truth, scores
-
-
 def main(argv):
     del argv
     import keras
@@ -619,7 +441,7 @@ def main(argv):
     results = {name: evaluate_model(name, test, log) for name in s["models"]}
     if _TRUTH_ONLY.value:
         return
-    summary, per_model, correlations = summary_tables(results)
+    summary, per_model, correlations = tables.summary_tables(results)
     sections = [
         f"Backend {keras.backend.backend()}, device {backend.device_name()}; "
         f"tiny sets (size:seed) {', '.join(f'{n}:{sd}' for n, sd in s['runs'])}; "
@@ -634,7 +456,7 @@ def main(argv):
         + ", ".join(sorted(set().union(*(i["criteria_hashes"] for i in results.values()))))
         + f"; wall time {time.perf_counter() - started:.0f}s.",
         "Models:\n\n" + "\n".join(
-            f"- {name}: test accuracy {_pp(info['teacher_accuracy'])}%, "
+            f"- {name}: test accuracy {tables.pp(info['teacher_accuracy'])}%, "
             f"{info['macs'] / 1e6:.1f} M MACs, candidates "
             + ", ".join(f"{n} ({l})" for n, l in info["blocks"])
             for name, info in results.items()
@@ -645,12 +467,12 @@ def main(argv):
         "Spearman correlation of per-subset predictions with recovered accuracy:",
         correlations,
     ]
-    settled = settling_table(results)
+    settled = tables.settling_table(results)
     if settled:
         sections += ["Has the ranking settled? The same subsets recovered longer:",
                      settled]
     for name, info in results.items():
-        chosen, truth, scores = model_tables(name, info)
+        chosen, truth, scores = tables.model_tables(name, info)
         sections += [
             f"### {name}",
             "Test accuracy % of the chosen subset (labels):",

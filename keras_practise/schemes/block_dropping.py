@@ -1,7 +1,8 @@
 """Block dropping, PRACTISE's own scheme: its report and its run.
 
-tiny set (or synthesised images) -> teacher features -> score candidates
-(recoverability) -> choose a set -> drop + adaptors -> recover -> fold.
+tiny set (or synthesised images) -> teacher features -> choose a set
+(auditions of a shortlist, or greedy recoverability) -> drop + adaptors ->
+recover -> fold.
 """
 
 import dataclasses
@@ -11,12 +12,12 @@ import numpy as np
 
 from keras_practise.data import synthesis
 from keras_practise.data import tiny_set as data_lib
+from keras_practise.data import views as views_lib
 from keras_practise.distillation import feature_bank
 from keras_practise.export import exporter
 from keras_practise.graph import candidates as candidates_lib
 from keras_practise.graph import flat_graph as graph_lib
 from keras_practise.graph import input_size
-from keras_practise.data import views as views_lib
 from keras_practise.profiling import macs as macs_lib
 from keras_practise.recovery import auditions as auditions_lib
 from keras_practise.recovery import recipes as recovery
