@@ -1,7 +1,7 @@
-"""Does recoverability choose well? Every block subset recovered, as ground truth.
+"""Which rule chooses the blocks well? Every block subset recovered, as ground truth.
 
-For each model (the bundled ResNet-20 teacher and three small networks of
-other families trained here, see `benchmarks/architectures.py`) and each
+For each model (three small networks of different families trained here,
+`benchmarks/architectures.py`, or the bundled ResNet-20 teacher) and each
 tiny set (`--runs`, `size:seed` pairs drawn from the digits train split),
 every `k`-subset of the six candidate blocks (`--drops`) is dropped and
 recovered with the default recipe (`compress(blocks=...)`, feature
@@ -14,21 +14,24 @@ subset's accuracy minus the chosen one's) at equal `k` and at equal saving
 shared CPU; `--saving=measured` uses it), and by the Spearman correlation
 of their per-subset prediction with the recovered accuracy.
 
-Everything expensive is cached under `--cache_dir`: trained models, ground
-truth per subset (written as it is measured, so an interrupted run resumes),
-latency per model, and the criteria, keyed by a hash of the library's
-sources: after a library change the criteria are measured again and the
-ground truth is reused: re-judging costs three scorings per model and tiny
-set (recoverability, `compress(drop=k)` per k), not a recovery per subset.
+Everything expensive is cached under `--cache_dir` (the repository holds
+the cache of docs/results.md's tables): trained models, ground truth per
+subset (written as it is measured, so an interrupted run resumes), latency
+per model, and the criteria, keyed by a hash of the library's sources:
+after a library change the criteria are measured again and the ground
+truth is reused: re-judging costs, per model and tiny set, the scorings
+(recoverability, greedy `compress(drop=k)`) and an audition of every set
+(`selection="shortlist"`), not a recovery per subset. The shortlist rule
+at other budgets is judged from those auditions (`selection_criteria`).
 
-Command (the full benchmark; docs/results.md says which part of it has
-been run, with its wall time):
+Command (docs/results.md, "Choosing blocks by brief recoveries", gives the
+per-model commands that filled the cache and their wall time):
 
-    KERAS_BACKEND=tensorflow nice -n 10 python -m benchmarks.selection \
-        --models resnet20,user_resnet,mobilenet,vgg --drops 2,3 \
-        --runs 50:0,50:1,500:0 --steps 40 --finetune_steps 40 \
-        --model_finetune_steps vgg:200 --test_images 500 \
-        --cache_dir out/selection_cache --output out/selection.md
+    KERAS_BACKEND=torch python -m benchmarks.selection \
+        --models user_resnet,mobilenet,vgg --drops 2 --runs 50:0,50:1,50:2 \
+        --finetune_steps 500 --test_images 3000 --train_epochs 15 \
+        --train_images 20000 --any_library_hash \
+        --output docs/selection_tables.md
 
 Models are independent: one process per model (`--models vgg`, ...) with
 the same cache fills it in parallel; `--partial` then judges whatever
