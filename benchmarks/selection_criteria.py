@@ -132,11 +132,12 @@ def _finite(value, worst=math.inf):
 
 
 def _judge_key(audition, signal):
-    """`recovery.auditions.Audition.rank` for `"agreement"` (agreement,
+    """The library's `auditions.rank_key` for `"agreement"` (agreement,
     then output error), else the one signal, lower is better."""
+    from keras_practise.recovery import auditions
+
     if signal == "agreement":
-        return (-_finite(audition["agreement"] or 0.0, -math.inf),
-                _finite(audition["output_error"]))
+        return auditions.rank_key(audition["agreement"], audition["output_error"])
     return (_finite(audition[signal]),)
 
 
@@ -149,10 +150,9 @@ def finalists_of(m, k, finalists):
     singles = sorted(m.blocks, key=lambda b: (
         _finite(m.initial_mse[b] / m.macs[b] if m.macs[b] else math.inf),
         m.blocks.index(b)))
-    size = k
-    while size < len(singles) and math.comb(size, k) < finalists:
-        size += 1
-    pool = set(singles[:size])
+    from keras_practise.selection import block_sets
+
+    pool = set(singles[: block_sets.pool_size(len(singles), k, finalists)])
     return [a for a in m.auditions[k] if set(a["blocks"]) <= pool][:finalists]
 
 

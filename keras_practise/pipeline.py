@@ -377,12 +377,7 @@ def _finish(model, job, outcome, latency_batch_size, export_target, quantize,
     report = outcome.report
     with base.timed(phases, "fidelity"):
         size = input_size.model_image_size(outcome.teacher)
-        _, held_set = views.split_tiny_set(
-            outcome.tiny_set, job.tiny.validation_split, job.seed
-        )
-        held_out, labels = views.held_out_views(
-            held_set or outcome.tiny_set, size, seed=job.seed
-        )
+        held_out, labels = job.held_out_views(outcome.tiny_set, size)
         report.fidelity = fidelity.estimate(
             outcome.teacher, outcome.compressed, held_out, labels
         )

@@ -66,11 +66,16 @@ class Audition:
 
     @property
     def rank(self):
-        """The sort key, lower is better: `(-agreement, output error)`;
-        a value that is not a finite number counts as the worst."""
-        agreement = self.fidelity.agreement
-        agreement = 0.0 if agreement is None else agreement
-        return (-_finite(agreement, -math.inf), _finite(self.fidelity.output_error))
+        """The sort key, lower is better (`rank_key`)."""
+        return rank_key(self.fidelity.agreement, self.fidelity.output_error)
+
+
+def rank_key(agreement, output_error):
+    """How auditions are compared, lower is better: `(-agreement, output
+    error)`, agreement `None` (no class scores) counting as 0; a value
+    that is not a finite number counts as the worst."""
+    agreement = 0.0 if agreement is None else agreement
+    return (-_finite(agreement, -math.inf), _finite(output_error))
 
 
 def _finite(value, worst=math.inf):

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import time
 
+from keras_practise.data import views as views_lib
 from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer
 
@@ -62,6 +63,24 @@ class Job:
         return trainer.TrainConfig(
             steps=steps, batch_size=self.batch_size, seed=self.seed,
             verbose=verbose, callbacks=self.callbacks, **overrides,
+        )
+
+    def held_out_views(self, tiny_set, size, seed_offset=0):
+        """Views of `tiny_set` that no training step saw, to judge by.
+
+        Crops of the images `validation_split` held out whole, or of every
+        image without one (`views.held_out_views`), drawn with the job's
+        seed plus `seed_offset` (a choice made on one draw is then judged
+        on another).
+
+        Returns:
+            A tuple `(views, labels)`; `labels` is `None` when unlabelled.
+        """
+        _, held_set = views_lib.split_tiny_set(
+            tiny_set, self.tiny.validation_split, self.seed
+        )
+        return views_lib.held_out_views(
+            held_set or tiny_set, size, seed=self.seed + seed_offset
         )
 
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from keras_practise.data import synthesis
 from keras_practise.data import tiny_set as data_lib
-from keras_practise.data import views as views_lib
 from keras_practise.distillation import feature_bank
 from keras_practise.export import exporter
 from keras_practise.graph import candidates as candidates_lib
@@ -321,12 +320,9 @@ def _shortlist(teacher, bank, candidates, tiny_set, job, phases):
         )
     bank.release()
     steps = audition_steps(job)
-    _, held_set = views_lib.split_tiny_set(
-        tiny_set, job.tiny.validation_split, job.tiny.seed
-    )
-    # A seed apart from the final fidelity check's views.
-    views, _ = views_lib.held_out_views(
-        held_set or tiny_set, bank.views["eval"].shape[1:3], seed=job.seed + 1
+    # A draw apart from the final fidelity check's views.
+    views, _ = job.held_out_views(
+        tiny_set, bank.views["eval"].shape[1:3], seed_offset=1
     )
     with base.timed(phases, "auditions"):
         report = auditions_lib.audition(

@@ -340,9 +340,7 @@ def rank_sets(
     if k == 1:
         sets = [s for s in singles if _reaches(s, latency_target)] or singles
         return sorted(sets, key=lambda s: s.score)[:max_sets]
-    size = k
-    while size < len(ranked) and math.comb(size, k) < max_sets:
-        size += 1
+    size = pool_size(len(ranked), k, max_sets)
     combos = _reaching(ranked, size, k, saving, latency_target, max_sets)
     sets = [
         CandidateSet(
@@ -352,6 +350,16 @@ def rank_sets(
         for blocks in (_network_order(c, candidates) for c in combos)
     ]
     return sorted(sets, key=lambda s: s.score)[:max_sets]
+
+
+def pool_size(count, k, max_sets):
+    """How many of `count` best-scored single blocks `rank_sets` combines:
+    the fewest whose `k`-combinations number at least `max_sets` (all of
+    them when there are fewer)."""
+    size = k
+    while size < count and math.comb(size, k) < max_sets:
+        size += 1
+    return size
 
 
 def _reaches(candidate_set, latency_target):

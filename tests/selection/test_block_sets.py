@@ -78,6 +78,13 @@ def _bank(model, n=16):
     return bank
 
 
+def _ranked_model():
+    """A tiny ResNet with random BatchNorm statistics, its candidates and bank."""
+    model = tiny_models.tiny_resnet()
+    tiny_models.randomize_batchnorm(model)
+    return model, blocks_lib.find_blocks(model), _bank(model)
+
+
 def test_rank_sets_scores_every_pair_by_its_mse_after_dropping():
     import numpy as np
 
@@ -85,10 +92,7 @@ def test_rank_sets_scores_every_pair_by_its_mse_after_dropping():
     from keras_practise.graph import surgery
     from keras_practise.graph import taps
 
-    model = tiny_models.tiny_resnet()
-    tiny_models.randomize_batchnorm(model)
-    candidates = blocks_lib.find_blocks(model)
-    bank = _bank(model)
+    model, candidates, bank = _ranked_model()
     ranked = selection.rank_sets(model, bank, candidates, k=2, latency="macs")
     assert sorted(tuple(b.name for b in s.blocks) for s in ranked) == [
         ("s1_block2", "s1_block3"), ("s1_block2", "s2_block2"),
@@ -112,10 +116,7 @@ def test_rank_sets_scores_every_pair_by_its_mse_after_dropping():
 
 
 def test_rank_sets_pools_the_best_singles_and_meets_a_latency_target():
-    model = tiny_models.tiny_resnet()
-    tiny_models.randomize_batchnorm(model)
-    candidates = blocks_lib.find_blocks(model)
-    bank = _bank(model)
+    model, candidates, bank = _ranked_model()
     singles = selection.rank_sets(model, bank, candidates, k=1, latency="macs")
     assert len(singles) == 3
     # One set: the pair of the two best singles, the only pair among them.
