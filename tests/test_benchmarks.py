@@ -194,10 +194,13 @@ def test_speed():
     for what in ("recoverability conv2_block2 (1.2)", "finetune mimic, drop 1.2"):
         ours, naive, speed_up = rows[what][:3]
         assert float(ours) > 0 and float(naive) > 0
-        # The speed-up is the naive recipe's time over ours (both rounded).
-        assert float(speed_up.rstrip("x")) == pytest.approx(
-            float(naive) / float(ours), rel=0.02, abs=0.01
-        )
+        # The speed-up is the naive recipe's time over ours; both times are
+        # printed to 3 decimals and the ratio to 2, so it lies within the
+        # ratio of the rounding interval's ends.
+        ratio = float(speed_up.rstrip("x"))
+        low = (float(naive) - 5e-4) / (float(ours) + 5e-4)
+        high = (float(naive) + 5e-4) / (float(ours) - 5e-4)
+        assert low - 5e-3 <= ratio <= high + 5e-3
 
 
 def test_speed_call_cost():
