@@ -5,13 +5,18 @@ Each headline table lives in docs/results.md between two markers,
 table's benchmark command (`TABLES`) in a child process, which writes its
 markdown to a temporary file, and replaces what stands between the markers
 with a line naming the command, the commit, the date and the machine,
-followed by that markdown. A table whose command fails keeps its old text
-and the binary exits non-zero; the file is rewritten atomically once per
-table, so an interrupted run leaves every table whole.
+followed by that markdown (its headings moved below the page's `###`
+level). A table whose command fails keeps its old text and the binary
+exits non-zero; the file is rewritten atomically once per table, so an
+interrupted run leaves every table whole.
 
-On the 2-core development CPU the default tables take about an hour:
+On the 2-core development CPU the few-shot and data-source tables
+(`HEADLINE`, the default) take about 3 hours (the commit line of each
+table gives its minutes); the latency tables want an otherwise idle
+machine:
 
     python -m benchmarks.report
+    python -m benchmarks.report --tables latency_tensorflow,latency_torch
 
     python -m benchmarks.report --tables fewshot_50 --dry_run
 """
@@ -54,9 +59,52 @@ TABLES = {
         "tensorflow", "benchmarks.data_sources",
         ["--sizes=50", "--finetune_steps=200", "--synthesis_steps=100"],
     ),
+    # The paper's latency tables (ResNet-34/50, VGG-16, MobileNetV2 at
+    # 224 px, batch 8), and the same on Keras-on-torch.
+    "latency_tensorflow": (
+        "tensorflow", "benchmarks.latency",
+        ["--device=cpu", "--batch_size=8", "--runs=15", "--warmup=3"],
+    ),
+    "latency_torch": (
+        "torch", "benchmarks.latency",
+        ["--device=cpu", "--batch_size=8", "--runs=15", "--warmup=3"],
+    ),
+    # Deployment runtimes, one thread, batch 1.
+    **{
+        f"latency_{runtime}": (
+            "tensorflow", "benchmarks.latency",
+            ["--device=cpu", "--models=resnet34,mobilenet_v2", "--batch_size=1",
+             "--runs=10", "--warmup=2", f"--runtime={runtime}", "--threads=1"],
+        )
+        for runtime in ("keras", "onnxruntime", "litert", "openvino")
+    },
+    # The earlier paper's Table 1: layer-wise schemes beside block drops.
+    "schemes_tensorflow": (
+        "tensorflow", "benchmarks.schemes",
+        ["--device=cpu", "--batch_size=4", "--runs=20", "--warmup=3"],
+    ),
+    "schemes_torch": (
+        "torch", "benchmarks.schemes",
+        ["--device=cpu", "--batch_size=4", "--runs=20", "--warmup=3"],
+    ),
+    "training_speed": (
+        "tensorflow", "benchmarks.speed",
+        ["--steps=8", "--warmup=3", "--compress", "--compress_steps=20"],
+    ),
+    # The CVPR paper's Figure 1: every scheme at its measured latency cut.
+    "scheme_accuracy": (
+        "tensorflow", "benchmarks.scheme_accuracy",
+        ["--sizes=50", "--seeds=0",
+         "--variants=blocks-1,blocks-2,blocks-3,filters-0.75,filters-0.5,"
+         "filters-0.25,streams-0.5,decouple-3,lowrank-0.95,sparse-0.5",
+         "--plot=docs/figures/scheme_accuracy.png"],
+    ),
 }
 
-_TABLES = flags.DEFINE_list("tables", list(TABLES), "Tables to re-run.")
+# The default of `--tables`: the few-shot and data-source tables.
+HEADLINE = ["fewshot_50", "fewshot_recipes", "fewshot_held_out", "data_sources_50"]
+
+_TABLES = flags.DEFINE_list("tables", HEADLINE, "Tables to re-run.")
 _RESULTS = flags.DEFINE_string(
     "results", os.path.join("docs", "results.md"), "The results file."
 )
@@ -90,6 +138,19 @@ def replace_section(text, name, body):
             f"{len(pattern.findall(text))} matches"
         )
     return pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text)
+
+
+def demote_headings(markdown, levels=3):
+    """`markdown` with every ATX heading `levels` deeper (at most `######`),
+    so a benchmark's own document sits below the page's sections."""
+    def deeper(match):
+        return "#" * min(6, len(match.group(1)) + levels) + " "
+
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        fenced ^= line.lstrip().startswith("```")
+        lines.append(line if fenced else re.sub(r"^(#{1,6}) ", deeper, line))
+    return "\n".join(lines) + ("\n" if markdown.endswith("\n") else "")
 
 
 def machine():
@@ -142,7 +203,7 @@ def run_table(name, log):
         f"ran `{command_line(name)}`; commit {commit()}; {stamp}; {machine()}; "
         f"{seconds / 60:.0f} minutes."
     )
-    return header + "\n\n" + table
+    return header + "\n\n" + demote_headings(table)
 
 
 def main(argv):

@@ -33,7 +33,8 @@ compiles our steps (XLA on TensorFlow, `torch.compile` on torch).
 Commands (the figures in docs/results.md; fetch the authors' repository
 first, e.g. `git clone https://github.com/DoctorKey/Practise /tmp/Practise`):
 
-    KERAS_BACKEND=tensorflow python -m benchmarks.speed --steps 12 --warmup 4
+    KERAS_BACKEND=tensorflow python -m benchmarks.speed --steps 8 --warmup 3 \
+        --compress --compress_steps 20
     KERAS_BACKEND=torch python -m benchmarks.speed --steps 6 --warmup 2 \
         --blocks 1.2,3.2 --authors_repo /tmp/Practise [--jit_compile true]
 
@@ -52,6 +53,8 @@ import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import harness
 
 _MODEL = flags.DEFINE_string("model", "resnet50", "resnet50 or resnet20.")
 _INPUT_SIZE = flags.DEFINE_integer("input_size", 128, "Input height and width.")
@@ -93,6 +96,9 @@ _CALL_COST = flags.DEFINE_boolean(
 )
 _OVERHEAD_STEPS = flags.DEFINE_list(
     "overhead_steps", ["2", "22"], "The two step counts A, B of --overhead."
+)
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Markdown file for the step table (and the --compress line)."
 )
 _OVERHEAD_BLOCKS = flags.DEFINE_list(
     "overhead_blocks", None,
@@ -443,6 +449,13 @@ def main(argv):
         model, _INPUT_SIZE.value, _BATCH_SIZE.value, _STEPS.value,
         _WARMUP.value, _BLOCKS.value, _DROP.value, authors,
     )
+    lines = [
+        f"backend {keras.backend.backend()}, {backend.device_name()}, "
+        f"{_MODEL.value} at {_INPUT_SIZE.value} px, batch {_BATCH_SIZE.value}, "
+        f"medians of {_STEPS.value} steps after {_WARMUP.value} warm-up steps:",
+        "",
+        table(rows),
+    ]
     print(table(rows))
     if _COMPRESS.value:
         images = np.random.default_rng(0).uniform(
@@ -455,8 +468,15 @@ def main(argv):
             latency="macs", verbose=0, return_report=True,
         )
         total = time.perf_counter() - start
-        print(f"compress(drop=3, steps={_COMPRESS_STEPS.value}): {total:.1f} s")
-        print(", ".join(f"{k} {v:.1f}s" for k, v in report.phase_seconds.items()))
+        summary = (
+            f"compress(drop=3, steps={_COMPRESS_STEPS.value}, "
+            f"selection={report.selection!r}): {total:.1f} s; "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in report.phase_seconds.items())
+        )
+        print(summary)
+        lines += ["", f"A whole `{summary}`."]
+    if _OUTPUT.value:
+        harness.write_atomically(_OUTPUT.value, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
