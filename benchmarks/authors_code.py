@@ -117,13 +117,15 @@ class AuthorsCode:
         return conv.to(self.device)
 
     def _batches(self, views):
-        # Channels first, as their loaders give them.
-        images = self.torch.from_numpy(views.transpose(0, 3, 1, 2).copy()).to(self.device)
+        # Channels first on the host, as their loaders give them; each batch
+        # is copied to the device in the step, as their `data.cuda()` does
+        # (and as Keras copies ours from host arrays).
+        images = self.torch.from_numpy(views.transpose(0, 3, 1, 2).copy())
         n = len(images)
 
         def batch(i):
             rows = [(i * self.batch_size + k) % n for k in range(self.batch_size)]
-            return images[rows]
+            return images[rows].to(self.device)
 
         return batch
 

@@ -78,6 +78,11 @@ TABLES = {
         )
         for runtime in ("keras", "onnxruntime", "litert", "openvino")
     },
+    # Does the ranking of single blocks change between runtimes?
+    "runtime_ranking": (
+        "tensorflow", "benchmarks.runtime_ranking",
+        ["--device=cpu", "--threads=1", "--runs=40", "--warmup=3"],
+    ),
     # The earlier paper's Table 1: layer-wise schemes beside block drops.
     "schemes_tensorflow": (
         "tensorflow", "benchmarks.schemes",
@@ -98,6 +103,45 @@ TABLES = {
          "--variants=blocks-1,blocks-2,blocks-3,filters-0.75,filters-0.5,"
          "filters-0.25,streams-0.5,decouple-3,lowrank-0.95,sparse-0.5",
          "--plot=docs/figures/scheme_accuracy.png"],
+    ),
+    # More of that benchmark (docs/results.md says what each measures).
+    "scheme_baselines": (
+        "tensorflow", "benchmarks.scheme_accuracy",
+        ["--sizes=50", "--seeds=0", "--variants=blocks-2,filters-0.75,filters-0.5",
+         "--methods=practise,bp,kd,fitnet,practise_ft"],
+    ),
+    "scheme_baselines_layer": (
+        "tensorflow", "benchmarks.scheme_accuracy",
+        ["--sizes=50", "--seeds=0", "--variants=decouple-3,lowrank-0.95,sparse-0.5",
+         "--methods=practise,bp,kd,fitnet,practise_ft"],
+    ),
+    "scheme_streams": (
+        "tensorflow", "benchmarks.scheme_accuracy",
+        ["--sizes=50", "--seeds=0",
+         "--variants=streams-0.75,streams-0.5,blocks-2,filters-0.5",
+         "--methods=practise,practise_ft,fitnet"],
+    ),
+    "scheme_seeds_50": (
+        "tensorflow", "benchmarks.scheme_accuracy",
+        ["--sizes=50", "--seeds=0,1,2", "--variants=blocks-2,filters-0.5,streams-0.5"],
+    ),
+    "scheme_seeds_500": (
+        "tensorflow", "benchmarks.scheme_accuracy",
+        ["--sizes=500", "--seeds=0,1,2",
+         "--variants=blocks-3,filters-0.75,streams-0.75,decouple-3,lowrank-0.95,"
+         "sparse-0.5"],
+    ),
+    "scheme_torch": (
+        "torch", "benchmarks.scheme_accuracy",
+        ["--sizes=50", "--seeds=0",
+         "--variants=blocks-2,filters-0.5,streams-0.75,lowrank-0.95"],
+    ),
+    "scheme_vgg": (
+        "tensorflow", "benchmarks.scheme_accuracy",
+        ["--teacher=benchmarks/selection_cache/models/vgg_e15_n20000_s0.keras",
+         "--sizes=50", "--seeds=0",
+         "--variants=blocks-1,blocks-2,filters-0.75,filters-0.5",
+         "--methods=practise,practise_ft"],
     ),
 }
 
@@ -195,7 +239,8 @@ def run_table(name, log):
                 tail = log_file.read()[-3000:]
             raise RuntimeError(f"{name} failed (exit {result.returncode}):\n{tail}")
         with open(output) as file:
-            table = file.read()
+            # The temporary file is no part of the command to rerun.
+            table = file.read().replace(f" --output={output}", "")
     log(f"{name}: {seconds:.0f} s")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (

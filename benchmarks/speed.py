@@ -70,7 +70,15 @@ _DROP = flags.DEFINE_list("drop", ["1.2", "2.2", "3.2"], "Blocks dropped for fin
 _COMPRESS = flags.DEFINE_boolean(
     "compress", False, "Also time a whole compress() (steps=--compress_steps)."
 )
-_COMPRESS_STEPS = flags.DEFINE_integer("compress_steps", 20, "Steps for --compress.")
+_COMPRESS_STEPS = flags.DEFINE_integer(
+    "compress_steps", 20,
+    "Adaptor and recovery steps for --compress (with batch --batch_size and "
+    "MACs savings); 0 calls compress() with its defaults for everything but drop.",
+    lower_bound=0,
+)
+_COMPRESS_IMAGES = flags.DEFINE_integer(
+    "compress_images", 50, "Tiny-set images for --compress.", lower_bound=1
+)
 _OVERHEAD = flags.DEFINE_boolean(
     "overhead", False,
     "Only measure the fixed cost per recoverability candidate.",
@@ -123,16 +131,23 @@ def _model(name, size):
 def _step_times(steps_fns, steps, warmup):
     """Median seconds of one training step for each `step(i)` callable.
 
-    The callables step in turn (A B C A B C ...), so all see the same machine
-    load; the first `warmup` rounds (tracing, compilation) are not timed.
+    The callables step in turn, each round starting one further along
+    (A B C, B C A, C A B, ...), so all see the same machine load and none
+    always follows another; every step is timed up to the end of its device
+    work (`backend.synchronize`), so a step that returns while its kernels
+    still run is not billed to the next one. The first `warmup` rounds
+    (tracing, compilation) are not timed.
     """
     import numpy as np
 
+    from keras_practise import backend
+
     times = [[] for _ in steps_fns]
     for i in range(steps + warmup):
-        for j, step in enumerate(steps_fns):
+        for k in range(len(steps_fns)):
+            j = (i + k) % len(steps_fns)
             start = time.perf_counter()
-            step(i)
+            backend.synchronize(steps_fns[j](i))
             if i >= warmup:
                 times[j].append(time.perf_counter() - start)
     return [float(np.median(t)) for t in times]
@@ -459,18 +474,21 @@ def main(argv):
     print(table(rows))
     if _COMPRESS.value:
         images = np.random.default_rng(0).uniform(
-            size=(50, _INPUT_SIZE.value, _INPUT_SIZE.value, 3)
+            size=(_COMPRESS_IMAGES.value, _INPUT_SIZE.value, _INPUT_SIZE.value, 3)
         ).astype("float32")
+        settings = {} if not _COMPRESS_STEPS.value else dict(
+            steps=_COMPRESS_STEPS.value, finetune_steps=_COMPRESS_STEPS.value,
+            batch_size=_BATCH_SIZE.value, latency="macs",
+        )
         start = time.perf_counter()
         _, report = keras_practise.compress(
-            model, images, drop=3, steps=_COMPRESS_STEPS.value,
-            finetune_steps=_COMPRESS_STEPS.value, batch_size=_BATCH_SIZE.value,
-            latency="macs", verbose=0, return_report=True,
+            model, images, drop=3, verbose=0, return_report=True, **settings
         )
         total = time.perf_counter() - start
+        described = ", ".join(f"{k}={v!r}" for k, v in settings.items()) or "defaults"
         summary = (
-            f"compress(drop=3, steps={_COMPRESS_STEPS.value}, "
-            f"selection={report.selection!r}): {total:.1f} s; "
+            f"compress(drop=3, {described}) from {_COMPRESS_IMAGES.value} images, "
+            f"selection {report.selection!r}: {total:.1f} s; "
             + ", ".join(f"{k} {v:.1f} s" for k, v in report.phase_seconds.items())
         )
         print(summary)

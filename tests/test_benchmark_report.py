@@ -38,3 +38,21 @@ def test_command_line_names_the_backend_and_every_flag():
     line = report.command_line("fewshot_50")
     assert line.startswith("KERAS_BACKEND=tensorflow python -m benchmarks.fewshot ")
     assert "--seeds=0,1,2" in line and "--output" not in line
+
+
+def test_demote_headings_moves_headings_below_the_page_but_not_code():
+    text = "# Title\n\n## Model\n| a |\n```shell\n# a comment\n```\n##### deep\ntext # not\n"
+    assert report.demote_headings(text) == (
+        "#### Title\n\n##### Model\n| a |\n```shell\n# a comment\n```\n"
+        "###### deep\ntext # not\n"
+    )
+
+
+def test_headline_tables_are_the_default_and_known():
+    assert set(report.HEADLINE) <= set(report.TABLES)
+    for name in report.TABLES:
+        backend, module, args = report.TABLES[name]
+        assert backend in ("tensorflow", "torch", "jax"), name
+        assert module.startswith("benchmarks.") and not any(
+            a.startswith("--output") for a in args
+        ), name

@@ -179,11 +179,18 @@ def test_data_sources(tmp_path):
     assert "| Gaussian noise |" in text
 
 
-def test_speed():
+def test_speed(tmp_path):
+    output = tmp_path / "speed.md"
     stdout = _run(
         "speed", "--model=resnet20", "--input_size=32", "--steps=2",
-        "--warmup=1", "--blocks=1.2", "--drop=1.2",
+        "--warmup=1", "--blocks=1.2", "--drop=1.2", "--compress",
+        "--compress_steps=2", "--compress_images=8", f"--output={output}",
     )
+    written = output.read_text()
+    # The file holds the printed step table and the whole call's line.
+    assert "| finetune mimic, drop 1.2 |" in written
+    assert "compress(drop=3, steps=2, finetune_steps=2, batch_size=16, " in written
+    assert "from 8 images" in written
     rows = {
         cells[0]: cells[1:]
         for cells in (
