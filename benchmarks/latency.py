@@ -465,6 +465,11 @@ def write_plot(path, rows_by_model, batch_size):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _THREADS.value and _RUNTIME.value == "keras":
+        raise app.UsageError(
+            f"--threads={_THREADS.value} applies to an exported runtime; Keras "
+            "(--runtime=keras) uses its backend's own threads."
+        )
     _select_device(_DEVICE.value)
     import keras
 

@@ -34,13 +34,10 @@ with the teacher (`report.fidelity`; mean +/- std over seeds;
 `benchmarks/scheme_defaults.py` sets the estimate against the measured
 agreement).
 
-Command (the table and figure in docs/results.md):
-
-    KERAS_BACKEND=tensorflow python -m benchmarks.scheme_accuracy \
-        --sizes=50 --seeds=0 --output=out/scheme_accuracy.md \
-        --plot=docs/figures/scheme_accuracy.png
-
-and the baselines (docs/results.md says which variants and seeds were run):
+The table and figure in docs/results.md, and the further tables there
+(`scheme_baselines`, `scheme_streams`, ...), are rewritten by
+`python -m benchmarks.report --tables scheme_accuracy` (its `TABLES` give
+each command). A run of the baselines, for example:
 
     KERAS_BACKEND=tensorflow python -m benchmarks.scheme_accuracy \
         --sizes=50 --seeds=0 --variants=blocks-2,filters-0.75 \

@@ -15,13 +15,14 @@ schemes, built by `keras_practise.schemes` without recovery:
   uniform fraction of 0.19 gives about its 16.65 M parameters).
 
 All variants of a model are timed together, interleaved run by run
-(`keras_practise.compare_latency`). The numbers in `docs/results.md` came
-from:
+(`keras_practise.compare_latency`). The tables in `docs/results.md` are
+rewritten by `python -m benchmarks.report --tables
+schemes_tensorflow,schemes_torch`, which runs
 
     KERAS_BACKEND=torch python -m benchmarks.schemes --device=cpu \
-        --batch_size=8 --runs=10 --warmup=2 --output=out/schemes_torch.md
+        --batch_size=4 --runs=20 --warmup=3 --output=out/schemes_torch.md
 
-(and the same with `KERAS_BACKEND=tensorflow`).
+and the same with `KERAS_BACKEND=tensorflow`.
 """
 
 import os

@@ -4,8 +4,10 @@ Measures, side by side in one run on the active backend:
 
 * recoverability, ours: the trainable suffix only, on cached teacher
   activations and cached targets (what `keras_practise` does);
-* recoverability, naive: the authors' recipe, i.e. every step runs the full
-  teacher for the targets and the full student forward and backward;
+* recoverability, naive: the same Keras model trained the way the authors'
+  loop trains it, i.e. every step runs the full teacher for the targets and
+  the full student forward and backward, every weight but the adaptors
+  frozen (their own code is timed with `--authors_repo`);
 * finetuning ("mimic", all weights but the classifier) on cached targets,
   and the naive version with a teacher forward per step;
 * optionally the wall time of a whole `compress()`;

@@ -113,6 +113,11 @@ def test_bad_flags_fail_before_measuring():
     assert result.returncode != 0
     assert "alexnet" in result.stderr
 
+    # Keras runs on its backend's threads; a thread count would be a label only.
+    result = _run("--threads=1")
+    assert result.returncode != 0
+    assert "--threads=1 applies to an exported runtime" in result.stderr
+
 
 def test_runtime_flag_times_exported_variants(tmp_path):
     output = tmp_path / "latency.md"

@@ -220,9 +220,9 @@ for name, model in models.items():
 """
 On the 2-core CPU of `docs/results.md` ("Accuracy at matched latency"),
 with TensorFlow, block dropping kept more accuracy than every layer-wise
-scheme at the same measured latency cut (84.9% against filter pruning's
-59.1% at about 25%), and decoupling and low rank saved MACs but no latency
-at all: their extra layers cost more than their smaller convs save.
+scheme at the same measured latency cut (84.5% at a 22% cut against filter
+pruning's 60.0% at 29%), and decoupling and low rank saved MACs but no
+latency at all: their extra layers cost more than their smaller convs save.
 Latency is a property of the device and runtime; measure on yours.
 
 ## Save and reload
