@@ -60,15 +60,16 @@ TABLES = {
         ["--sizes=50", "--finetune_steps=200", "--synthesis_steps=100"],
     ),
     # The paper's latency tables (ResNet-34/50, VGG-16, MobileNetV2 at
-    # 224 px, batch 8), and the same on Keras-on-torch.
-    "latency_tensorflow": (
-        "tensorflow", "benchmarks.latency",
-        ["--device=cpu", "--batch_size=8", "--runs=15", "--warmup=3"],
-    ),
-    "latency_torch": (
-        "torch", "benchmarks.latency",
-        ["--device=cpu", "--batch_size=8", "--runs=15", "--warmup=3"],
-    ),
+    # 224 px, batch 8), and the earlier paper's Table 1 (layer-wise schemes
+    # beside block drops), each on Keras-on-TensorFlow and Keras-on-torch.
+    **{
+        f"{table}_{backend}": (backend, f"benchmarks.{table}", args)
+        for table, args in (
+            ("latency", ["--device=cpu", "--batch_size=8", "--runs=15", "--warmup=3"]),
+            ("schemes", ["--device=cpu", "--batch_size=4", "--runs=20", "--warmup=3"]),
+        )
+        for backend in ("tensorflow", "torch")
+    },
     # Batch 1: Keras with its own threads, the exported runtimes on one.
     **{
         f"latency_{runtime}": (
@@ -83,15 +84,6 @@ TABLES = {
     "runtime_ranking": (
         "tensorflow", "benchmarks.runtime_ranking",
         ["--device=cpu", "--threads=1", "--runs=40", "--warmup=3"],
-    ),
-    # The earlier paper's Table 1: layer-wise schemes beside block drops.
-    "schemes_tensorflow": (
-        "tensorflow", "benchmarks.schemes",
-        ["--device=cpu", "--batch_size=4", "--runs=20", "--warmup=3"],
-    ),
-    "schemes_torch": (
-        "torch", "benchmarks.schemes",
-        ["--device=cpu", "--batch_size=4", "--runs=20", "--warmup=3"],
     ),
     "training_speed": (
         "tensorflow", "benchmarks.speed",

@@ -466,14 +466,15 @@ def main(argv):
         model, _INPUT_SIZE.value, _BATCH_SIZE.value, _STEPS.value,
         _WARMUP.value, _BLOCKS.value, _DROP.value, authors,
     )
+    steps_table = table(rows)
+    print(steps_table)
     lines = [
         f"backend {keras.backend.backend()}, {backend.device_name()}, "
         f"{_MODEL.value} at {_INPUT_SIZE.value} px, batch {_BATCH_SIZE.value}, "
         f"medians of {_STEPS.value} steps after {_WARMUP.value} warm-up steps:",
         "",
-        table(rows),
+        steps_table,
     ]
-    print(table(rows))
     if _COMPRESS.value:
         images = np.random.default_rng(0).uniform(
             size=(_COMPRESS_IMAGES.value, _INPUT_SIZE.value, _INPUT_SIZE.value, 3)
