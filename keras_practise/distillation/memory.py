@@ -17,7 +17,16 @@ backward pass. A `MemoryPlan` shares the budget out:
   into equal micro-batches whose gradients are averaged before the
   optimizer steps (Keras' `gradient_accumulation_steps`), so a step still
   sees `batch_size` samples (`accumulation_steps`). Only BatchNorm layers
-  that train see smaller batches.
+  that train see smaller batches. The switched students of a greedy choice
+  (`selection.switched.StudentPool`) keep their adaptors and optimizer
+  state between trainings: their `held_bytes` come off the training share.
+
+What the plan cannot see is what the framework keeps once a pass has run:
+on TensorFlow, oneDNN's kernels and buffers for every layer shape (1.3 GiB
+after the teacher's passes over 1,650 views of ResNet-50 at 128 px, gone
+with `TF_ENABLE_ONEDNN_OPTS=0`), and about 1 GiB more the first time each
+stage's student trains, with or without oneDNN. A ResNet-50 call can
+therefore peak 1.5 GiB above its budget (docs/results.md, "Memory").
 
 The training estimate is measured, not derived: the resident memory a
 training step added grew by 1.0-1.23 times the float32 size of the layer
@@ -43,6 +52,10 @@ CACHE_SHARE = 0.25
 # returns: 5 GB for 64 views of MobileNetV2 at 224 px. Its batches are
 # sized to keep that under this.
 INFERENCE_BYTES = 2**29
+# What a compiled SGD step keeps of each trainable weight between runs
+# besides the weight itself: its momentum and Keras' gradient accumulator
+# (float32).
+STATE_BYTES_PER_PARAM = 8
 _OUTPUT_BYTES = weakref.WeakKeyDictionary()
 
 

@@ -213,12 +213,16 @@ def score_block(model, blocks, bank, config, pool=None):
         pool: Optional `switched.StudentPool` of `model`'s candidates and
             `config`: the set is trained on its switched student, whose
             train step is traced once for every set (see `switched`), when
-            it has one for the set.
+            it has one for the set. Every set, on a student of the pool or
+            its own, trains with `pool.config` (the memory left beside the
+            pool's students).
 
     Returns:
         A `Trial`. Its MSEs are divided by `bank.scale`.
     """
     blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
+    if pool is not None:
+        config = pool.config
     sites, cut = student_cut(model, blocks)
     cut = bank.start_of(cut)
     shared = pool.student(blocks, sites) if pool is not None else None

@@ -21,11 +21,14 @@ no GPU was lent when this was written); at the default 200 steps on a CPU a
 student per set is faster.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 
 from keras_practise import backend
 from keras_practise.distillation import adaptors as adaptors_lib
+from keras_practise.distillation import memory as memory_lib
 from keras_practise.distillation import trainer
 from keras_practise.graph import surgery
 
@@ -108,6 +111,9 @@ class SwitchedStudent:
         tap: The tensor of `model` it outputs (the feature map to mimic).
         config: The `trainer.TrainConfig` of every adaptor training.
         samples: The number of training views of every training.
+        adaptors: Optional dict `(conv, side) -> adaptor layer` shared
+            with other students: the adaptors it needs are taken from it,
+            or made and added to it.
 
     Attributes:
         model: The student, a Functional `keras.Model` from `start` to `tap`.
@@ -115,7 +121,7 @@ class SwitchedStudent:
         compiled: Its `trainer.CompiledStep` (mean squared error).
     """
 
-    def __init__(self, model, blocks, start, tap, config, samples):
+    def __init__(self, model, blocks, start, tap, config, samples, adaptors=None):
         self.start = start
         self._blocks = list(blocks)
         self._sites = {}
@@ -123,10 +129,11 @@ class SwitchedStudent:
             for site in adaptors_lib.find_sites(model, [block]):
                 self._sites[(site.conv, site.side)] = site
         self._switches = {b.name: _BlockSwitch(name=f"{b.name}_switch") for b in blocks}
-        self._adaptors = {
-            key: _SwitchedAdaptor(site.channels, name=site.adaptor_name)
-            for key, site in self._sites.items()
-        }
+        shared = {} if adaptors is None else adaptors
+        for key, site in self._sites.items():
+            if key not in shared:
+                shared[key] = _SwitchedAdaptor(site.channels, name=site.adaptor_name)
+        self._adaptors = {key: shared[key] for key in self._sites}
         before = {c: a for (c, side), a in self._adaptors.items() if side == "before"}
         after = {c: a for (c, side), a in self._adaptors.items() if side == "after"}
         self.model = surgery.rewrite(
@@ -171,6 +178,14 @@ class SwitchedStudent:
 class StudentPool:
     """Switched students of `candidates`, one per stage, built when needed.
 
+    The students share their adaptor layers (the student of an early stage
+    holds every adaptor of the later ones), but each compiled step keeps
+    optimizer state for all of its adaptors as long as the pool lives:
+    0.93 GiB for the four students of ResNet-50. `held_bytes` reserves
+    that up front, and `config` is the given one with its
+    `activation_memory` reduced by it: train every set scored beside the
+    pool with it.
+
     Args:
         model: The original model.
         candidates: The candidate `Block`s, in network order.
@@ -181,15 +196,40 @@ class StudentPool:
 
     Attributes:
         students: The `SwitchedStudent`s built so far, by stage.
+        held_bytes: Memory the students' adaptors and optimizer state may
+            take once every stage has one.
+        config: `config`, its `activation_memory` less `held_bytes`.
     """
 
     def __init__(self, model, candidates, bank, config, cut_of):
         self._model = model
         self._candidates = list(candidates)
         self._bank = bank
-        self._config = config
         self._cut_of = cut_of
+        self._adaptors = {}
         self.students = {}
+        self.held_bytes = self._state_bytes()
+        memory = config.activation_memory
+        self.config = dataclasses.replace(
+            config,
+            activation_memory=None if memory is None else max(0, memory - self.held_bytes),
+        )
+
+    def _state_bytes(self):
+        # Adaptor parameters of each candidate; a stage's student has those of
+        # its candidates and every later one.
+        params = [
+            {(s.conv, s.side): s.channels**2
+             for s in adaptors_lib.find_sites(self._model, [block])}
+            for block in self._candidates
+        ]
+        unique, per_student = {}, 0
+        for stage in dict.fromkeys(b.stage for b in self._candidates):
+            begin = next(i for i, b in enumerate(self._candidates) if b.stage == stage)
+            sites = {key: n for later in params[begin:] for key, n in later.items()}
+            unique.update(sites)
+            per_student += sum(sites.values())
+        return 4 * sum(unique.values()) + memory_lib.STATE_BYTES_PER_PARAM * per_student
 
     def student(self, blocks, sites):
         """The student that trains `blocks` dropped together, or `None`.
@@ -208,7 +248,7 @@ class StudentPool:
             self.students[stage] = SwitchedStudent(
                 self._model, self._candidates[begin:],
                 self._cut_of(self._candidates[begin]), self._bank.tap,
-                self._config, len(self._bank.views["train"]),
+                self.config, len(self._bank.views["train"]), self._adaptors,
             )
         student = self.students[stage]
         return student if student.covers(blocks, sites) else None

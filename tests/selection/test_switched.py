@@ -104,3 +104,26 @@ def test_fit_with_a_compiled_step_checks_it_matches():
             student.model, x[:3], [bank.targets["train"][:3]], ["mse"],
             config, compiled=student.compiled,
         )
+
+
+def test_pool_students_share_adaptors_and_reserve_their_state():
+    model, candidates, bank = _setup(tiny_models.tiny_resnet)
+    budget = 2**30
+    config = trainer.TrainConfig(steps=2, activation_memory=budget)
+    pool = scoring.student_pool(model, candidates, bank, config)
+    stages = {}
+    for block in candidates:
+        sites, _ = scoring.student_cut(model, [block])
+        stages.setdefault(block.stage, pool.student([block], sites))
+    assert len(stages) == 2
+    first, second = (s.model for s in stages.values())
+    later = {w.path: w for w in second.trainable_weights}
+    shared = [w for w in first.trainable_weights if w.path in later]
+    # The later stage's adaptors are the very same variables in both.
+    assert shared and all(later[w.path] is w for w in shared)
+    unique = {id(w): int(np.prod(w.shape)) for w in first.trainable_weights + second.trainable_weights}
+    state = sum(int(np.prod(w.shape)) for s in (first, second) for w in s.trainable_weights)
+    assert pool.held_bytes == 4 * sum(unique.values()) + 8 * state
+    assert pool.config.activation_memory == budget - pool.held_bytes
+    unbounded = scoring.student_pool(model, candidates, bank, trainer.TrainConfig(steps=2))
+    assert unbounded.config.activation_memory is None
