@@ -20,6 +20,7 @@ from keras_practise.graph import input_size
 from keras_practise.graph import surgery
 from keras_practise.profiling import latency as latency_lib
 from keras_practise.recovery import fidelity
+from keras_practise.recovery import recipes
 from keras_practise.schemes import base
 from keras_practise.schemes import registry
 from keras_practise.schemes.block_dropping import CompressionReport
@@ -378,9 +379,21 @@ def _finish(model, job, outcome, latency_batch_size, export_target, quantize,
     with base.timed(phases, "fidelity"):
         size = input_size.model_image_size(outcome.teacher)
         held_out, labels = job.held_out_views(outcome.tiny_set, size)
+        unseen = bool(job.tiny.validation_split)
         report.fidelity = fidelity.estimate(
-            outcome.teacher, outcome.compressed, held_out, labels
+            outcome.teacher, outcome.compressed, held_out, labels,
+            unseen_images=unseen,
         )
+        if job.method in recipes.LABELLED_METHODS and not unseen:
+            warnings.warn(
+                f"method={job.method!r} trained on the tiny set's labels and "
+                "the fidelity estimate judges new crops of those same images, "
+                "so it overstates how well the result generalises (a "
+                "recovery that learnt the labels by heart agrees with the "
+                "teacher as often as the teacher agrees with the labels). "
+                "Pass validation_split=0.2 to judge on images no training saw.",
+                stacklevel=3,
+            )
         entry = registry.entry(job.scheme)
         relax = " or ".join(
             n if job.options[n] is None else f"{n}={job.options[n]!r}"

@@ -45,6 +45,10 @@ class Fidelity:
             when the two models' features differ in shape).
         accuracy: `(teacher, compressed)` top-1 accuracy on the views when
             the tiny set is labelled, else `None`.
+        unseen_images: Whether the views are of images no training used
+            (`validation_split`), rather than new crops of the training
+            images, on which a recovery that learnt the tiny set's labels
+            by heart looks better than it is.
     """
 
     views: int
@@ -52,6 +56,7 @@ class Fidelity:
     output_error: float
     feature_error: float
     accuracy: tuple = None
+    unseen_images: bool = False
 
     def __str__(self):
         parts = []
@@ -64,7 +69,8 @@ class Fidelity:
             parts.append(
                 f"accuracy {100 * self.accuracy[0]:.1f}% -> {100 * self.accuracy[1]:.1f}%"
             )
-        return f"on {self.views} held-out views: " + ", ".join(parts)
+        source = "held-out images" if self.unseen_images else "the training images"
+        return f"on {self.views} unseen views of {source}: " + ", ".join(parts)
 
 
 def _relative_error(value, target):
@@ -86,7 +92,8 @@ def outputs(model, views, batch_size=64):
     return inference.activations(tapped, views, batch_size)
 
 
-def estimate(teacher, compressed, views, labels=None, batch_size=64, reference=None):
+def estimate(teacher, compressed, views, labels=None, batch_size=64, reference=None,
+             unseen_images=False):
     """Measures how close `compressed` stays to `teacher` on `views`.
 
     Args:
@@ -96,6 +103,7 @@ def estimate(teacher, compressed, views, labels=None, batch_size=64, reference=N
         labels: Their class indices, or `None`.
         batch_size: Batch size of the forward passes.
         reference: Optional `outputs(teacher, views)`, computed before.
+        unseen_images: Whether `views` are of images no training used.
 
     Returns:
         A `Fidelity`.
@@ -120,6 +128,7 @@ def estimate(teacher, compressed, views, labels=None, batch_size=64, reference=N
         output_error=_relative_error(out, teacher_out),
         feature_error=feature_error,
         accuracy=accuracy,
+        unseen_images=unseen_images,
     )
 
 

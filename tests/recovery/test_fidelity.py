@@ -143,6 +143,25 @@ def test_validation_split_judges_on_images_no_step_trained_on():
         keras_practise.compress(teacher, images, validation_split=1.0)
 
 
+@pytest.mark.parametrize("split", [0.0, 0.2])
+def test_a_labelled_recovery_is_warned_unless_judged_on_unseen_images(split):
+    teacher = keras.saving.load_model(digits.TEACHER_PATH)
+    images, labels = _digits(20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, report = keras_practise.compress(
+            teacher, (images, labels), blocks=["1.2"], method="ce",
+            finetune_steps=2, verbose=0, return_report=True,
+            latency_batch_size=0, augment_views=1, min_agreement=0.0,
+            validation_split=split,
+        )
+    overstated = [w for w in caught if "overstates" in str(w.message)]
+    assert len(overstated) == (0 if split else 1)
+    assert report.fidelity.unseen_images == bool(split)
+    source = "held-out images" if split else "the training images"
+    assert f"unseen views of {source}:" in str(report.fidelity)
+
+
 def test_the_papers_sparsity_is_flagged_and_the_default_is_not():
     # Issue 25: sparsity=0.9, the paper's ImageNet setting, brings the
     # digits teacher near chance (docs/results_fidelity.md); the default
