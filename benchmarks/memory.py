@@ -48,6 +48,7 @@ _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 2, "Recovery steps.")
 _CHILD = flags.DEFINE_string("child", None, "Internal: one run's JSON settings.")
 _OUT = flags.DEFINE_string("out", None, "Also write the table to this file.")
 
+_ENVIRONMENT = ("TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 _MODEL_FACTORIES = {"mobilenet_v2": "MobileNetV2", "resnet50": "ResNet50"}
 
 
@@ -135,9 +136,13 @@ def main(argv):
          "peak resident (GiB)", "seconds", "dropped"),
         rows,
     )
+    # Settings that change what the framework keeps (oneDNN's caches on
+    # TensorFlow) or how many threads allocate.
+    knobs = [f"{name}={os.environ[name]}" for name in _ENVIRONMENT if name in os.environ]
     table += (
         f"\n\nBackend {keras.backend.backend()}; drop={_DROP.value}, "
-        f"steps={_STEPS.value}, finetune_steps={_FINETUNE_STEPS.value}."
+        f"steps={_STEPS.value}, finetune_steps={_FINETUNE_STEPS.value}"
+        + (f"; {', '.join(knobs)}" if knobs else "") + "."
     )
     print(table)
     if _OUT.value:

@@ -5,6 +5,7 @@ it: the binaries define absl flags of the same names.
 """
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -261,6 +262,14 @@ def test_memory():
         before, peak, seconds = (float(c) for c in row[4:7])
         assert 0.2 < before <= peak < 8 and seconds > 0
         assert row[7].count(".") == 1  # One block dropped, e.g. "3.2".
+    # The footer names the settings that change what the framework keeps.
+    knobs = [
+        f"{name}={os.environ[name]}"
+        for name in ("TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+        if name in os.environ
+    ]
+    footer = "Backend torch; drop=1, steps=1, finetune_steps=1"
+    assert footer + (f"; {', '.join(knobs)}" if knobs else "") + "." in stdout
 
 
 def test_kernel_accuracy():
