@@ -24,9 +24,9 @@ backward pass. A `MemoryPlan` shares the budget out:
 What the plan cannot see is what the framework keeps once a pass has run:
 on TensorFlow, oneDNN's kernels and buffers for every layer shape (1.3 GiB
 after the teacher's passes over 1,650 views of ResNet-50 at 128 px, gone
-with `TF_ENABLE_ONEDNN_OPTS=0`), and about 1 GiB more the first time each
-stage's student trains, with or without oneDNN. A ResNet-50 call can
-therefore peak 1.5 GiB above its budget (docs/results.md, "Memory").
+with `TF_ENABLE_ONEDNN_OPTS=0`), and more the first time each stage's
+student trains. A ResNet-50 call at 128 px peaked 1.5 GiB above its
+budget on TensorFlow (0.6 without oneDNN; docs/results.md, "Memory").
 
 The training estimate is measured, not derived: the resident memory a
 training step added grew by 1.0-1.23 times the float32 size of the layer
