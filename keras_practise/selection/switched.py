@@ -106,6 +106,8 @@ class SwitchedStudent:
     Args:
         model: The original model (not modified).
         blocks: The candidate `Block`s it can drop, in network order.
+        sites: The `adaptors.Site`s of those blocks (each block's sites
+            found alone), any iterable.
         start: The tensor of `model` it starts from (the cut of the first
             of `blocks`).
         tap: The tensor of `model` it outputs (the feature map to mimic).
@@ -121,13 +123,10 @@ class SwitchedStudent:
         compiled: Its `trainer.CompiledStep` (mean squared error).
     """
 
-    def __init__(self, model, blocks, start, tap, config, samples, adaptors=None):
+    def __init__(self, model, blocks, sites, start, tap, config, samples, adaptors=None):
         self.start = start
         self._blocks = list(blocks)
-        self._sites = {}
-        for block in self._blocks:
-            for site in adaptors_lib.find_sites(model, [block]):
-                self._sites[(site.conv, site.side)] = site
+        self._sites = {(site.conv, site.side): site for site in sites}
         self._switches = {b.name: _BlockSwitch(name=f"{b.name}_switch") for b in blocks}
         shared = {} if adaptors is None else adaptors
         for key, site in self._sites.items():
@@ -207,6 +206,8 @@ class StudentPool:
         self._bank = bank
         self._cut_of = cut_of
         self._adaptors = {}
+        # Each candidate's sites, found once: a search walks the whole graph.
+        self._sites = [adaptors_lib.find_sites(model, [b]) for b in self._candidates]
         self.students = {}
         self.held_bytes = self._state_bytes()
         memory = config.activation_memory
@@ -219,9 +220,7 @@ class StudentPool:
         # Adaptor parameters of each candidate; a stage's student has those of
         # its candidates and every later one.
         params = [
-            {(s.conv, s.side): s.channels**2
-             for s in adaptors_lib.find_sites(self._model, [block])}
-            for block in self._candidates
+            {(s.conv, s.side): s.channels**2 for s in sites} for sites in self._sites
         ]
         unique, per_student = {}, 0
         for stage in dict.fromkeys(b.stage for b in self._candidates):
@@ -247,6 +246,7 @@ class StudentPool:
             )
             self.students[stage] = SwitchedStudent(
                 self._model, self._candidates[begin:],
+                [s for sites in self._sites[begin:] for s in sites],
                 self._cut_of(self._candidates[begin]), self._bank.tap,
                 self.config, len(self._bank.views["train"]), self._adaptors,
             )
