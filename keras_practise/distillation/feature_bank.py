@@ -250,4 +250,6 @@ def build_bank(model, tiny, batch_size=64, cuts=(), memory=None):
         model, train_views, eval_views, labels, batch_size, cuts,
         cache_bytes=memory.cache_bytes, held_out=held_set is not None,
     )
+    # The teacher's passes freed far more than the bank keeps.
+    memory_lib.release_freed()
     return bank, tiny_set

@@ -21,12 +21,16 @@ backward pass. A `MemoryPlan` shares the budget out:
   (`selection.switched.StudentPool`) keep their adaptors and optimizer
   state between trainings: their `held_bytes` come off the training share.
 
-What the plan cannot see is what the framework keeps once a pass has run:
-on TensorFlow, oneDNN's kernels and buffers for every layer shape (1.3 GiB
-after the teacher's passes over 1,650 views of ResNet-50 at 128 px, gone
-with `TF_ENABLE_ONEDNN_OPTS=0`), and more the first time each stage's
-student trains. A ResNet-50 call at 128 px peaked 1.5 GiB above its
-budget on TensorFlow (0.6 without oneDNN; docs/results.md, "Memory").
+What the plan cannot see is what the framework keeps once a pass has run.
+glibc keeps freed memory in the process's heap, where the next, differently
+sized buffers mostly do not reuse it (1.7-2.3 GiB on torch after each
+ResNet-50 candidate training): `release_freed` returns it after the bank
+and after every training. On TensorFlow, oneDNN's kernels and buffers for
+every layer shape stay live (1.3 GiB after the teacher's passes over 1,650
+views of ResNet-50 at 128 px, gone with `TF_ENABLE_ONEDNN_OPTS=0`), and
+more the first time each stage's student trains. A ResNet-50 call at 128
+px peaked 1.5 GiB above its budget on TensorFlow (0.6 without oneDNN;
+docs/results.md, "Memory").
 
 The training estimate is measured, not derived: the resident memory a
 training step added grew by 1.0-1.23 times the float32 size of the layer
@@ -35,6 +39,9 @@ ResNet-50 at 224 px on TensorFlow, torch and JAX (`backend.
 training_memory`). `benchmarks/memory.py` measures whole calls.
 """
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import weakref
 
@@ -57,6 +64,32 @@ INFERENCE_BYTES = 2**29
 # (float32).
 STATE_BYTES_PER_PARAM = 8
 _OUTPUT_BYTES = weakref.WeakKeyDictionary()
+
+
+def release_freed():
+    """Returns the heap pages the process has freed to the system.
+
+    glibc keeps what a process frees in its heap for later allocations, but
+    the next training's buffers, of other sizes, mostly take new pages
+    beside it: on torch (whose CPU tensors come straight from `malloc`)
+    the resident memory of a ResNet-50 greedy choice at 128 px stayed 1.7-2.3
+    GiB above what was live after the bank and after each candidate
+    training, and `malloc_trim` returned all of it (in milliseconds).
+    Called after each of those. Does nothing where the C library has no
+    `malloc_trim` (macOS, Windows, musl).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
 
 
 def check_budget(memory_budget):

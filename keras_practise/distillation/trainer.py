@@ -435,6 +435,7 @@ def fit(
         )
     finally:
         data.release()
+        memory_lib.release_freed()
 
 
 def _epochs(steps, held_out):

@@ -1,6 +1,7 @@
 """Tests for keras_practise.distillation.memory: the memory budget."""
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -183,3 +184,38 @@ def test_inference_passes_use_batches_whose_outputs_fit(monkeypatch):
     np.testing.assert_allclose(values, backend.to_numpy(model(x)), rtol=1e-5, atol=1e-6)
     monkeypatch.setattr(memory, "INFERENCE_BYTES", 0)
     assert memory.inference_batch(model, 64) == 1
+
+
+def _resident_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(
+    memory._malloc_trim() is None or not os.path.exists("/proc/self/statm"),
+    reason="needs glibc's malloc_trim and /proc (Linux)",
+)
+def test_release_freed_returns_freed_heap_pages():
+    # Chunks under glibc's mmap threshold live in the heap; the one made
+    # last keeps the heap's top, so freeing the rest returns nothing by
+    # itself.
+    chunks = [bytearray(64 * 1024) for _ in range(4096)]
+    top = bytearray(64 * 1024)
+    del chunks
+    before = _resident_bytes()
+    memory.release_freed()
+    after = _resident_bytes()
+    assert before - after > 128 * 2**20, (before, after)
+    assert len(top) == 64 * 1024
+
+
+def test_a_training_returns_what_it_freed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "release_freed", lambda: calls.append(1))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    x = np.ones((8, 4), "float32")
+    trainer.fit(
+        model, x, [np.zeros((8, 2), "float32")], ["mse"],
+        trainer.TrainConfig(steps=2, batch_size=4),
+    )
+    assert calls == [1]
