@@ -124,6 +124,12 @@ _TRUTH_ONLY = flags.DEFINE_bool(
     "Recover the ground truth and stop: no criteria measured, no tables (to "
     "fill the cache, one process per model, while the library changes).",
 )
+_REPLICATES = flags.DEFINE_integer(
+    "replicates", 0,
+    "Recover every subset this many more times per tiny set, each from "
+    "another draw of augmented views and batch order (recovery seed + "
+    "1000 r; cached apart): how far the ground truth's ranking is noise.",
+)
 _SMOKE = flags.DEFINE_bool(
     "smoke", False,
     "Tiny everything (one 8-image set, drop 1, 1 step, 32 test images, "
@@ -144,6 +150,7 @@ def settings():
             m: int(n) for m, n in (v.split(":") for v in _MODEL_FINETUNE_STEPS.value)
         },
         test_images=_TEST_IMAGES.value,
+        replicates=_REPLICATES.value,
         train_epochs=_TRAIN_EPOCHS.value,
         train_images=_TRAIN_IMAGES.value,
         latency_runs=_LATENCY_RUNS.value,
@@ -360,6 +367,7 @@ def evaluate_model(name, test, log):
         "latency": latency.data,
         "runs": {},
         "finetune_steps": finetune_steps,
+        "test_images": s["test_images"],
         "criteria_hashes": set(),
     }
     library = library_hash()
@@ -377,8 +385,17 @@ def evaluate_model(name, test, log):
             recover_all(
                 model, blocks, keys, images, seed, test, truth, finetune_steps
             )
+        replicates = []
+        for r in range(1, s["replicates"] + 1):
+            again = JsonCache(f"{truth.path[:-len('.json')]}_rep{r}.json")
+            if not _PARTIAL.value:
+                recover_all(model, blocks, keys, images, seed + 1000 * r, test,
+                            again, finetune_steps)
+            if all(key in again.data for key in keys):
+                replicates.append({k: again.data[k]["accuracy"] for k in keys})
         log(f"{name} {run}: ground truth of {len(truth.data)}/{len(keys)} "
-            f"subsets ({time.perf_counter() - started:.0f}s)")
+            f"subsets, {len(replicates)} replicates "
+            f"({time.perf_counter() - started:.0f}s)")
         if _TRUTH_ONLY.value:
             continue
         started = time.perf_counter()
@@ -397,6 +414,7 @@ def evaluate_model(name, test, log):
         }
         info["runs"][run] = {
             "accuracy": accuracy,
+            "replicates": replicates,
             "longer": longer_truth(
                 os.path.join(cache_dir, "truth", f"{tag}_{run}_ft"),
                 finetune_steps, s["test_images"], keys,
@@ -470,6 +488,10 @@ def main(argv):
         "Spearman correlation of per-subset predictions with recovered accuracy:",
         correlations,
     ]
+    noise = tables.noise_table(results)
+    if noise:
+        sections += ["How noisy is the ground truth? The same subsets recovered "
+                     "again (another draw of views and batch order):", noise]
     settled = tables.settling_table(results)
     if settled:
         sections += ["Has the ranking settled? The same subsets recovered longer:",

@@ -1,11 +1,47 @@
 """The selection benchmark's tables, from what `benchmarks/selection.py`
 measured: regret per criterion (with its cost and standard error), the
-Spearman correlations, whether the ranking settled, and per model the
-chosen subsets, scores and ground truth (markdown).
+Spearman correlations, how noisy the ground truth is, whether the ranking
+settled, and per model the chosen subsets, scores and ground truth
+(markdown).
 """
+
+import math
 
 from benchmarks import harness
 from benchmarks import selection_criteria as criteria
+
+
+def noise_table(results):
+    """How far the ground truth is noise: each subset recovered again from
+    another draw of views and batch order, against the first recovery
+    (Spearman, the regret under the first truth of the replicate's best
+    subset, the mean absolute difference), beside the binomial standard
+    error of one subset's accuracy on the test images."""
+    rows = []
+    for name, info in results.items():
+        n = info["test_images"]
+        for run, r in info["runs"].items():
+            first = r["accuracy"]
+            for i, again in enumerate(r["replicates"], 1):
+                keys = [k for k in again if k in first]
+                if len(keys) < 2:
+                    continue
+                best = max(keys, key=lambda k: again[k])
+                mean = sum(first[k] for k in keys) / len(keys)
+                rows.append((
+                    f"{name} {run}", str(i),
+                    f"{criteria.spearman([first[k] for k in keys], [again[k] for k in keys]):+.2f}",
+                    pp(max(first[k] for k in keys) - first[best]),
+                    pp(sum(abs(first[k] - again[k]) for k in keys) / len(keys)),
+                    pp(math.sqrt(mean * (1 - mean) / n)),
+                ))
+    return harness.markdown_table(
+        ("model, tiny set", "replicate", "Spearman rho of the subsets",
+         "regret of the replicate's best (pp)", "mean abs. difference (pp)",
+         "binomial s.e. of one accuracy (pp)"),
+        rows,
+    ) if rows else ""
+
 
 def settling_table(results):
     """Whether the ranking of subsets has settled at the ground truth's

@@ -312,16 +312,20 @@ def test_train_teacher(tmp_path):
 def test_selection(tmp_path):
     output = tmp_path / "selection.md"
     cache = tmp_path / "cache"
-    args = ["--smoke", "--models=tiny", f"--cache_dir={cache}",
+    args = ["--smoke", "--models=tiny", "--replicates=1", f"--cache_dir={cache}",
             f"--output={output}"]
     _run("selection", *args)
     text = output.read_text()
     assert "| recoverability (library's set choice) |" in text
     assert "| random (expected value) |" in text
     assert "### tiny" in text
-    # Two candidates, drop 1: two subsets of ground truth, cached.
-    truth = list((cache / "truth").glob("*.json"))
-    assert len(truth) == 1 and len(json.loads(truth[0].read_text())) == 2
+    # Two candidates, drop 1: two subsets of ground truth and of its
+    # replicate, cached apart, and the replicate judged against the first.
+    truth = sorted((cache / "truth").glob("*.json"))
+    assert [p.name.endswith("_rep1.json") for p in truth] == [False, True]
+    assert [len(json.loads(p.read_text())) for p in truth] == [2, 2]
+    noise = text.split("How noisy is the ground truth?")[1].split("\n| tiny n8_s0 | 1 |")
+    assert len(noise) == 2, text
     # A rerun reuses every cached measurement and gives the same tables.
     stdout = _run("selection", *args)
     assert "\n  recovered " not in stdout
