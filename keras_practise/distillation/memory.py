@@ -35,7 +35,8 @@ docs/results.md, "Memory").
 The training estimate is measured, not derived: the resident memory a
 training step added grew by 1.0-1.23 times the float32 size of the layer
 outputs after the first trainable layer, per sample, for MobileNetV2 and
-ResNet-50 at 224 px on TensorFlow, torch and JAX (`backend.
+ResNet-50 at 224 px trained whole on TensorFlow, torch and JAX, and by up
+to 1.44 times for ResNet-50's adaptor students on torch (`backend.
 training_memory`). `benchmarks/memory.py` measures whole calls.
 """
 
