@@ -20,6 +20,17 @@ Commands (docs/results.md, "Memory"):
 
 On a checkout from before `memory_budget` existed, copy this file there and
 pass `--budgets omit`.
+
+`--step_blocks` measures one adaptor training step instead, against the
+plan (`memory.activation_bytes` x batch plus the backend's fixed part):
+for each named block and `--step_batches` size, a fresh process builds the
+student that scores the block dropped and trains it for 2 steps; the peak
+resident memory above what it held before (`VmHWM`, reset first) is the
+step's, its first trace included:
+
+    KERAS_BACKEND=torch python -m benchmarks.memory --models resnet50 \
+        --image_size 128 --step_blocks conv3_block2,conv4_block2 \
+        --step_batches 16,64
 """
 
 import json
@@ -45,6 +56,12 @@ _BUDGETS = flags.DEFINE_list(
 _DROP = flags.DEFINE_integer("drop", 1, "Blocks to drop (greedy choice).")
 _STEPS = flags.DEFINE_integer("steps", 1, "Adaptor steps per candidate.")
 _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 2, "Recovery steps.")
+_STEP_BLOCKS = flags.DEFINE_list(
+    "step_blocks", [],
+    "Measure one adaptor training step per block named here (instead of "
+    "whole calls).",
+)
+_STEP_BATCHES = flags.DEFINE_list("step_batches", ["16", "64"], "Batch sizes of --step_blocks.")
 _CHILD = flags.DEFINE_string("child", None, "Internal: one run's JSON settings.")
 _OUT = flags.DEFINE_string("out", None, "Also write the table to this file.")
 
@@ -53,23 +70,68 @@ _MODEL_FACTORIES = {"mobilenet_v2": "MobileNetV2", "resnet50": "ResNet50"}
 
 
 def _rss_gib():
+    return _status_bytes("VmRSS") / 2**30
+
+
+def _model(settings):
+    import keras
+
+    size = settings["image_size"]
+    factory = getattr(keras.applications, _MODEL_FACTORIES[settings["model"]])
+    return factory(weights=None, input_shape=(size, size, 3))
+
+
+def _step_child(settings):
+    """One adaptor training step's memory; prints it as one JSON line."""
+    import numpy as np
+
+    import keras_practise
+    from keras_practise import backend
+    from keras_practise.distillation import adaptors
+    from keras_practise.distillation import memory
+    from keras_practise.distillation import trainer
+    from keras_practise.graph import taps
+    from keras_practise.selection import recoverability
+
+    model = _model(settings)
+    block = {b.name: b for b in keras_practise.find_blocks(model)}[settings["block"]]
+    sites, cut = recoverability.student_cut(model, [block])
+    student, sites = adaptors.insert_adaptors(
+        model, [block], sites, outputs=[taps.feature_tap(model)], start=cut
+    )
+    trainer.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
+    batch = settings["batch"]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2 * batch,) + tuple(cut.shape[1:])).astype("float32")
+    y = rng.normal(size=(2 * batch,) + tuple(student.output.shape[1:])).astype("float32")
+    memory.release_freed()
+    before = _status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # Resets VmHWM to the current resident memory.
+    trainer.fit(student, x, [y], ["mse"], trainer.TrainConfig(steps=2, batch_size=batch, retries=0))
+    planned = memory.activation_bytes(student) * batch + backend.training_memory()[1]
+    print(json.dumps({
+        "planned_gib": planned / 2**30,
+        "measured_gib": (_status_bytes("VmHWM") - before) / 2**30,
+    }))
+
+
+def _status_bytes(key):
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 2**20
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
     return float("nan")
 
 
 def _child(settings):
     """One compress() call; prints its figures as one JSON line."""
-    import keras
     import numpy as np
 
     import keras_practise
 
     size = settings["image_size"]
-    factory = getattr(keras.applications, _MODEL_FACTORIES[settings["model"]])
-    model = factory(weights=None, input_shape=(size, size, 3))
+    model = _model(settings)
     images = np.random.default_rng(0).uniform(
         -1, 1, (settings["num_samples"], size, size, 3)
     ).astype("float32")
@@ -96,12 +158,15 @@ _WORDS = {"none": None, "omit": "omit"}
 
 
 def _run(model, budget):
-    settings = {
+    return _run_child({
         "model": model, "image_size": _IMAGE_SIZE.value,
         "num_samples": _NUM_SAMPLES.value, "drop": _DROP.value,
         "steps": _STEPS.value, "finetune_steps": _FINETUNE_STEPS.value,
         "memory_budget": _WORDS.get(budget.lower(), budget),
-    }
+    })
+
+
+def _run_child(settings):
     command = [sys.executable, "-m", "benchmarks.memory", "--child", json.dumps(settings)]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -114,11 +179,16 @@ def _run(model, budget):
 def main(argv):
     del argv
     if _CHILD.value:
-        _child(json.loads(_CHILD.value))
+        settings = json.loads(_CHILD.value)
+        (_step_child if "block" in settings else _child)(settings)
         return
     from benchmarks import harness
 
     import keras
+
+    if _STEP_BLOCKS.value:
+        _steps_table(harness, keras)
+        return
 
     rows = []
     for model in _MODELS.value:
@@ -144,6 +214,29 @@ def main(argv):
         f"steps={_STEPS.value}, finetune_steps={_FINETUNE_STEPS.value}"
         + (f"; {', '.join(knobs)}" if knobs else "") + "."
     )
+    print(table)
+    if _OUT.value:
+        harness.write_atomically(_OUT.value, table + "\n")
+
+
+def _steps_table(harness, keras):
+    rows = []
+    for model in _MODELS.value:
+        for block in _STEP_BLOCKS.value:
+            for batch in _STEP_BATCHES.value:
+                result = _run_child({
+                    "model": model, "image_size": _IMAGE_SIZE.value,
+                    "block": block, "batch": int(batch),
+                })
+                rows.append((
+                    model, f"{_IMAGE_SIZE.value} px", f"{block} dropped", batch,
+                    f"{result['planned_gib']:.3f}", f"{result['measured_gib']:.3f}",
+                ))
+                print(rows[-1], flush=True)
+    table = harness.markdown_table(
+        ("model", "input", "student", "batch", "planned (GiB)", "measured (GiB)"),
+        rows,
+    ) + f"\n\nBackend {keras.backend.backend()}; one adaptor training step."
     print(table)
     if _OUT.value:
         harness.write_atomically(_OUT.value, table + "\n")

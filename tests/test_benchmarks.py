@@ -272,6 +272,24 @@ def test_memory():
     assert footer + (f"; {', '.join(knobs)}" if knobs else "") + "." in stdout
 
 
+def test_memory_of_one_training_step():
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3))
+    block = keras_practise.find_blocks(model)[0].name
+    stdout = _run(
+        "memory", "--models=mobilenet_v2", "--image_size=64",
+        f"--step_blocks={block}", "--step_batches=2,16",
+    )
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in stdout.splitlines()
+        if line.startswith("| mobilenet_v2")
+    ]
+    assert [(r[2], r[3]) for r in rows] == [(f"{block} dropped", "2"), (f"{block} dropped", "16")]
+    planned = [float(r[4]) for r in rows]
+    # The plan grows with the batch; a step takes memory.
+    assert planned[0] < planned[1] and all(float(r[5]) > 0 for r in rows)
+
+
 def test_kernel_accuracy():
     # On torch, where fused_kernels() changes anything.
     stdout = _run("kernel_accuracy", "--models=MobileNetV2", "--size=32")
