@@ -214,9 +214,7 @@ def main(argv):
         f"steps={_STEPS.value}, finetune_steps={_FINETUNE_STEPS.value}"
         + (f"; {', '.join(knobs)}" if knobs else "") + "."
     )
-    print(table)
-    if _OUT.value:
-        harness.write_atomically(_OUT.value, table + "\n")
+    _emit(harness, table)
 
 
 def _steps_table(harness, keras):
@@ -237,6 +235,10 @@ def _steps_table(harness, keras):
         ("model", "input", "student", "batch", "planned (GiB)", "measured (GiB)"),
         rows,
     ) + f"\n\nBackend {keras.backend.backend()}; one adaptor training step."
+    _emit(harness, table)
+
+
+def _emit(harness, table):
     print(table)
     if _OUT.value:
         harness.write_atomically(_OUT.value, table + "\n")

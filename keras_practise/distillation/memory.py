@@ -22,10 +22,11 @@ backward pass. A `MemoryPlan` shares the budget out:
   state between trainings: their `held_bytes` come off the training share.
 
 What the plan cannot see is what the framework keeps once a pass has run.
-glibc keeps freed memory in the process's heap, where the next, differently
-sized buffers mostly do not reuse it (1.7-2.3 GiB on torch after each
-ResNet-50 candidate training): `release_freed` returns it after the bank
-and after every training. On TensorFlow, oneDNN's kernels and buffers for
+glibc keeps freed memory in the process's heap (1.7-2.3 GiB on torch after
+each ResNet-50 candidate training): `release_freed` returns it after the
+bank and after every training, so the process is smaller between
+trainings; later trainings had reused it, so it did not lower a call's
+peak. On TensorFlow, oneDNN's kernels and buffers for
 every layer shape stay live (1.3 GiB after the teacher's passes over 1,650
 views of ResNet-50 at 128 px, gone with `TF_ENABLE_ONEDNN_OPTS=0`), and
 more the first time each stage's student trains. A ResNet-50 call at 128
@@ -70,13 +71,13 @@ _OUTPUT_BYTES = weakref.WeakKeyDictionary()
 def release_freed():
     """Returns the heap pages the process has freed to the system.
 
-    glibc keeps what a process frees in its heap for later allocations, but
-    the next training's buffers, of other sizes, mostly take new pages
-    beside it: on torch (whose CPU tensors come straight from `malloc`)
-    the resident memory of a ResNet-50 greedy choice at 128 px stayed 1.7-2.3
-    GiB above what was live after the bank and after each candidate
-    training, and `malloc_trim` returned all of it (in milliseconds).
-    Called after each of those. Does nothing where the C library has no
+    glibc keeps what a process frees in its heap for later allocations: on
+    torch (whose CPU tensors come straight from `malloc`) the resident
+    memory of a ResNet-50 greedy choice at 128 px stayed 1.7-2.3 GiB above
+    what was live after the bank and after each candidate training, and
+    `malloc_trim` returned all of it (in milliseconds). Called after each
+    of those: the process holds less between trainings, though the call's
+    peak did not fall (later trainings had reused that memory). Does nothing where the C library has no
     `malloc_trim` (macOS, Windows, musl).
     """
     trim = _malloc_trim()
