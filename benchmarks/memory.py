@@ -87,7 +87,6 @@ def _step_child(settings):
 
     import keras_practise
     from keras_practise import backend
-    from keras_practise.distillation import adaptors
     from keras_practise.distillation import memory
     from keras_practise.distillation import trainer
     from keras_practise.graph import taps
@@ -95,11 +94,10 @@ def _step_child(settings):
 
     model = _model(settings)
     block = {b.name: b for b in keras_practise.find_blocks(model)}[settings["block"]]
-    sites, cut = recoverability.student_cut(model, [block])
-    student, sites = adaptors.insert_adaptors(
-        model, [block], sites, outputs=[taps.feature_tap(model)], start=cut
+    # The student scoring builds for the block (`score_block` without a pool).
+    student, _, cut = recoverability.adaptor_student(
+        model, [block], taps.feature_tap(model)
     )
-    trainer.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
     batch = settings["batch"]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2 * batch,) + tuple(cut.shape[1:])).astype("float32")

@@ -192,6 +192,34 @@ def student_cut(model, blocks):
     return sites, taps.frozen_prefix_cut(model, changed)
 
 
+def adaptor_student(model, blocks, output, start_of=None):
+    """The student whose feature MSE scores `blocks` dropped together.
+
+    `model` from the set's `student_cut` to `output`, the blocks replaced by
+    identity adaptors (`adaptors.insert_adaptors`), the adaptors its only
+    trainable weights.
+
+    Args:
+        model: The original model (not modified).
+        blocks: The `Block`s dropped together.
+        output: The tensor of `model`'s graph the student ends at (a feature
+            tap).
+        start_of: Optional callable mapping the cut to where the student
+            starts (`FeatureBank.start_of`). Defaults to the cut itself.
+
+    Returns:
+        A tuple `(student, sites, start)`: the student, its adaptor `Site`s
+        and the tensor of `model`'s graph it starts at.
+    """
+    sites, cut = student_cut(model, blocks)
+    start = start_of(cut) if start_of is not None else cut
+    student, sites = adaptors_lib.insert_adaptors(
+        model, blocks, sites, outputs=[output], start=start
+    )
+    finetune.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
+    return student, sites, start
+
+
 def candidate_cuts(model, candidates):
     """The `student_cut` of each candidate dropped alone, in order.
 
@@ -221,19 +249,18 @@ def score_block(model, blocks, bank, config, pool=None):
         A `Trial`. Its MSEs are divided by `bank.scale`.
     """
     blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
+    shared = None
     if pool is not None:
         config = pool.config
-    sites, cut = student_cut(model, blocks)
-    cut = bank.start_of(cut)
-    shared = pool.student(blocks, sites) if pool is not None else None
+        sites, _ = student_cut(model, blocks)
+        shared = pool.student(blocks, sites)
     if shared is not None:
         shared.switch(blocks, sites)
         student, cut, compiled = shared.model, shared.start, shared.compiled
     else:
-        student, sites = adaptors_lib.insert_adaptors(
-            model, blocks, sites, outputs=[bank.tap], start=cut
+        student, sites, cut = adaptor_student(
+            model, blocks, bank.tap, bank.start_of
         )
-        finetune.set_trainable(student, "adaptors", [s.adaptor_name for s in sites])
         compiled = None
     eval_x = bank.prefix(cut, "eval")
 
@@ -294,11 +321,7 @@ def dropped_mse(model, blocks, bank):
     Returns:
         The MSE, a float (`inf` or `nan` when the features are not finite).
     """
-    sites, cut = student_cut(model, list(blocks))
-    cut = bank.start_of(cut)
-    student, _ = adaptors_lib.insert_adaptors(
-        model, list(blocks), sites, outputs=[bank.tap], start=cut
-    )
+    student, _, cut = adaptor_student(model, list(blocks), bank.tap, bank.start_of)
     return inference.feature_mse(
         student, bank.prefix(cut, "eval"), bank.targets["eval"], scale=bank.scale
     )
