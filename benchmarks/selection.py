@@ -274,10 +274,7 @@ def measure_criteria(model, blocks, images, seed, cache):
             cache.set(str(k), report.blocks)
             cache.set(f"{k}_seconds", report.phase_seconds["recoverability"])
         key = f"auditions_{k}_st{s['finalist_steps']}"
-        # Auditions cached before the judge used blended views lack them.
-        if key not in cache.data or any(
-            "blend_agreement" not in a for a in cache.data[key]["sets"]
-        ):
+        if key not in cache.data:
             cache.set(key, audition_every_set(model, images, seed, k))
     auditions = {
         k: cache.data[f"auditions_{k}_st{s['finalist_steps']}"] for k in s["drops"]
@@ -323,14 +320,12 @@ def audition_every_set(model, images, seed, k):
         )
     return {
         "shortlist_seconds": report.phase_seconds["shortlist"],
-        "library": library_hash(),
         "sets": [
             {"blocks": a.blocks, "dropped_mse": a.dropped_mse,
              "reduction": a.reduction, "seconds": a.seconds,
              "feature_error": a.fidelity.feature_error,
              "output_error": a.fidelity.output_error,
-             "agreement": a.fidelity.agreement, "trained": a.trained,
-             "blend_agreement": a.blend_agreement}
+             "agreement": a.fidelity.agreement, "trained": a.trained}
             for a in report.auditions
         ],
     }
@@ -412,10 +407,6 @@ def evaluate_model(name, test, log):
         measured = JsonCache(path)
         info["criteria_hashes"].add(path[len(stem):-len(".json")])
         m = measure_criteria(model, blocks, images, seed, measured)
-        info["criteria_hashes"].update(
-            a["library"] for key, a in measured.data.items()
-            if key.startswith("auditions_") and "library" in a
-        )
         log(f"{name} {run}: criteria ready "
             f"({time.perf_counter() - started:.0f}s)")
         accuracy = {

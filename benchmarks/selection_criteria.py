@@ -132,18 +132,11 @@ def _finite(value, worst=math.inf):
 
 
 def _judge_key(audition, signal):
-    """The library's `auditions.rank_key` for `"agreement"` (agreement on
-    the views and their blends, then output error), `"view_agreement"` the
-    same without the blends (the judge before them), else the one signal,
-    lower is better."""
+    """The library's `auditions.rank_key` for `"agreement"` (agreement,
+    then output error), else the one signal, lower is better."""
     from keras_practise.recovery import auditions
 
     if signal == "agreement":
-        return auditions.rank_key(
-            audition["agreement"], audition["output_error"],
-            audition.get("blend_agreement"),
-        )
-    if signal == "view_agreement":
         return auditions.rank_key(audition["agreement"], audition["output_error"])
     return (_finite(audition[signal]),)
 
@@ -173,8 +166,6 @@ def shortlist(m, k, signal="agreement", finalists=None):
 
 CRITERIA = {
     "shortlist (library default: up to 20 sets)": shortlist,
-    "shortlist, judged on held-out views only (no blends)": lambda m, k: shortlist(
-        m, k, "view_agreement"),
     "shortlist, judged by feature error": lambda m, k: shortlist(
         m, k, "feature_error"),
     "shortlist, judged by output error": lambda m, k: shortlist(
@@ -219,7 +210,6 @@ def _free(m, k):
 # the whole network, about as dear as a step of the final recovery.
 COSTS = {
     "shortlist (library default: up to 20 sets)": _audition_cost(None),
-    "shortlist, judged on held-out views only (no blends)": _audition_cost(None),
     "shortlist, judged by feature error": _audition_cost(None),
     "shortlist, judged by output error": _audition_cost(None),
     "shortlist of 6 sets": _audition_cost(6),
@@ -249,7 +239,6 @@ SET_PREDICTORS = {
     "set MSE after dropping": "dropped_mse",
     "brief recovery: feature error": "feature_error",
     "brief recovery: agreement": "agreement",
-    "brief recovery: agreement on blends": "blend_agreement",
 }
 
 
@@ -341,11 +330,10 @@ def judge(m, accuracy, saving, ks, tolerance, partial=False):
             row["spearman"][name] = spearman(predicted, accs)
         sets = {subset_key(a["blocks"], m.blocks): a for a in m.auditions.get(k, [])}
         for name, field in SET_PREDICTORS.items():
-            sign = 1.0 if field.endswith("agreement") else -1.0
+            sign = 1.0 if field == "agreement" else -1.0
             row["spearman"][name] = (
                 spearman([sign * sets[s][field] for s in keys], accs)
-                if all(sets.get(s, {}).get(field) is not None for s in keys)
-                else float("nan")
+                if all(s in sets for s in keys) else float("nan")
             )
         result[k] = row
     return result

@@ -189,9 +189,6 @@ _SPLIT_SEED = 7_919
 # views of any seed a user is likely to pass.
 _HELD_OUT_SEED = 1_000_003
 
-# Added to the seed of the blended views' pairing.
-_BLEND_SEED = 104_729
-
 
 def held_out_views(tiny_set, size, seed=0, count=256):
     """Augmented views of the tiny set that no training step used.
@@ -222,33 +219,3 @@ def held_out_views(tiny_set, size, seed=0, count=256):
     if tiny_set.labels is not None:
         labels = np.repeat(tiny_set.labels, per_image)
     return views, labels
-
-
-def blended_views(views, seed=0):
-    """Each view averaged with another view of the same set.
-
-    A brief recovery from a tiny set fits its images, and new crops of them
-    reward that: judged on held-out views alone, auditions preferred the
-    sets whose recovery fits the tiny set best over those that recover best
-    on new images (docs/results.md, "Judging auditions on blended views").
-    A halfway blend of two views is no image the model was fitted on, yet
-    made of the tiny set's own content, so it needs no other data.
-
-    Args:
-        views: An NHWC array of views (`held_out_views`).
-        seed: Seed of the pairing.
-
-    Returns:
-        A float32 array of `views`' shape: `(views + views[p]) / 2` for a
-        seeded permutation `p`.
-
-    Example:
-
-    ```python
-    held, _ = held_out_views(tiny_set, (224, 224))
-    blends = blended_views(held, seed=0)
-    ```
-    """
-    views = np.asarray(views, "float32")
-    pairing = np.random.default_rng(seed + _BLEND_SEED).permutation(len(views))
-    return (views + views[pairing]) / 2

@@ -328,7 +328,6 @@ def _shortlist(teacher, bank, candidates, tiny_set, job, phases):
         report = auditions_lib.audition(
             teacher, bank, ranked, views, job.method,
             job.train_config(steps, bank=bank), verbose=job.verbose,
-            seed=job.seed,
         )
     by_name = {b.name: b for b in candidates}
     return [by_name[n] for n in report.best().blocks], report

@@ -18,7 +18,7 @@ from keras_practise.selection import block_sets
 from tests import tiny_models
 
 
-def _audition(name, agreement, output_error=0.5, blend_agreement=None):
+def _audition(name, agreement, output_error=0.5):
     return auditions.Audition(
         blocks=[name], labels=[name], dropped_mse=1.0, reduction=0.1,
         fidelity=fidelity.Fidelity(
@@ -26,7 +26,6 @@ def _audition(name, agreement, output_error=0.5, blend_agreement=None):
             feature_error=0.1,
         ),
         seconds=0.0,
-        blend_agreement=blend_agreement,
     )
 
 
@@ -46,17 +45,6 @@ def test_best_agrees_most_then_errs_least_and_is_never_a_failed_one():
          _audition("c", None, 0.2)]
     )
     assert plain.best().blocks == ["c"]
-
-
-def test_blends_count_as_much_as_the_views():
-    report = auditions.AuditionReport(
-        [_audition("a", 0.95, 0.1, blend_agreement=0.50),
-         _audition("b", 0.85, 0.3, blend_agreement=0.65),
-         _audition("c", 0.90, 0.2, blend_agreement=math.nan)]
-    )
-    assert report.best().blocks == ["b"]
-    assert report[2].rank[0] == math.inf
-    assert "65.0%" in report.table().splitlines()[2]
 
 
 def test_each_audition_measures_its_set_recovered_briefly():
@@ -81,11 +69,6 @@ def test_each_audition_measures_its_set_recovered_briefly():
         again.feature_error, rel=1e-3
     )
     assert report[1].fidelity.agreement == pytest.approx(again.agreement)
-    on_blends = [
-        fidelity.estimate(model, recovered, views.blended_views(held, p)).agreement
-        for p in range(auditions.BLEND_PAIRINGS)
-    ]
-    assert report[1].blend_agreement == pytest.approx(np.mean(on_blends))
     # Brief training brings the set closer than dropping alone did.
     dropped, _ = recipes.recover(model, ranked[1].blocks, bank, "none")
     assert report[1].fidelity.feature_error < fidelity.estimate(

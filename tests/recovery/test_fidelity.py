@@ -67,24 +67,6 @@ def test_held_out_views_are_new_crops_and_deterministic():
     assert not np.allclose(first, train)
 
 
-def test_blended_views_average_two_views_of_the_set_by_seed():
-    held = np.random.default_rng(0).uniform(size=(12, 4, 4, 3)).astype("float32")
-    blends = views.blended_views(held, seed=5)
-    np.testing.assert_array_equal(blends, views.blended_views(held, seed=5))
-    assert blends.shape == held.shape and blends.dtype == np.float32
-    # Each blend is the mean of its own view and one other of the set, each
-    # view lending itself once.
-    partners = []
-    for view, blend in zip(held, blends):
-        other = 2 * blend - view
-        match = np.flatnonzero(np.abs(held - other).max(axis=(1, 2, 3)) < 1e-5)
-        assert len(match) == 1
-        partners.append(int(match[0]))
-    assert sorted(partners) == list(range(12))
-    assert partners != list(range(12))
-    assert not np.allclose(blends, views.blended_views(held, seed=6))
-
-
 def test_check_warns_and_strict_raises_naming_the_setting():
     low = fidelity.Fidelity(views=100, agreement=0.3, output_error=2.0,
                             feature_error=1.0)
