@@ -258,6 +258,8 @@ def score_block(model, blocks, bank, config, pool=None):
         shared.switch(blocks, sites)
         student, cut, compiled = shared.model, shared.start, shared.compiled
     else:
+        # The last set's student is garbage now: free it before this one.
+        memory_lib.collect_before_training(model, config.batch_size or 64)
         student, sites, cut = adaptor_student(
             model, blocks, bank.tap, bank.start_of
         )

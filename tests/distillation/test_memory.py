@@ -219,3 +219,50 @@ def test_a_training_returns_what_it_freed(monkeypatch):
         trainer.TrainConfig(steps=2, batch_size=4),
     )
     assert calls == [1]
+
+
+class _Cycle:
+    def __init__(self):
+        self.me = self
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_large_trainings_collect_unreachable_models_first(monkeypatch, large):
+    import gc
+    import weakref
+
+    model = tiny_models.tiny_resnet()
+    per_sample = memory.activation_bytes(model)
+    # The threshold sits just above or at one batch of 8 of this model.
+    threshold = 8 * per_sample + (0 if large else 1)
+    monkeypatch.setattr(memory, "LARGE_STEP_BYTES", threshold)
+    gc.collect()
+    gc.disable()
+    try:
+        garbage = _Cycle()
+        alive = weakref.ref(garbage)
+        del garbage
+        memory.collect_before_training(model, 8)
+        assert (alive() is None) == large
+    finally:
+        gc.enable()
+
+
+def test_scoring_a_set_collects_the_last_students_when_large(monkeypatch):
+    sizes = []
+    monkeypatch.setattr(
+        memory, "collect_before_training",
+        lambda model, batch_size: sizes.append(batch_size),
+    )
+    # A student per set (torch's way; switched students are never discarded).
+    monkeypatch.setattr(scoring.switched, "pays_off", lambda config: False)
+    model = tiny_models.tiny_resnet()
+    bank, _ = feature_bank.build_bank(
+        model, views.TinySetSpec(tiny_models.images(8), augment_views=2)
+    )
+    candidates = blocks_lib.find_blocks(model)[:2]
+    scoring.score_blocks(
+        model, candidates, bank, trainer.TrainConfig(steps=1, batch_size=4),
+        latency="macs", verbose=0,
+    )
+    assert sizes == [4, 4]
