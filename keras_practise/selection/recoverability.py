@@ -192,7 +192,7 @@ def student_cut(model, blocks):
     return sites, taps.frozen_prefix_cut(model, changed)
 
 
-def adaptor_student(model, blocks, output, start_of=None):
+def adaptor_student(model, blocks, output, start_of=None, found=None):
     """The student whose feature MSE scores `blocks` dropped together.
 
     `model` from the set's `student_cut` to `output`, the blocks replaced by
@@ -206,12 +206,13 @@ def adaptor_student(model, blocks, output, start_of=None):
             tap).
         start_of: Optional callable mapping the cut to where the student
             starts (`FeatureBank.start_of`). Defaults to the cut itself.
+        found: Optional `student_cut(model, blocks)`, if already computed.
 
     Returns:
         A tuple `(student, sites, start)`: the student, its adaptor `Site`s
         and the tensor of `model`'s graph it starts at.
     """
-    sites, cut = student_cut(model, blocks)
+    sites, cut = found or student_cut(model, blocks)
     start = start_of(cut) if start_of is not None else cut
     student, sites = adaptors_lib.insert_adaptors(
         model, blocks, sites, outputs=[output], start=start
@@ -249,19 +250,20 @@ def score_block(model, blocks, bank, config, pool=None):
         A `Trial`. Its MSEs are divided by `bank.scale`.
     """
     blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [blocks]
-    shared = None
     if pool is not None:
         config = pool.config
-        sites, _ = student_cut(model, blocks)
-        shared = pool.student(blocks, sites)
+    found = student_cut(model, blocks)
+    sites = found[0]
+    shared = pool.student(blocks, sites) if pool is not None else None
     if shared is not None:
         shared.switch(blocks, sites)
         student, cut, compiled = shared.model, shared.start, shared.compiled
     else:
         # The last set's student is garbage now: free it before this one.
-        memory_lib.collect_before_training(model, config.batch_size or 64)
+        batch_size, _ = finetune.batching(model, config, len(bank.views["train"]))
+        memory_lib.collect_before_training(model, batch_size)
         student, sites, cut = adaptor_student(
-            model, blocks, bank.tap, bank.start_of
+            model, blocks, bank.tap, bank.start_of, found
         )
         compiled = None
     eval_x = bank.prefix(cut, "eval")
