@@ -67,6 +67,12 @@ _FINALIST_STEPS = flags.DEFINE_integer(
     "Steps of each brief recovery of `selection=\"shortlist\"` (every ranked "
     "set is auditioned, so each shortlist size can be judged).",
 )
+_FINALIST_FOLDS = flags.DEFINE_integer(
+    "finalist_folds", 2,
+    "Parts of the tiny set each set is auditioned on (the library's "
+    "`finalist_folds`); the one-fold auditions judged on new views, when "
+    "cached, are judged beside them.",
+)
 _FINALISTS = flags.DEFINE_integer(
     "finalists", 20, "Most sets the library's shortlist rule auditions (its default)."
 )
@@ -146,6 +152,7 @@ def settings():
         steps=_STEPS.value,
         finetune_steps=_FINETUNE_STEPS.value,
         finalist_steps=_FINALIST_STEPS.value,
+        finalist_folds=_FINALIST_FOLDS.value,
         model_finetune_steps={
             m: int(n) for m, n in (v.split(":") for v in _MODEL_FINETUNE_STEPS.value)
         },
@@ -273,11 +280,16 @@ def measure_criteria(model, blocks, images, seed, cache):
                 )
             cache.set(str(k), report.blocks)
             cache.set(f"{k}_seconds", report.phase_seconds["recoverability"])
-        key = f"auditions_{k}_st{s['finalist_steps']}"
+        key = audition_key(k, s["finalist_steps"], s["finalist_folds"])
         if key not in cache.data:
             cache.set(key, audition_every_set(model, images, seed, k))
     auditions = {
-        k: cache.data[f"auditions_{k}_st{s['finalist_steps']}"] for k in s["drops"]
+        k: cache.data[audition_key(k, s["finalist_steps"], s["finalist_folds"])]
+        for k in s["drops"]
+    }
+    on_views = {} if s["finalist_folds"] == 1 else {
+        k: cache.data[key]["sets"] for k in s["drops"]
+        if (key := audition_key(k, s["finalist_steps"], 1)) in cache.data
     }
     full = keras_practise.count_macs(model)
     scores = {r["block"]: r for r in cache.data["scores"]}
@@ -298,6 +310,8 @@ def measure_criteria(model, blocks, images, seed, cache):
         finalists=_FINALISTS.value,
         steps=s["steps"],
         finalist_steps=s["finalist_steps"],
+        finalist_folds=s["finalist_folds"],
+        view_auditions=on_views,
         seconds={
             "scores": cache.data.get("scores_seconds"),
             **{("greedy", k): cache.data.get(f"{k}_seconds") for k in s["drops"]},
@@ -306,19 +320,30 @@ def measure_criteria(model, blocks, images, seed, cache):
     )
 
 
+def audition_key(k, steps, folds):
+    """The cache key of the auditions of every k-set (one fold: the key of
+    the auditions recorded before folds)."""
+    return f"auditions_{k}_st{steps}" + ("" if folds == 1 else f"_f{folds}")
+
+
 def audition_every_set(model, images, seed, k):
     """Every set `rank_sets` ranks (up to its 20), each recovered briefly:
-    `compress(selection="shortlist")` with a shortlist of all of them."""
+    `compress(selection="shortlist")` with a shortlist of all of them. The
+    record names the library hash that measured it."""
     import keras_practise
 
+    s = settings()
     with harness.quiet():
         _, report = keras_practise.compress(
             model, images, drop=k, selection="shortlist", finalists=10**6,
-            finalist_steps=settings()["finalist_steps"], finetune_steps=1,
+            finalist_steps=s["finalist_steps"],
+            finalist_folds=s["finalist_folds"], finetune_steps=1,
             seed=seed, latency=_SCORE_LATENCY.value, latency_batch_size=0,
             verbose=0, return_report=True,
         )
     return {
+        "library": library_hash(),
+        "folds": report.auditions.folds,
         "shortlist_seconds": report.phase_seconds["shortlist"],
         "sets": [
             {"blocks": a.blocks, "dropped_mse": a.dropped_mse,
@@ -369,6 +394,7 @@ def evaluate_model(name, test, log):
         "finetune_steps": finetune_steps,
         "test_images": s["test_images"],
         "criteria_hashes": set(),
+        "audition_hashes": set(),
     }
     library = library_hash()
     for size, seed in s["runs"]:
@@ -407,6 +433,11 @@ def evaluate_model(name, test, log):
         measured = JsonCache(path)
         info["criteria_hashes"].add(path[len(stem):-len(".json")])
         m = measure_criteria(model, blocks, images, seed, measured)
+        info["audition_hashes"] |= {
+            measured.data[audition_key(k, s["finalist_steps"], s["finalist_folds"])]
+            .get("library", path[len(stem):-len(".json")])
+            for k in s["drops"]
+        }
         log(f"{name} {run}: criteria ready "
             f"({time.perf_counter() - started:.0f}s)")
         accuracy = {
@@ -475,6 +506,9 @@ def main(argv):
         f"{100 * _TOLERANCE.value:.1f} pp; library {library_hash()}, "
         "criteria measured at "
         + ", ".join(sorted(set().union(*(i["criteria_hashes"] for i in results.values()))))
+        + f", the library's auditions ({s['finalist_folds']} folds, "
+        f"{s['finalist_steps']} steps each) at "
+        + ", ".join(sorted(set().union(*(i["audition_hashes"] for i in results.values()))))
         + f"; wall time {time.perf_counter() - started:.0f}s.",
         "Models:\n\n" + "\n".join(
             f"- {name}: test accuracy {tables.pp(info['teacher_accuracy'])}%, "

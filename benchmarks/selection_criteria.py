@@ -44,7 +44,11 @@ class Measurements:
         auditions: k -> the sets `block_sets.rank_sets` ranks, best first,
             each a dict with `"blocks"` (names), `"dropped_mse"` and, after a
             brief recovery (`recovery/auditions.py`), `"feature_error"`,
-            `"output_error"` and `"agreement"` on held-out views.
+            `"output_error"` and `"agreement"` on held-out views, as the
+            library auditions them (`finalist_folds` folds).
+        view_auditions: k -> the same sets auditioned in one fold (trained
+            on every image, judged on new views of them: the default before
+            folds), when measured; else empty.
         finalists: How many of the ranked sets `"shortlist"` selection
             auditions (its default).
         steps: Adaptor steps per scored set (recoverability).
@@ -65,6 +69,8 @@ class Measurements:
     finalists: int = 4
     steps: int = 0
     finalist_steps: int = 0
+    finalist_folds: int = 1
+    view_auditions: dict = dataclasses.field(default_factory=dict)
     seconds: dict = dataclasses.field(default_factory=dict)
 
 
@@ -141,27 +147,36 @@ def _judge_key(audition, signal):
     return (_finite(audition[signal]),)
 
 
-def finalists_of(m, k, finalists):
+def finalists_of(m, k, finalists, auditions=None):
     """The sets `block_sets.rank_sets(max_sets=finalists)` returns: the
     k-combinations of the fewest best single blocks (MSE right after
     dropping per MAC saved) that give at least `finalists` sets, the best
-    `finalists` of them by their own score. Needs `m.auditions[k]` to hold
-    every k-subset, ranked."""
+    `finalists` of them by their own score. Needs `auditions` (default
+    `m.auditions`) to hold every k-subset, ranked."""
     singles = sorted(m.blocks, key=lambda b: (
         _finite(m.initial_mse[b] / m.macs[b] if m.macs[b] else math.inf),
         m.blocks.index(b)))
     from keras_practise.selection import block_sets
 
     pool = set(singles[: block_sets.pool_size(len(singles), k, finalists)])
-    return [a for a in m.auditions[k] if set(a["blocks"]) <= pool][:finalists]
+    sets = (m.auditions if auditions is None else auditions)[k]
+    return [a for a in sets if set(a["blocks"]) <= pool][:finalists]
 
 
-def shortlist(m, k, signal="agreement", finalists=None):
+def shortlist(m, k, signal="agreement", finalists=None, auditions=None):
     """`"shortlist"` selection: up to `finalists` sets (`finalists_of`),
     each recovered briefly, the one closest to the teacher on held-out
     views (earliest of equals, as the library breaks ties)."""
-    sets = finalists_of(m, k, finalists or m.finalists)
+    sets = finalists_of(m, k, finalists or m.finalists, auditions)
     return list(min(sets, key=lambda a: _judge_key(a, signal))["blocks"])
+
+
+def shortlist_on_views(m, k):
+    """The shortlist judged as before folds (`m.view_auditions`), or
+    `None` when those were not measured."""
+    if k not in m.view_auditions:
+        return None
+    return shortlist(m, k, auditions=m.view_auditions)
 
 
 CRITERIA = {
@@ -172,6 +187,7 @@ CRITERIA = {
         m, k, "output_error"),
     "shortlist of 6 sets": lambda m, k: shortlist(m, k, finalists=6),
     "shortlist of 3 sets": lambda m, k: shortlist(m, k, finalists=3),
+    "shortlist, one fold (trained on all images, judged on new views)": shortlist_on_views,
     "set MSE after dropping (no training)": set_mse,
     "recoverability (library's set choice)": library,
     "recoverability ranked independently": independent,
@@ -190,13 +206,17 @@ def _scores_cost(m, k):
     return m.steps * len(m.blocks), m.seconds.get("scores")
 
 
-def _audition_cost(finalists):
+def _audition_cost(finalists, on_views=False):
     def cost(m, k):
-        sets = finalists_of(m, k, finalists or m.finalists)
+        auditions = m.view_auditions if on_views else m.auditions
+        if k not in auditions:
+            return float("nan"), None
+        sets = finalists_of(m, k, finalists or m.finalists, auditions)
         seconds = m.seconds.get(("shortlist", k))
         if seconds is not None:
             seconds += sum(a["seconds"] for a in sets)
-        return m.finalist_steps * len(sets), seconds
+        folds = 1 if on_views else m.finalist_folds
+        return m.finalist_steps * folds * len(sets), seconds
     return cost
 
 
@@ -214,6 +234,8 @@ COSTS = {
     "shortlist, judged by output error": _audition_cost(None),
     "shortlist of 6 sets": _audition_cost(6),
     "shortlist of 3 sets": _audition_cost(3),
+    "shortlist, one fold (trained on all images, judged on new views)": _audition_cost(
+        None, on_views=True),
     "set MSE after dropping (no training)": lambda m, k: (
         0, m.seconds.get(("shortlist", k))),
     "recoverability (library's set choice)": _greedy_cost,
@@ -309,7 +331,13 @@ def judge(m, accuracy, saving, ks, tolerance, partial=False):
             },
         }
         for name, choose in CRITERIA.items():
-            key = subset_key(choose(m, k), m.blocks)
+            choice = choose(m, k)
+            if choice is None:  # Not measured for this run.
+                row[name] = {"subset": None, "steps": float("nan"),
+                             "seconds": float("nan"), "accuracy": float("nan"),
+                             "regret_k": float("nan"), "regret_latency": float("nan")}
+                continue
+            key = subset_key(choice, m.blocks)
             chosen = accuracy.get(key, float("nan"))
             steps, seconds = COSTS[name](m, k)
             row[name] = {

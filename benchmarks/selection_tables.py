@@ -77,6 +77,8 @@ def pp(value):
 
 
 def _labels(key, labels):
+    if key is None:
+        return "not measured"
     return "+".join(labels[n] for n in key.split("+"))
 
 

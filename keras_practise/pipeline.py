@@ -215,9 +215,11 @@ def compress(
             `"shortlist"`: up to `finalists` sets (the combinations of the
             blocks whose dropping changes the features least) are each
             recovered briefly with `method` (an audition of
-            `finalist_steps`), and the one that stays closest to the
-            teacher on held-out views (top-1 agreement, then output
-            error) is recovered in full (`recovery/auditions.py`);
+            `finalist_steps`) once per part of the images
+            (`finalist_folds`, 2), trained on the other parts, and the one
+            that stays closest to the teacher on the held-out parts (top-1
+            agreement, then output error) is recovered in full
+            (`recovery/auditions.py`);
             `"greedy"`: by recoverability, each further block scored again
             with the blocks already chosen dropped (the paper's adaptor
             training); `"independent"`, `"one_per_stage"`. Defaults to
@@ -272,8 +274,11 @@ def compress(
             (see `distillation.memory`).
         **scheme_options: Options of block dropping's `"shortlist"`
             selection, its budget: `finalists` (most sets recovered
-            briefly, `20`) and `finalist_steps` (steps of each, default a
-            fifth of `finetune_steps`). Options of the layer-wise schemes (their
+            briefly, `20`), `finalist_steps` (steps of each, default a
+            fifth of `finetune_steps`) and `finalist_folds` (parts of the
+            images each set is auditioned on, trained on the others, `2`;
+            `1` trains on all of them and judges on new views). Options
+            of the layer-wise schemes (their
             `schemes.registry` entries): `keep` (filters, `0.75`: fraction of
             filters kept, or a dict per conv), `layers` (convs to compress;
             filters also takes residual streams), `rank` (decouple:

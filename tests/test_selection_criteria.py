@@ -67,6 +67,24 @@ def test_shortlist_auditions_the_pairs_of_the_best_singles():
     assert criteria.shortlist(m, 2, "feature_error") == ["a1", "a2"]
 
 
+def test_one_fold_auditions_are_judged_beside_the_folds_when_measured():
+    views = _auditions()
+    for audition in views:  # Judged on new views, a2+b1 looked best.
+        audition["agreement"] = 1.0 if audition["blocks"] == ["a2", "b1"] else 0.1
+    m = _measurements(view_auditions={2: views}, finalist_folds=2, finalist_steps=10)
+    name = "shortlist, one fold (trained on all images, judged on new views)"
+    assert criteria.CRITERIA[name](m, 2) == ["a2", "b1"]
+    assert criteria.shortlist(m, 2) == ["b1", "b2"]
+    # Folds cost their steps each; one fold once.
+    assert criteria.COSTS[name](m, 2) == (60, None)
+    assert criteria.COSTS["shortlist (library default: up to 20 sets)"](m, 2) == (120, None)
+    keys = criteria.subsets(_BLOCKS, 2)
+    accuracy = {k: 0.5 for k in keys}
+    row = criteria.judge(_measurements(), accuracy, accuracy, [2], 0.0)[2]
+    assert row[name]["subset"] is None and math.isnan(row[name]["regret_k"])
+    assert row["shortlist (library default: up to 20 sets)"]["regret_k"] == 0.0
+
+
 def test_non_finite_scores_rank_last():
     m = _measurements(score={"a1": math.nan, "a2": 2.0, "b1": math.inf, "b2": 4.0})
     assert criteria.independent(m, 3) == ["a2", "b2", "a1"]

@@ -34,6 +34,8 @@ class TinySetSpec:
         data_dir: Folder of prepared tensorflow-datasets datasets.
         validation_split: Fraction of the images held out whole from
             training (see `split_tiny_set`).
+        fold: `(index, folds)`: hold out the `index`-th of `folds` equal
+            parts of the images instead (see `split_tiny_set`).
     """
 
     data: object
@@ -45,6 +47,7 @@ class TinySetSpec:
     preprocess: object = None
     data_dir: str = None
     validation_split: float = 0.0
+    fold: tuple = None
 
     def load(self, model):
         """Draws the `TinySet` for `model` (a `TinySet` passes through).
@@ -70,7 +73,7 @@ class TinySetSpec:
         )
 
 
-def split_tiny_set(tiny_set, validation_split, seed=0):
+def split_tiny_set(tiny_set, validation_split, seed=0, fold=None):
     """Holds whole images of the tiny set out of training.
 
     Views of the images a model was fitted on are kinder judges than new
@@ -85,26 +88,45 @@ def split_tiny_set(tiny_set, validation_split, seed=0):
             when positive, at least one left to train on); `0` holds out
             none.
         seed: Seed of the choice.
+        fold: `(index, folds)` instead of a fraction: the images are cut
+            into `folds` near-equal parts in a seeded order and the
+            `index`-th is held out, so that over the folds every image is
+            held out once (cross-fitting; `validation_split` must be `0`).
+            `(0, 2)` holds out what `validation_split=0.5` does.
 
     Returns:
         A tuple `(fit_set, held_set)` of `TinySet`s; `held_set` is `None`
-        when `validation_split` is `0`.
+        when `validation_split` is `0` and there is no `fold`.
 
     Raises:
-        ValueError: If `validation_split` is not in [0, 1) or leaves no image
-            on one side.
+        ValueError: If `validation_split` is not in [0, 1), leaves no image
+            on one side, or comes with a `fold`; if a fold is not an
+            index below a count of at most the number of images.
     """
     validation.check_fraction("validation_split", validation_split, allow_zero=True)
-    if not validation_split:
-        return tiny_set, None
     count = len(tiny_set.images)
-    held = max(1, round(validation_split * count))
-    if held >= count:
-        raise ValueError(
-            f"validation_split={validation_split} of {count} images leaves "
-            "none to train on: pass more images or a smaller split."
-        )
     order = np.random.default_rng(seed + _SPLIT_SEED).permutation(count)
+    if fold is not None:
+        index, folds = fold
+        if validation_split or not 0 <= index < folds <= count:
+            raise ValueError(
+                f"A fold must be (index, folds) with 0 <= index < folds <= "
+                f"{count} images, without a validation_split. Received: "
+                f"fold={fold!r}, validation_split={validation_split}"
+            )
+        bounds = [round(i * count / folds) for i in (index, index + 1)]
+        held_rows = order[bounds[0]:bounds[1]]
+        fit_rows = np.concatenate([order[:bounds[0]], order[bounds[1]:]])
+    elif not validation_split:
+        return tiny_set, None
+    else:
+        held = max(1, round(validation_split * count))
+        if held >= count:
+            raise ValueError(
+                f"validation_split={validation_split} of {count} images leaves "
+                "none to train on: pass more images or a smaller split."
+            )
+        held_rows, fit_rows = order[:held], order[held:]
 
     def part(rows):
         rows = np.sort(rows)
@@ -116,7 +138,7 @@ def split_tiny_set(tiny_set, validation_split, seed=0):
             tiny_set, images=tiny_set.images[rows], labels=labels, indices=indices
         )
 
-    return part(order[held:]), part(order[:held])
+    return part(fit_rows), part(held_rows)
 
 
 def prepare_views(

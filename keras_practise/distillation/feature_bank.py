@@ -199,9 +199,9 @@ def build_bank(model, tiny, batch_size=64, cuts=(), memory=None):
         model: The teacher.
         tiny: A `views.TinySetSpec`, or anything `data.load_tiny_set`
             accepts (a `TinySet` too), drawn with the spec's defaults. With
-            its `validation_split`, the evaluation views are the held-out
-            images (`views.split_tiny_set`) and the training views come
-            from the others.
+            its `validation_split` or `fold`, the evaluation views are the
+            held-out images (`views.split_tiny_set`) and the training views
+            come from the others.
         batch_size: Batch size of the teacher's forward passes.
         cuts: Tensors of `model`'s graph whose activations will be asked for
             (see `FeatureBank`).
@@ -223,7 +223,7 @@ def build_bank(model, tiny, batch_size=64, cuts=(), memory=None):
     tiny_set = tiny.load(model)
     channels = flat_graph.input_shape(model)[-1]
     fit_set, held_set = views_lib.split_tiny_set(
-        tiny_set, tiny.validation_split, tiny.seed
+        tiny_set, tiny.validation_split, tiny.seed, fold=tiny.fold
     )
     memory = memory or memory_lib.MemoryPlan()
     augment_views = tiny.augment_views

@@ -202,6 +202,13 @@ class MemoryPlan:
             "images (`num_samples`)."
         )
 
+    def beside(self, held):
+        """The plan of what the budget leaves beside `held` bytes, for a
+        second bank built while the first is kept (cross-fitted auditions)."""
+        if self.budget is None:
+            return MemoryPlan(None)
+        return MemoryPlan(max(self.budget - held, 1) / GIB)
+
     def training_bytes(self, held):
         """Memory left for training activations beside `held` bytes."""
         if self.budget is None:

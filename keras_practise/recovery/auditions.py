@@ -83,7 +83,19 @@ def _finite(value, worst=math.inf):
 
 
 class AuditionReport(list):
-    """`Audition`s in shortlist order, printable as a table."""
+    """`Audition`s in shortlist order, printable as a table.
+
+    Args:
+        auditions: The `Audition`s.
+        folds: How many parts of the tiny set's images the sets were
+            auditioned on, each judged on the images its part left out
+            (`combine`); `1`: trained on every image, judged on new views
+            of them.
+    """
+
+    def __init__(self, auditions=(), folds=1):
+        super().__init__(auditions)
+        self.folds = folds
 
     def best(self):
         """The audition closest to the teacher (`Audition.rank`; the
@@ -120,6 +132,31 @@ def _number(value):
     return "-" if value is None else f"{value:.4g}"
 
 
+def combine(reports):
+    """The auditions of one shortlist in several folds, as one report.
+
+    Each set's fidelities are pooled over the folds' judging views
+    (`fidelity.pool`) and its seconds summed; it counts as trained when
+    any fold's brief recovery was kept.
+
+    Args:
+        reports: `AuditionReport`s of the same sets in the same order, one
+            per fold.
+
+    Returns:
+        An `AuditionReport` with `folds` set to the number of reports.
+    """
+    combined = AuditionReport(folds=len(reports))
+    for parts in zip(*reports, strict=True):
+        combined.append(dataclasses.replace(
+            parts[0],
+            fidelity=fidelity_lib.pool([a.fidelity for a in parts]),
+            seconds=sum(a.seconds for a in parts),
+            trained=any(a.trained for a in parts),
+        ))
+    return combined
+
+
 def audition(model, bank, shortlist, views, method="mimic", config=None, verbose=0):
     """Recovers each shortlisted set briefly and measures it on `views`.
 
@@ -128,7 +165,9 @@ def audition(model, bank, shortlist, views, method="mimic", config=None, verbose
         bank: The `feature_bank.FeatureBank` of `model` (its cached cut
             activations may be released: recovery needs none).
         shortlist: `block_sets.CandidateSet`s, in the order to audition.
-        views: Views no training step saw (`views.held_out_views`).
+        views: Views no training step saw (`views.held_out_views`); of
+            images the bank holds out (`bank.held_out`), or new views of
+            its training images.
         method: The recovery recipe (`recipes.METHODS`).
         config: The `TrainConfig` of each brief recovery.
         verbose: 0 silent, 1 a progress bar over the sets.
@@ -150,7 +189,8 @@ def audition(model, bank, shortlist, views, method="mimic", config=None, verbose
             dropped_mse=candidate.dropped_mse,
             reduction=candidate.reduction,
             fidelity=fidelity_lib.estimate(
-                model, recovered, views, reference=reference
+                model, recovered, views, reference=reference,
+                unseen_images=bank.held_out,
             ),
             seconds=time.perf_counter() - start,
             trained=bool(curve) or method == "none",

@@ -73,6 +73,39 @@ class Fidelity:
         return f"on {self.views} unseen views of {source}: " + ", ".join(parts)
 
 
+def pool(parts):
+    """One `Fidelity` of several measured on disjoint views.
+
+    Each figure is the views-weighted mean of the parts' (an error or
+    accuracy that one part lacks is `None`), as if measured on all the views
+    at once; the errors are relative to each part's own teacher variance.
+
+    Args:
+        parts: `Fidelity` objects.
+
+    Returns:
+        A `Fidelity` over the parts' views together.
+    """
+    weights = np.array([p.views for p in parts], dtype="float64")
+
+    def mean(values):
+        if any(v is None for v in values):
+            return None
+        average = np.average(
+            np.asarray(values, dtype="float64"), axis=0, weights=weights
+        )
+        return float(average) if average.ndim == 0 else tuple(map(float, average))
+
+    return Fidelity(
+        views=int(weights.sum()),
+        agreement=mean([p.agreement for p in parts]),
+        output_error=mean([p.output_error for p in parts]),
+        feature_error=mean([p.feature_error for p in parts]),
+        accuracy=mean([p.accuracy for p in parts]),
+        unseen_images=all(p.unseen_images for p in parts),
+    )
+
+
 def _relative_error(value, target):
     value = np.asarray(value, "float64").reshape(len(value), -1)
     target = np.asarray(target, "float64").reshape(len(target), -1)

@@ -65,11 +65,12 @@ class Job:
             verbose=verbose, callbacks=self.callbacks, **overrides,
         )
 
-    def held_out_views(self, tiny_set, size, seed_offset=0):
+    def held_out_views(self, tiny_set, size, seed_offset=0, fold=None):
         """Views of `tiny_set` that no training step saw, to judge by.
 
-        Crops of the images `validation_split` held out whole, or of every
-        image without one (`views.held_out_views`), drawn with the job's
+        Crops of the images `validation_split` (or `fold`, an `(index,
+        folds)` of `views.split_tiny_set`) held out whole, or of every
+        image without either (`views.held_out_views`), drawn with the job's
         seed plus `seed_offset` (a choice made on one draw is then judged
         on another).
 
@@ -77,7 +78,7 @@ class Job:
             A tuple `(views, labels)`; `labels` is `None` when unlabelled.
         """
         _, held_set = views_lib.split_tiny_set(
-            tiny_set, self.tiny.validation_split, self.seed
+            tiny_set, self.tiny.validation_split, self.seed, fold=fold
         )
         return views_lib.held_out_views(
             held_set or tiny_set, size, seed=self.seed + seed_offset

@@ -98,9 +98,17 @@ class CompressionReport:
                 "chosen before:", scores.table(), "",
             ]
         if self.auditions:
+            folds = self.auditions.folds
+            if folds > 1:
+                judged = f"on each of {folds} parts of the images, trained on the others"
+            elif self.auditions[0].fidelity.unseen_images:
+                judged = "on the held-out images"
+            else:
+                judged = "on new views of the images they trained on"
+
             lines += [
-                "Shortlisted sets, each recovered briefly (judged on held-out "
-                "views):", self.auditions.table(), "",
+                f"Shortlisted sets, each recovered briefly (judged {judged}):",
+                self.auditions.table(), "",
             ]
         lines.append(
             f"Dropped {len(self.blocks)} blocks: "
@@ -195,6 +203,7 @@ def check(options):
     validation.check_int(
         "finalist_steps", options["finalist_steps"], 1, allow_none=True
     )
+    validation.check_int("finalist_folds", options["finalist_folds"], 1)
     validation.check_fraction(
         "latency_target", options["latency_target"], allow_none=True
     )
@@ -304,10 +313,31 @@ def selection_rule(job):
     return "shortlist" if enough else "greedy"
 
 
+def audition_folds(job, tiny_set):
+    """Parts of the tiny set's images the sets are auditioned on:
+    `finalist_folds`, or `1` (train on every image, judge on new views of
+    them) when `validation_split` already holds images out or there are
+    fewer than two images per part."""
+    folds = job.options["finalist_folds"]
+    if job.tiny.validation_split or len(tiny_set) < 2 * folds:
+        return 1
+    return folds
+
+
 def _shortlist(teacher, bank, candidates, tiny_set, job, phases):
     """`selection="shortlist"`: the sets `rank_sets` ranks (at most
     `finalists`), each recovered briefly; returns the winner and the
     auditions.
+
+    With several folds (`audition_folds`), the images are cut into that
+    many parts and every set is auditioned once per part: recovered from
+    the other parts' images (a bank of their own) and judged on views of
+    the part's, which no step of that audition saw; the folds' judgements
+    are pooled (`auditions.combine`). Judged on new views of images it
+    trained on, a brief recovery that fits the tiny set looks best: on the
+    user-style ResNet of the selection benchmark, the sets whose recovery
+    trains the most of the network (docs/results.md, "Choosing blocks by
+    brief recoveries").
     """
     options = job.options
     target = options["latency_target"]
@@ -320,17 +350,44 @@ def _shortlist(teacher, bank, candidates, tiny_set, job, phases):
         )
     bank.release()
     steps = audition_steps(job)
-    # A draw apart from the final fidelity check's views.
-    views, _ = job.held_out_views(
-        tiny_set, bank.views["eval"].shape[1:3], seed_offset=1
-    )
+    folds = audition_folds(job, tiny_set)
     with base.timed(phases, "auditions"):
-        report = auditions_lib.audition(
-            teacher, bank, ranked, views, job.method,
-            job.train_config(steps, bank=bank), verbose=job.verbose,
-        )
+        if folds == 1:
+            # A draw apart from the final fidelity check's views.
+            views, _ = job.held_out_views(
+                tiny_set, bank.views["eval"].shape[1:3], seed_offset=1
+            )
+            report = auditions_lib.audition(
+                teacher, bank, ranked, views, job.method,
+                job.train_config(steps, bank=bank), verbose=job.verbose,
+            )
+        else:
+            report = auditions_lib.combine([
+                _audition_fold(teacher, bank, ranked, tiny_set, job, steps, (i, folds))
+                for i in range(folds)
+            ])
     by_name = {b.name: b for b in candidates}
     return [by_name[n] for n in report.best().blocks], report
+
+
+def _audition_fold(teacher, bank, ranked, tiny_set, job, steps, fold):
+    """Auditions `ranked` trained without the images of `fold` (an
+    `(index, folds)` of `views.split_tiny_set`), judged on views of them.
+
+    The fold's bank is planned within what `bank` leaves of the budget.
+    """
+    memory = job.memory.beside(bank.held_bytes)
+    spec = dataclasses.replace(job.tiny, data=tiny_set, fold=fold)
+    fold_bank, _ = feature_bank.build_bank(teacher, spec, memory=memory)
+    views, _ = job.held_out_views(
+        tiny_set, fold_bank.views["eval"].shape[1:3], seed_offset=1, fold=fold
+    )
+    config = job.train_config(
+        steps, activation_memory=memory.training_bytes(fold_bank.held_bytes)
+    )
+    return auditions_lib.audition(
+        teacher, fold_bank, ranked, views, job.method, config, verbose=job.verbose
+    )
 
 
 def _as_list(indices):

@@ -106,6 +106,12 @@ ENTRIES = (
                 "blocks, shortlist: steps of each brief recovery "
                 "(default: a fifth of --finetune-steps)",
             ),
+            Option(
+                "finalist_folds", 2, int,
+                "blocks, shortlist: parts of the images each set is "
+                "auditioned on, trained on the others (2; 1: trained on "
+                "all, judged on new views of them)",
+            ),
         ),
         relax=("drop", "latency_target", "blocks"),
     ),

@@ -319,6 +319,34 @@ def test_validation_split_holds_out_whole_images_by_seed():
     assert len(views.split_tiny_set(tiny, 0.01)[1]) == 1  # At least one.
 
 
+def test_folds_hold_out_every_image_exactly_once():
+    images = np.arange(20, dtype="float32").reshape(20, 1, 1, 1) * np.ones((1, 4, 4, 3), "float32")
+    tiny = TinySet(images=images, labels=np.arange(20) % 5)
+    held_ids = []
+    for index in range(3):
+        fit_set, held_set = views.split_tiny_set(tiny, 0.0, seed=3, fold=(index, 3))
+        fit, held = fit_set.images[:, 0, 0, 0], held_set.images[:, 0, 0, 0]
+        assert len(held) in (6, 7) and len(fit) + len(held) == 20
+        assert not set(fit) & set(held)
+        np.testing.assert_array_equal(held_set.labels, held % 5)
+        held_ids.append(held)
+    np.testing.assert_array_equal(np.sort(np.concatenate(held_ids)), np.arange(20))
+    # The first of two folds holds out what a split of one half does.
+    np.testing.assert_array_equal(
+        views.split_tiny_set(tiny, 0.0, seed=3, fold=(0, 2))[1].images,
+        views.split_tiny_set(tiny, 0.5, seed=3)[1].images,
+    )
+
+
+@pytest.mark.parametrize(
+    "split, fold", [(0.0, (2, 2)), (0.0, (-1, 2)), (0.0, (0, 5)), (0.25, (0, 2))]
+)
+def test_a_fold_out_of_range_or_beside_a_split_is_refused(split, fold):
+    tiny = TinySet(images=np.zeros((4, 2, 2, 3), "float32"))
+    with pytest.raises(ValueError, match="A fold must be"):
+        views.split_tiny_set(tiny, split, fold=fold)
+
+
 @pytest.mark.parametrize(
     "split, error",
     [(1.0, ValueError), (-0.1, ValueError), (True, TypeError), ("0.2", TypeError),

@@ -101,6 +101,15 @@ def test_views_per_image_fit_the_views_share():
     assert memory.MemoryPlan(None).views_per_image(10**6, view, 32) == 32
 
 
+def test_a_second_bank_plans_within_what_the_first_leaves():
+    plan = memory.MemoryPlan(2.0)
+    beside = plan.beside(memory.GIB // 2)
+    assert beside.budget == int(1.5 * memory.GIB)
+    assert beside.training_bytes(memory.GIB) == memory.GIB // 2
+    assert plan.beside(3 * memory.GIB).budget == 1  # Nothing left, still a plan.
+    assert memory.MemoryPlan(None).beside(memory.GIB).budget is None
+
+
 @pytest.mark.parametrize(
     "budget, error", [("4GB", TypeError), (True, TypeError), (0, ValueError),
                       (-1.0, ValueError), (math.nan, ValueError)],

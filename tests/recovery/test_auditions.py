@@ -96,10 +96,70 @@ def test_compress_with_a_shortlist_recovers_the_best_audition():
     assert report.to_dict()["auditions"][0]["blocks"] == report.auditions[0].blocks
 
 
+def test_fidelities_on_disjoint_views_pool_as_one_measurement():
+    parts = [
+        fidelity.Fidelity(views=8, agreement=0.5, output_error=0.4,
+                          feature_error=0.2, accuracy=(1.0, 0.5), unseen_images=True),
+        fidelity.Fidelity(views=24, agreement=0.9, output_error=0.0,
+                          feature_error=None, accuracy=(0.5, 0.5), unseen_images=True),
+    ]
+    pooled = fidelity.pool(parts)
+    assert pooled.views == 32
+    assert pooled.agreement == pytest.approx((8 * 0.5 + 24 * 0.9) / 32)
+    assert pooled.output_error == pytest.approx(0.1)
+    assert pooled.feature_error is None  # One part could not measure it.
+    assert pooled.accuracy == pytest.approx((0.625, 0.5))
+    assert pooled.unseen_images
+    assert not fidelity.pool([parts[0], fidelity.Fidelity(8, 0.5, 0.4, 0.2)]).unseen_images
+
+
+def test_folds_combine_into_one_judgement_per_set():
+    first = auditions.AuditionReport([_audition("a", 0.9), _audition("b", 0.5)])
+    second = auditions.AuditionReport([_audition("a", 0.5), _audition("b", 0.7)])
+    second[0].trained = False
+    second[1].seconds = 2.0
+    combined = auditions.combine([first, second])
+    assert combined.folds == 2 and [a.blocks for a in combined] == [["a"], ["b"]]
+    # a won one fold by more than b won the other: pooled, b is closer.
+    assert [a.fidelity.agreement for a in combined] == pytest.approx([0.7, 0.6])
+    assert combined.best().blocks == ["a"]
+    assert combined[1].seconds == 2.0 and combined[0].trained
+    with pytest.raises(ValueError):
+        auditions.combine([first, auditions.AuditionReport([_audition("a", 0.9)])])
+
+
+@pytest.mark.parametrize(
+    "settings, folds, unseen",
+    [
+        (dict(), 2, True),
+        (dict(finalist_folds=1), 1, False),
+        (dict(validation_split=0.25), 1, True),  # Images already held out.
+        (dict(num_samples=3), 1, False),  # Fewer than two images per part.
+    ],
+)
+def test_shortlisted_sets_are_judged_on_images_their_audition_left_out(
+    settings, folds, unseen
+):
+    model = tiny_models.tiny_resnet()
+    _, report = keras_practise.compress(
+        model, tiny_models.images(16), drop=1, selection="shortlist",
+        finalists=2, finalist_steps=2, finetune_steps=2, latency="macs",
+        augment_views=2, verbose=0, return_report=True, latency_batch_size=0,
+        **settings,
+    )
+    assert report.auditions.folds == folds
+    assert all(a.fidelity.unseen_images == unseen for a in report.auditions)
+    if folds == 2:
+        # Every image judged once: 16 images' views over the two parts.
+        assert report.auditions[0].fidelity.views == 2 * 8 * math.ceil(256 / 8)
+        assert "on each of 2 parts of the images" in str(report)
+
+
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
         (dict(finalists=0), ValueError, "finalists"),
+        (dict(finalist_folds=0), ValueError, "finalist_folds"),
         (dict(finalists=1.5), TypeError, "finalists"),
         (dict(finalist_steps=0), ValueError, "finalist_steps"),
         (dict(selection="best"), ValueError, "shortlist"),
