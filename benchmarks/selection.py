@@ -287,10 +287,12 @@ def measure_criteria(model, blocks, images, seed, cache):
         k: cache.data[audition_key(k, s["finalist_steps"], s["finalist_folds"])]
         for k in s["drops"]
     }
-    on_views = {} if s["finalist_folds"] == 1 else {
-        k: cache.data[key]["sets"] for k in s["drops"]
-        if (key := audition_key(k, s["finalist_steps"], 1)) in cache.data
-    }
+    on_views = {}
+    for k in s["drops"] if s["finalist_folds"] > 1 else ():
+        one_fold = cache.data.get(audition_key(k, s["finalist_steps"], 1))
+        views = auditions[k].get("view_sets") or (one_fold or {}).get("sets")
+        if views is not None:
+            on_views[k] = views
     full = keras_practise.count_macs(model)
     scores = {r["block"]: r for r in cache.data["scores"]}
     return criteria.Measurements(
@@ -341,18 +343,25 @@ def audition_every_set(model, images, seed, k):
             seed=seed, latency=_SCORE_LATENCY.value, latency_batch_size=0,
             verbose=0, return_report=True,
         )
-    return {
-        "library": library_hash(),
-        "folds": report.auditions.folds,
-        "shortlist_seconds": report.phase_seconds["shortlist"],
-        "sets": [
+    def record(auditions):
+        return [
             {"blocks": a.blocks, "dropped_mse": a.dropped_mse,
              "reduction": a.reduction, "seconds": a.seconds,
              "feature_error": a.fidelity.feature_error,
              "output_error": a.fidelity.output_error,
              "agreement": a.fidelity.agreement, "trained": a.trained}
-            for a in report.auditions
-        ],
+            for a in auditions
+        ]
+
+    # Folds the library set aside (none informative) are what the folds
+    # measured; the one-fold auditions that decided instead are kept too.
+    folds = report.auditions.set_aside or report.auditions
+    return {
+        "library": library_hash(),
+        "folds": folds.folds,
+        "shortlist_seconds": report.phase_seconds["shortlist"],
+        "sets": record(folds),
+        **({"view_sets": record(report.auditions)} if folds is not report.auditions else {}),
     }
 
 

@@ -163,11 +163,33 @@ def finalists_of(m, k, finalists, auditions=None):
     return [a for a in sets if set(a["blocks"]) <= pool][:finalists]
 
 
+def _informative(sets):
+    """The library's `AuditionReport.informative`: some output error
+    below 1."""
+    return any(_finite(a["output_error"]) < 1.0 for a in sets)
+
+
+def _deciding(m, k, finalists, auditions=None):
+    """The auditions that decide: `auditions` when given, else the
+    library's (`m.auditions`), replaced by the one-fold auditions when
+    they are cross-fitted and not informative; `None` when those are
+    needed and were not measured."""
+    sets = finalists_of(m, k, finalists, auditions)
+    if auditions is not None or m.finalist_folds == 1 or _informative(sets):
+        return sets
+    if k not in m.view_auditions:
+        return None
+    return finalists_of(m, k, finalists, m.view_auditions)
+
+
 def shortlist(m, k, signal="agreement", finalists=None, auditions=None):
     """`"shortlist"` selection: up to `finalists` sets (`finalists_of`),
     each recovered briefly, the one closest to the teacher on held-out
-    views (earliest of equals, as the library breaks ties)."""
-    sets = finalists_of(m, k, finalists or m.finalists, auditions)
+    views (earliest of equals, as the library breaks ties), judged as the
+    library judges (`_deciding`)."""
+    sets = _deciding(m, k, finalists or m.finalists, auditions)
+    if sets is None:
+        return None
     return list(min(sets, key=lambda a: _judge_key(a, signal))["blocks"])
 
 
@@ -211,12 +233,18 @@ def _audition_cost(finalists, on_views=False):
         auditions = m.view_auditions if on_views else m.auditions
         if k not in auditions:
             return float("nan"), None
-        sets = finalists_of(m, k, finalists or m.finalists, auditions)
+        count = finalists or m.finalists
+        sets = finalists_of(m, k, count, auditions)
+        runs = [(1 if on_views else m.finalist_folds, sets)]
+        if not on_views and m.finalist_folds > 1 and not _informative(sets):
+            if k not in m.view_auditions:
+                return float("nan"), None
+            # The one-fold auditions ran too, and decided.
+            runs.append((1, finalists_of(m, k, count, m.view_auditions)))
         seconds = m.seconds.get(("shortlist", k))
         if seconds is not None:
-            seconds += sum(a["seconds"] for a in sets)
-        folds = 1 if on_views else m.finalist_folds
-        return m.finalist_steps * folds * len(sets), seconds
+            seconds += sum(a["seconds"] for _, sets in runs for a in sets)
+        return sum(m.finalist_steps * f * len(sets) for f, sets in runs), seconds
     return cost
 
 

@@ -85,6 +85,22 @@ def test_one_fold_auditions_are_judged_beside_the_folds_when_measured():
     assert row["shortlist (library default: up to 20 sets)"]["regret_k"] == 0.0
 
 
+def test_uninformative_folds_are_judged_as_the_library_falls_back():
+    folds, views = _auditions(), _auditions()
+    for audition in folds:  # No brief recovery beats a constant there.
+        audition["output_error"] = 1.5
+    for audition in views:
+        audition["agreement"] = 1.0 if audition["blocks"] == ["a2", "b1"] else 0.1
+    m = _measurements(auditions={2: folds}, view_auditions={2: views},
+                      finalist_folds=2, finalist_steps=10)
+    assert criteria.shortlist(m, 2) == ["a2", "b1"]
+    default = "shortlist (library default: up to 20 sets)"
+    assert criteria.COSTS[default](m, 2) == (6 * 10 * 2 + 6 * 10, None)
+    m.view_auditions = {}  # Not measured: the choice cannot be judged.
+    assert criteria.shortlist(m, 2) is None
+    assert math.isnan(criteria.COSTS[default](m, 2)[0])
+
+
 def test_non_finite_scores_rank_last():
     m = _measurements(score={"a1": math.nan, "a2": 2.0, "b1": math.inf, "b2": 4.0})
     assert criteria.independent(m, 3) == ["a2", "b2", "a1"]

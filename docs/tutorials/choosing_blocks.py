@@ -191,15 +191,19 @@ backwards (docs/results.md, "Choosing blocks by brief recoveries"). The
 `"shortlist"` rule asks the question directly: the sets whose dropping
 changes the features least (up to `finalists` of them) are each
 recovered for `finalist_steps` steps with the real recipe, and the one
-that stays closest to the teacher on views no training step saw (top-1
-agreement, then output error) is recovered in full. The report lists
-every audition.
+that stays closest to the teacher (top-1 agreement, then output error) is
+recovered in full. Each set is auditioned twice (`finalist_folds=2`):
+recovered from half the images and judged on the other half, then the
+other way round. Judged on new crops of the images it trained on, a brief
+recovery that fits those images looks better than it is. The report
+lists every audition.
 
 `compress` uses it by default (`selection="auto"`) when each audition gets
 at least 100 steps, i.e. from `finetune_steps=500` (the default); shorter
 auditions were measured to mislead, so with fewer steps it falls back to
-the greedy recoverability choice. `finalists` and `finalist_steps` are the
-budget: fewer, shorter auditions cost less and choose worse.
+the greedy recoverability choice. `finalists`, `finalist_steps` and
+`finalist_folds` are the budget: fewer, shorter auditions cost less and
+choose worse.
 """
 
 shortlist_model, shortlist_report = keras_practise.compress(

@@ -128,6 +128,14 @@ def test_folds_combine_into_one_judgement_per_set():
         auditions.combine([first, auditions.AuditionReport([_audition("a", 0.9)])])
 
 
+def test_folds_inform_only_when_some_recovery_beats_a_constant():
+    report = auditions.AuditionReport([_audition("a", 0.1, 1.2), _audition("b", 0.2, 1.0)])
+    assert not report.informative()
+    report.append(_audition("c", 0.1, 0.99))
+    assert report.informative()
+    assert not auditions.AuditionReport([_audition("a", 0.5, math.nan)]).informative()
+
+
 @pytest.mark.parametrize(
     "settings, folds, unseen",
     [
@@ -138,8 +146,11 @@ def test_folds_combine_into_one_judgement_per_set():
     ],
 )
 def test_shortlisted_sets_are_judged_on_images_their_audition_left_out(
-    settings, folds, unseen
+    settings, folds, unseen, monkeypatch
 ):
+    # Whether random tiny nets recover beyond their training images is
+    # left to chance otherwise; the fallback is tested below.
+    monkeypatch.setattr(auditions.AuditionReport, "informative", lambda self: True)
     model = tiny_models.tiny_resnet()
     _, report = keras_practise.compress(
         model, tiny_models.images(16), drop=1, selection="shortlist",
@@ -149,10 +160,29 @@ def test_shortlisted_sets_are_judged_on_images_their_audition_left_out(
     )
     assert report.auditions.folds == folds
     assert all(a.fidelity.unseen_images == unseen for a in report.auditions)
+    assert report.auditions.set_aside is None
     if folds == 2:
         # Every image judged once: 16 images' views over the two parts.
         assert report.auditions[0].fidelity.views == 2 * 8 * math.ceil(256 / 8)
         assert "on each of 2 parts of the images" in str(report)
+
+
+def test_uninformative_folds_give_way_to_auditions_on_every_image(monkeypatch):
+    monkeypatch.setattr(auditions.AuditionReport, "informative", lambda self: False)
+    model = tiny_models.tiny_resnet()
+    _, report = keras_practise.compress(
+        model, tiny_models.images(16), drop=1, selection="shortlist",
+        finalists=2, finalist_steps=2, finetune_steps=2, latency="macs",
+        augment_views=2, verbose=0, return_report=True, latency_batch_size=0,
+    )
+    decided, aside = report.auditions, report.auditions.set_aside
+    assert (decided.folds, aside.folds) == (1, 2)
+    assert [a.blocks for a in decided] == [a.blocks for a in aside]
+    assert not any(a.fidelity.unseen_images for a in decided)
+    assert all(a.fidelity.unseen_images for a in aside)
+    assert report.blocks == decided.best().blocks
+    assert "these did not decide" in str(report)
+    assert "judged on new views of the images they trained on" in str(report)
 
 
 @pytest.mark.parametrize(
