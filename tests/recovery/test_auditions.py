@@ -128,6 +128,17 @@ def test_folds_combine_into_one_judgement_per_set():
         auditions.combine([first, auditions.AuditionReport([_audition("a", 0.9)])])
 
 
+def _brief_shortlist(**settings):
+    """A `compress` report of two sets, each auditioned for 2 steps."""
+    _, report = keras_practise.compress(
+        tiny_models.tiny_resnet(), tiny_models.images(16), drop=1,
+        selection="shortlist", finalists=2, finalist_steps=2, finetune_steps=2,
+        latency="macs", augment_views=2, verbose=0, return_report=True,
+        latency_batch_size=0, **settings,
+    )
+    return report
+
+
 def test_folds_inform_only_when_some_recovery_beats_a_constant():
     report = auditions.AuditionReport([_audition("a", 0.1, 1.2), _audition("b", 0.2, 1.0)])
     assert not report.informative()
@@ -151,13 +162,7 @@ def test_shortlisted_sets_are_judged_on_images_their_audition_left_out(
     # Whether random tiny nets recover beyond their training images is
     # left to chance otherwise; the fallback is tested below.
     monkeypatch.setattr(auditions.AuditionReport, "informative", lambda self: True)
-    model = tiny_models.tiny_resnet()
-    _, report = keras_practise.compress(
-        model, tiny_models.images(16), drop=1, selection="shortlist",
-        finalists=2, finalist_steps=2, finetune_steps=2, latency="macs",
-        augment_views=2, verbose=0, return_report=True, latency_batch_size=0,
-        **settings,
-    )
+    report = _brief_shortlist(**settings)
     assert report.auditions.folds == folds
     assert all(a.fidelity.unseen_images == unseen for a in report.auditions)
     assert report.auditions.set_aside is None
@@ -169,12 +174,7 @@ def test_shortlisted_sets_are_judged_on_images_their_audition_left_out(
 
 def test_uninformative_folds_give_way_to_auditions_on_every_image(monkeypatch):
     monkeypatch.setattr(auditions.AuditionReport, "informative", lambda self: False)
-    model = tiny_models.tiny_resnet()
-    _, report = keras_practise.compress(
-        model, tiny_models.images(16), drop=1, selection="shortlist",
-        finalists=2, finalist_steps=2, finetune_steps=2, latency="macs",
-        augment_views=2, verbose=0, return_report=True, latency_batch_size=0,
-    )
+    report = _brief_shortlist()
     decided, aside = report.auditions, report.auditions.set_aside
     assert (decided.folds, aside.folds) == (1, 2)
     assert [a.blocks for a in decided] == [a.blocks for a in aside]
