@@ -195,8 +195,10 @@ that stays closest to the teacher (top-1 agreement, then output error) is
 recovered in full. Each set is auditioned twice (`finalist_folds=2`):
 recovered from half the images and judged on the other half, then the
 other way round. Judged on new crops of the images it trained on, a brief
-recovery that fits those images looks better than it is. The report
-lists every audition.
+recovery that fits those images looks better than it is. (When no brief
+recovery predicts the teacher on the held-out half better than a
+constant, the sets are auditioned on every image and judged on new crops
+instead.) The report lists every audition.
 
 `compress` uses it by default (`selection="auto"`) when each audition gets
 at least 100 steps, i.e. from `finetune_steps=500` (the default); shorter
