@@ -30,6 +30,7 @@ _BACKENDS = {
     "scheme_defaults": "tensorflow", "data_sources": "torch",
     "speed": "tensorflow", "kernel_accuracy": "torch", "memory": "torch",
     "train_teacher": "tensorflow", "selection": "torch", "twins": "tensorflow",
+    "whole_call": "torch",
     # The one script run on JAX, whose leg runs no script.
     "backends": "jax",
 }
@@ -350,6 +351,20 @@ def test_selection(tmp_path):
     assert output.read_text().split("wall time")[1].split("\n", 1)[1] == (
         text.split("wall time")[1].split("\n", 1)[1]
     )
+
+
+def test_whole_call(tmp_path):
+    output = tmp_path / "call.json"
+    stdout = _run(
+        "whole_call", "--model=mobilenet_v2", "--image_size=32", "--num_images=4",
+        "--drop=1", "--steps=1", "--batch_size=4", f"--output={output}",
+    )
+    record = json.loads(output.read_text())
+    assert json.loads(stdout.strip().splitlines()[-1]) == record
+    assert record["backend"] == "torch" and len(record["blocks"]) == 1
+    assert 0 < record["phases"]["recovery"] < record["seconds"]
+    assert record["peak_resident_gib"] >= record["resident_before_gib"] > 0
+    assert record["library"].startswith(str(_REPO))
 
 
 def test_twins(tmp_path):
