@@ -270,6 +270,7 @@ def measure_criteria(model, blocks, images, seed, cache):
              "initial_mse": r.initial_mse} for r in report
         ])
         cache.set("scores_seconds", time.perf_counter() - started)
+    auditions = {}
     for k in s["drops"]:
         if str(k) not in cache.data:
             with harness.quiet():
@@ -283,10 +284,7 @@ def measure_criteria(model, blocks, images, seed, cache):
         key = audition_key(k, s["finalist_steps"], s["finalist_folds"])
         if key not in cache.data:
             cache.set(key, audition_every_set(model, images, seed, k))
-    auditions = {
-        k: cache.data[audition_key(k, s["finalist_steps"], s["finalist_folds"])]
-        for k in s["drops"]
-    }
+        auditions[k] = cache.data[key]
     on_views = {}
     for k in s["drops"] if s["finalist_folds"] > 1 else ():
         one_fold = cache.data.get(audition_key(k, s["finalist_steps"], 1))

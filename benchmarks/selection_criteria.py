@@ -163,42 +163,41 @@ def finalists_of(m, k, finalists, auditions=None):
     return [a for a in sets if set(a["blocks"]) <= pool][:finalists]
 
 
-def _informative(sets):
-    """The library's `AuditionReport.informative`: some output error
-    below 1."""
-    return any(_finite(a["output_error"]) < 1.0 for a in sets)
+def _audition_runs(m, k, finalists, on_views=False):
+    """The auditions `"shortlist"` selection runs, as `(folds, sets)` in
+    order, the last one deciding: the library's (`m.auditions`, in
+    `m.finalist_folds` folds), followed by the one-fold auditions when the
+    folds are not informative (`AuditionReport.informative`), or the
+    one-fold auditions alone (`on_views`). `None` when one-fold auditions
+    are needed and were not measured."""
+    if on_views:
+        if k not in m.view_auditions:
+            return None
+        return [(1, finalists_of(m, k, finalists, m.view_auditions))]
+    from keras_practise.recovery import auditions
+
+    sets = finalists_of(m, k, finalists)
+    runs = [(m.finalist_folds, sets)]
+    if m.finalist_folds > 1 and not any(
+        auditions.beats_a_constant(a["output_error"]) for a in sets
+    ):
+        more = _audition_runs(m, k, finalists, on_views=True)
+        if more is None:
+            return None
+        runs += more
+    return runs
 
 
-def _deciding(m, k, finalists, auditions=None):
-    """The auditions that decide: `auditions` when given, else the
-    library's (`m.auditions`), replaced by the one-fold auditions when
-    they are cross-fitted and not informative; `None` when those are
-    needed and were not measured."""
-    sets = finalists_of(m, k, finalists, auditions)
-    if auditions is not None or m.finalist_folds == 1 or _informative(sets):
-        return sets
-    if k not in m.view_auditions:
-        return None
-    return finalists_of(m, k, finalists, m.view_auditions)
-
-
-def shortlist(m, k, signal="agreement", finalists=None, auditions=None):
+def shortlist(m, k, signal="agreement", finalists=None, on_views=False):
     """`"shortlist"` selection: up to `finalists` sets (`finalists_of`),
     each recovered briefly, the one closest to the teacher on held-out
-    views (earliest of equals, as the library breaks ties), judged as the
-    library judges (`_deciding`)."""
-    sets = _deciding(m, k, finalists or m.finalists, auditions)
-    if sets is None:
+    views (earliest of equals, as the library breaks ties), judged by the
+    auditions that decide (`_audition_runs`); `None` when not measured."""
+    runs = _audition_runs(m, k, finalists or m.finalists, on_views)
+    if runs is None:
         return None
+    sets = runs[-1][1]
     return list(min(sets, key=lambda a: _judge_key(a, signal))["blocks"])
-
-
-def shortlist_on_views(m, k):
-    """The shortlist judged as before folds (`m.view_auditions`), or
-    `None` when those were not measured."""
-    if k not in m.view_auditions:
-        return None
-    return shortlist(m, k, auditions=m.view_auditions)
 
 
 CRITERIA = {
@@ -209,7 +208,8 @@ CRITERIA = {
         m, k, "output_error"),
     "shortlist of 6 sets": lambda m, k: shortlist(m, k, finalists=6),
     "shortlist of 3 sets": lambda m, k: shortlist(m, k, finalists=3),
-    "shortlist, one fold (trained on all images, judged on new views)": shortlist_on_views,
+    "shortlist, one fold (trained on all images, judged on new views)": lambda m, k: (
+        shortlist(m, k, on_views=True)),
     "set MSE after dropping (no training)": set_mse,
     "recoverability (library's set choice)": library,
     "recoverability ranked independently": independent,
@@ -230,17 +230,9 @@ def _scores_cost(m, k):
 
 def _audition_cost(finalists, on_views=False):
     def cost(m, k):
-        auditions = m.view_auditions if on_views else m.auditions
-        if k not in auditions:
+        runs = _audition_runs(m, k, finalists or m.finalists, on_views)
+        if runs is None:
             return float("nan"), None
-        count = finalists or m.finalists
-        sets = finalists_of(m, k, count, auditions)
-        runs = [(1 if on_views else m.finalist_folds, sets)]
-        if not on_views and m.finalist_folds > 1 and not _informative(sets):
-            if k not in m.view_auditions:
-                return float("nan"), None
-            # The one-fold auditions ran too, and decided.
-            runs.append((1, finalists_of(m, k, count, m.view_auditions)))
         seconds = m.seconds.get(("shortlist", k))
         if seconds is not None:
             seconds += sum(a["seconds"] for _, sets in runs for a in sets)

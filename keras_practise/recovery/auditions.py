@@ -78,6 +78,12 @@ def rank_key(agreement, output_error):
     return (-_finite(agreement, -math.inf), _finite(output_error))
 
 
+def beats_a_constant(output_error):
+    """Whether an output error (relative to the teacher's output variance)
+    is below that of a constant at the teacher's mean output, i.e. 1."""
+    return _finite(output_error) < 1.0
+
+
 def _finite(value, worst=math.inf):
     return value if value is not None and math.isfinite(value) else worst
 
@@ -111,7 +117,7 @@ class AuditionReport(list):
         on the held-out halves; 0.14-0.88 on the other two models) their
         agreement there was near chance and ranked the sets by noise.
         """
-        return any(_finite(a.fidelity.output_error) < 1.0 for a in self)
+        return any(beats_a_constant(a.fidelity.output_error) for a in self)
 
     def best(self):
         """The audition closest to the teacher (`Audition.rank`; the
